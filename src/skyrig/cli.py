@@ -1,0 +1,220 @@
+"""The ``skyrig`` command line (typer + rich).
+
+Exit codes: 0 ok, 1 failure, 2 usage or configuration error. Errors print one message; ``--debug``
+adds the traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from skyrig.errors import SkyrigError
+
+app = typer.Typer(
+    name="skyrig",
+    help="Provision Proxmox GPU VMs, the guest GPU stack, Ray and anomaly-detection workloads.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+STATE: dict[str, bool] = {"debug": False}
+
+StackOpt = Annotated[str, typer.Option("--stack", "-s", help="Stack name (local, dev, prod) or file.")]
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    STATE["debug"] = debug
+
+
+def _mount(module: str, name: str, help_text: str) -> None:
+    """Mount a sub-application if its module imports (optional parts stay optional)."""
+    try:
+        sub = importlib.import_module(module).app
+    except ImportError as exc:  # pragma: no cover - depends on what is installed
+        missing = str(exc)
+
+        @app.command(name, help=f"{help_text} (unavailable: {missing})")
+        def _unavailable() -> None:
+            raise SkyrigError(f"`skyrig {name}` is unavailable: {missing}",
+                              hint="run `make venv` to install the project's dependencies")
+        return
+    app.add_typer(sub, name=name, help=help_text)
+
+
+@app.command()
+def validate(stack: StackOpt = "local") -> None:
+    """Validate a stack file: types, cross-field rules, versions. Lists every problem at once."""
+    from skyrig.config import load_stack
+
+    st = load_stack(stack)
+    c = st.config
+    console.print(f"[green]✓[/] {st.file}: stack [bold]{st.name}[/] is valid "
+                  f"({len(c.nodes)} nodes, {len(c.pci_mappings)} PCI mappings, {len(c.vms)} VMs)")
+
+
+@app.command()
+def plan(
+    stack: StackOpt = "local",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show what the stack wants: PCI mappings, VMs and their PVE configs, inventory groups."""
+    from skyrig.config import load_stack
+    from skyrig.plan import build_plan
+    from skyrig.plan.proxmox import summary_rows
+
+    p = build_plan(load_stack(stack))
+    if as_json:
+        sys.stdout.write(json.dumps(p.to_dict(), indent=2, default=str) + "\n")
+        return
+    t = Table(title=f"PCI mappings ({p.stack})")
+    for col in ("id", "node", "path", "vendor:device"):
+        t.add_column(col)
+    for m in p.pci_mappings:
+        for e in m.entries:
+            t.add_row(m.id, e.node, e.path, e.vendor_device)
+    console.print(t)
+    t = Table(title=f"VMs ({p.stack})")
+    rows = summary_rows(p.vms)
+    for col in ("vm", "vmid", "node", "cores", "memory_mib", "disk", "ip", "gpus"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(*(str(r[c]) for c in ("vm", "vmid", "node", "cores", "memory_mib", "disk", "ip",
+                                        "gpus")))
+    console.print(t)
+    groups = p.inventory["all"]["children"]
+    t = Table(title="Inventory groups")
+    t.add_column("group")
+    t.add_column("hosts")
+    for g, body in groups.items():
+        members = ", ".join(body.get("hosts", {})) or ", ".join(body.get("children", {}))
+        t.add_row(g, members or "-")
+    console.print(t)
+
+
+@app.command()
+def render(
+    stack: StackOpt = "local",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write into.")] = Path(
+        "out"),
+) -> None:
+    """Write the plan as files: one PVE config per VM, the PCI mappings, the Ansible inventory."""
+    from skyrig.config import load_stack
+    from skyrig.plan import build_plan
+
+    p = build_plan(load_stack(stack))
+    written = write_plan_files(p, out)
+    console.print(f"[green]✓[/] wrote {len(written)} files under {out}")
+    for f in written:
+        console.print(f"  {f}")
+
+
+def write_plan_files(p: Any, out: Path) -> list[Path]:
+    """Write a plan's VM configs, mappings and inventory under ``out/<stack>/``."""
+    base = out / p.stack
+    (base / "vms").mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for vm in p.vms:
+        f = base / "vms" / f"{vm.vmid}-{vm.name}.json"
+        f.write_text(json.dumps({"node": vm.node, "vmid": vm.vmid, "clone": vm.clone_params,
+                                 "config": vm.config, "resize": {"disk": vm.disk,
+                                                                 "size": vm.disk_size}},
+                                indent=2, sort_keys=True) + "\n")
+        written.append(f)
+    f = base / "pci-mappings.json"
+    f.write_text(json.dumps([{"id": m.id, "description": m.description,
+                              "map": [e.as_map_string() for e in m.entries]}
+                             for m in p.pci_mappings], indent=2) + "\n")
+    written.append(f)
+    f = base / "inventory.yml"
+    f.write_text(f"# generated by skyrig from stack {p.stack}; do not edit\n"
+                 + yaml.safe_dump(p.inventory, sort_keys=False))
+    written.append(f)
+    return written
+
+
+@app.command()
+def up(
+    stack: StackOpt = "local",
+    only: Annotated[str, typer.Option(help="Stop after a phase: `infra` or `all`.")] = "all",
+) -> None:
+    """Bring a stack up: validate, provision Proxmox, start Ray, run the pinned workload."""
+    from skyrig.workflows.up import run_up
+
+    if only not in ("infra", "all"):
+        raise typer.BadParameter("--only must be `infra` or `all`")
+    run_up(stack, only=only, console=console)
+
+
+@app.command()
+def down(stack: StackOpt = "local") -> None:
+    """Remove what the stack owns (VMs tagged skyrig-<stack>, its PCI mappings, local services)."""
+    from skyrig.workflows.up import run_down
+
+    run_down(stack, console=console)
+
+
+@app.command()
+def doctor() -> None:
+    """What is installed and reachable here: Python, Pulumi CLI, podman, Ray, torch, JAX, ..."""
+    from skyrig.workflows.doctor import checks
+
+    t = Table(title="skyrig doctor")
+    for col in ("component", "status", "detail"):
+        t.add_column(col)
+    for name, ok, detail in checks():
+        t.add_row(name, "[green]ok[/]" if ok else "[yellow]missing[/]", detail)
+    console.print(t)
+
+
+_mount("skyrig.pvesim.cli", "pvesim", "Run the embedded Proxmox VE API emulator.")
+_mount("skyrig.ansible.cli", "ansible", "Run playbooks with an inventory derived from a stack.")
+
+
+def main() -> None:
+    """Console-script entry point: one clear message per error, exit codes 0/1/2."""
+    debug = "--debug" in sys.argv
+    try:
+        app(standalone_mode=False)
+    except SkyrigError as exc:
+        if debug:
+            traceback.print_exc()
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        sys.exit(exc.exit_code)
+    except (typer.Exit, SystemExit) as exc:
+        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
+        sys.exit(code if isinstance(code, int) else 0)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(1)
+    except Exception as exc:  # click usage errors and anything unexpected
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(2)
+        if debug:
+            traceback.print_exc()
+        else:
+            err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}"
+                              " (run with --debug for the traceback)")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Load and validate a stack: file → :class:`Stack` (typed model + where each key is)."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from skyrig.config.checks import Sections, run_checks
+from skyrig.config.model import SecretRef, StackConfig
+from skyrig.config.source import StackSource, read_stack_file
+from skyrig.errors import ConfigIssue, SkyrigConfigError
+
+SECRET_KEY_RE = re.compile(r"(secret|password|passwd|api_key|private_key)$", re.I)
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A validated environment: its name, typed config, source file and project root."""
+
+    name: str
+    config: StackConfig
+    source: StackSource
+    root: Path
+
+    @property
+    def file(self) -> Path:
+        return self.source.file
+
+    @property
+    def state_dir(self) -> Path:
+        """Where skyrig keeps this stack's local state (pvesim, Ray, runs, Pulumi backend)."""
+        return self.root / ".skyrig" / self.name
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The skyrig project root: ``$SKYRIG_ROOT`` or the nearest parent holding Pulumi.yaml."""
+    env = os.environ.get("SKYRIG_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "Pulumi.yaml").is_file() and (candidate / "stacks").is_dir():
+            return candidate
+    raise SkyrigConfigError(
+        ConfigIssue(str(here), None, "", "not inside a skyrig project (no Pulumi.yaml + stacks/)",
+                    "run from the repository root or set SKYRIG_ROOT")
+    )
+
+
+def stack_file(stack: str | Path, root: Path) -> Path:
+    """``local`` → ``<root>/stacks/Pulumi.local.yaml``; a path is taken as it is."""
+    text = str(stack)
+    if text.endswith((".yaml", ".yml")) or os.sep in text:
+        return Path(text).resolve()
+    return root / "stacks" / f"Pulumi.{text}.yaml"
+
+
+def _plaintext_secrets(values: Any, path: tuple[str | int, ...], src: StackSource,
+                       out: list[ConfigIssue]) -> None:
+    if isinstance(values, dict):
+        for key, value in values.items():
+            kp = (*path, key)
+            if SECRET_KEY_RE.search(key) and isinstance(value, str | int | float):
+                out.append(src.issue(kp, "plain-text secret in a stack file",
+                                     "use `pulumi config set --secret` (a `secure:` value) or"
+                                     " `{env: VARIABLE}` and export the variable"))
+            else:
+                _plaintext_secrets(value, kp, src, out)
+    elif isinstance(values, list):
+        for i, value in enumerate(values):
+            _plaintext_secrets(value, (*path, i), src, out)
+
+
+def _describe(err: dict[str, Any], model_field_hint: str) -> tuple[str, str]:
+    kind = err["type"]
+    if kind == "missing":
+        return "required key is missing", model_field_hint or "add it"
+    if kind == "extra_forbidden":
+        return "unknown key", "remove it or check its spelling (see docs/stack-reference.md)"
+    got = err.get("input")
+    shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{msg} (got {shown})", model_field_hint
+
+
+def _field_hint(loc: tuple[str | int, ...]) -> str:
+    """The description of the field at ``loc`` in the model, used as a fix hint."""
+    model: Any = StackConfig
+    desc = ""
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        fields = getattr(model, "model_fields", None)
+        if fields is None:
+            return desc
+        by_alias = {(f.alias or n): f for n, f in fields.items()}
+        field = by_alias.get(str(part))
+        if field is None:
+            return desc
+        desc = field.description or ""
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        model = next((a for a in (ann, *args) if hasattr(a, "model_fields")), None)
+    return desc
+
+
+def validate_source(src: StackSource, name: str, root: Path) -> Stack:
+    """Validate every section, then the cross-field rules; raise once with every issue."""
+    issues: list[ConfigIssue] = []
+    _plaintext_secrets(src.values, (), src, issues)
+    validated: dict[str, Any] = {}
+    fields = StackConfig.model_fields
+    for key in src.values:
+        if key not in fields:
+            issues.append(src.issue((key,), "unknown skyrig key",
+                                    f"known keys: {', '.join(sorted(fields))}"))
+    for key, field in fields.items():
+        if key not in src.values:
+            if field.is_required():
+                issues.append(src.issue((key,), f"required key skyrig:{key} is missing",
+                                        field.description or "add it to the stack file"))
+            else:
+                validated[key] = field.get_default(call_default_factory=True)
+            continue
+        try:
+            validated[key] = TypeAdapter(field.annotation).validate_python(src.values[key])
+        except ValidationError as exc:
+            if any(i.path.startswith(f"skyrig:{key}") and "plain-text" in i.message
+                   for i in issues):
+                continue
+            for err in exc.errors():
+                loc = (key, *err["loc"])
+                message, hint = _describe(err, _field_hint(loc))
+                issues.append(src.issue(loc, message, hint))
+    sections = Sections(**{k: validated.get(k) for k in Sections.__dataclass_fields__})
+    issues.extend(run_checks(sections, src, root))
+    if issues:
+        raise SkyrigConfigError(issues)
+    config = StackConfig.model_validate(validated)
+    return Stack(name=name, config=config, source=src, root=root)
+
+
+def load_stack(stack: str | Path, root: Path | None = None) -> Stack:
+    """Read and validate ``stacks/Pulumi.<stack>.yaml`` (or a path). Raises SkyrigConfigError."""
+    root = root or project_root()
+    file = stack_file(stack, root)
+    src = read_stack_file(file)
+    name = file.name.removeprefix("Pulumi.").rsplit(".", 1)[0]
+    return validate_source(src, name, root)
+
+
+def resolve_secret(ref: SecretRef, what: str) -> str:
+    """The secret's value when Pulumi is not the caller: read from the environment."""
+    if ref.env and os.environ.get(ref.env):
+        return os.environ[ref.env]
+    raise SkyrigConfigError(
+        f"{what}: the secret is not available; export {ref.env or 'the variable named by `env:`'}"
+        + (" (its Pulumi-encrypted value can only be read by `pulumi up`)" if ref.secure else "")
+    )

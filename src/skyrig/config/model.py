@@ -1,0 +1,308 @@
+"""Typed model of one skyrig environment (one Pulumi stack file, ``skyrig:`` namespace).
+
+One class per concept. Field-level rules live here (types, ranges, patterns); rules that relate
+several fields or sections live in :mod:`skyrig.config.checks` so that every problem is reported at
+once with its file, line and key path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PCI_CARD_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}$")
+NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+CONFIGID_RE = r"^[a-z][a-z0-9_-]{1,127}$"
+SEMVER_RE = r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$"
+
+Name = Annotated[str, Field(pattern=NAME_RE, description="DNS-label style name")]
+
+
+class Strict(BaseModel):
+    """Base: unknown keys are errors, values are not coerced silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class SecretRef(Strict):
+    """A secret value. Never plain text in a stack file.
+
+    ``secure`` holds a Pulumi-encrypted value (``pulumi config set --secret``); when Pulumi is not
+    the caller the value is read from the environment variable ``env`` instead.
+    """
+
+    secure: str | None = Field(None, description="Pulumi-encrypted ciphertext (v1:...).")
+    env: str | None = Field(
+        None,
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="Environment variable that holds the secret when Pulumi is not the caller.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretRef:
+        if not self.secure and not self.env:
+            raise ValueError("a secret needs `secure:` (Pulumi secret) or `env:` (variable name)")
+        return self
+
+
+class ProxmoxEndpoint(Strict):
+    """How to reach the Proxmox VE API, and how provisioning behaves there."""
+
+    endpoint: str = Field(
+        description="API base URL (https://host:8006), or `pvesim` for the embedded emulator.",
+    )
+    token_id: str = Field(
+        "skyrig@pve!provision",
+        pattern=r"^[^@\s]+@[^!\s]+![A-Za-z][A-Za-z0-9._-]*$",
+        description="API token id `user@realm!tokenid` (least privilege: see docs/proxmox-privileges).",
+    )
+    token_secret: SecretRef = Field(
+        default_factory=lambda: SecretRef(env="SKYRIG_PROXMOX_TOKEN_SECRET"),
+        description="The token's secret: a Pulumi secret or an environment variable.",
+    )
+    verify_tls: bool = Field(True, description="Verify the API certificate (never off in prod).")
+    ca_bundle: str | None = Field(
+        None, description="CA bundle path for a private CA; pvesim's CA is used for `pvesim`."
+    )
+    reboot_policy: Literal["never", "when-required"] = Field(
+        "never",
+        description="`never` reports pending-reboot changes; `when-required` reboots VMs one at a time.",
+    )
+    task_timeout_s: float = Field(900.0, gt=0, description="Longest wait for one Proxmox task.")
+    parallelism: int = Field(4, ge=1, le=32, description="VMs provisioned concurrently.")
+    pvesim_hardware: str = Field(
+        "local", description="Hardware profile for the embedded pvesim (`local`, `lab`, a path)."
+    )
+
+    @property
+    def embedded(self) -> bool:
+        return self.endpoint == "pvesim"
+
+    @field_validator("endpoint")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v != "pvesim" and not re.match(r"^https://[A-Za-z0-9.\-\[\]:]+(:\d+)?/?", v):
+            raise ValueError("must be an https:// URL (TLS is mandatory) or `pvesim`")
+        return v.rstrip("/")
+
+
+class Network(Strict):
+    """The guest network the VMs are attached to."""
+
+    bridge: str = Field("vmbr0", pattern=r"^vmbr\d+$", description="Proxmox bridge.")
+    vlan: int | None = Field(None, ge=1, le=4094, description="VLAN tag on the bridge.")
+    subnet: ipaddress.IPv4Network = Field(description="Guest subnet (CIDR).")
+    gateway: ipaddress.IPv4Address = Field(description="Default gateway for the guests.")
+    nameservers: list[ipaddress.IPv4Address] = Field(default_factory=list, max_length=3)
+    search_domain: str | None = Field(None, description="DNS search domain for cloud-init.")
+    mtu: int | None = Field(None, ge=576, le=9000)
+
+
+class Gpu(Strict):
+    """A physical GPU card in a node, by PCI address (all functions: GPU + HDMI audio)."""
+
+    path: str = Field(description="PCI card address with domain, no function: `0000:01:00`.")
+    model: str = Field("rtx-a4000", description="GPU model key from the compatibility data.")
+
+    @field_validator("path")
+    @classmethod
+    def _pci(cls, v: str) -> str:
+        if not PCI_CARD_RE.match(v):
+            raise ValueError(
+                f"{v!r} is not a PCI card address; use `dddd:bb:ss` (lower-case hex, domain,"
+                " no function), e.g. `0000:01:00`"
+            )
+        return v
+
+
+class Node(Strict):
+    """A Proxmox VE node: capacity, template, storage and GPUs."""
+
+    name: Name
+    cores: int = Field(ge=1, le=1024, description="Logical CPUs on the host.")
+    memory_mib: int = Field(ge=1024, description="Host RAM in MiB.")
+    reserved_memory_mib: int = Field(
+        8192, ge=0, description="RAM kept for the hypervisor (ZFS ARC, PVE services)."
+    )
+    storage: str = Field("local-lvm", description="Storage for VM disks and EFI disks.")
+    template_vmid: int = Field(ge=100, le=999_999_999, description="Cloud-init template on the node.")
+    iommu: bool = Field(True, description="Whether IOMMU is expected on (host-prep sets it).")
+    gpus: list[Gpu] = Field(default_factory=list)
+
+
+class PciMappingEntry(Strict):
+    """Where a cluster PCI mapping points on one node."""
+
+    node: Name
+    path: str
+
+    @field_validator("path")
+    @classmethod
+    def _pci(cls, v: str) -> str:
+        return Gpu._pci(v)
+
+
+class PciMapping(Strict):
+    """A cluster PCI resource mapping (`/cluster/mapping/pci`). Token-friendly passthrough."""
+
+    id: str = Field(pattern=CONFIGID_RE, description="Mapping id (`pve-configid`).")
+    model: str = Field("rtx-a4000", description="GPU model key from the compatibility data.")
+    description: str = ""
+    entries: list[PciMappingEntry] = Field(min_length=1)
+
+
+class VmClass(Strict):
+    """Reusable hardware profile for VMs."""
+
+    cores: int = Field(ge=1, le=512)
+    sockets: int = Field(1, ge=1, le=4)
+    memory_mib: int = Field(ge=512)
+    balloon_mib: int = Field(0, ge=0, description="0 turns ballooning off (required with GPUs).")
+    disk_gib: int = Field(32, ge=4, le=65536, description="Boot disk size after resize.")
+    machine: Literal["q35", "pc"] = "q35"
+    bios: Literal["ovmf", "seabios"] = "ovmf"
+    cpu: str = Field("host", description="CPU type; GPU VMs need `host`.")
+    efi_disk: bool = Field(True, description="An efidisk0 (4m, no pre-enrolled keys).")
+    pcie: bool = Field(True, description="Attach GPUs as PCIe (needs q35).")
+    numa: bool = False
+    tags: list[str] = Field(default_factory=list)
+    onboot: bool = True
+
+
+class GpuVm(Strict):
+    """A VM cloned from its node's template; GPU VMs get mapped passthrough."""
+
+    name: Name
+    vmid: int = Field(ge=100, le=999_999_999)
+    node: Name
+    vm_class: str = Field(alias="class", description="Key in `skyrig:vm_classes`.")
+    ip: ipaddress.IPv4Address
+    gpus: list[str] = Field(default_factory=list, description="PCI mapping ids to pass through.")
+    roles: list[
+        Literal["kube_control_plane", "kube_node", "ray_head", "ray_worker", "monitoring"]
+    ] = Field(default_factory=list)
+    cores: int | None = Field(None, ge=1, le=512, description="Overrides the class.")
+    memory_mib: int | None = Field(None, ge=512, description="Overrides the class.")
+    disk_gib: int | None = Field(None, ge=4, le=65536)
+
+
+class CloudInit(Strict):
+    """Guest access set through cloud-init."""
+
+    user: str = Field("skyrig", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    ssh_keys: list[str] = Field(default_factory=list, description="Public keys (not secrets).")
+
+    @field_validator("ssh_keys")
+    @classmethod
+    def _keys(cls, v: list[str]) -> list[str]:
+        for k in v:
+            if not re.match(r"^(ssh-(ed25519|rsa)|ecdsa-sha2-nistp\d+|sk-\S+) \S+", k):
+                raise ValueError(f"not an SSH public key: {k[:30]!r}...")
+        return v
+
+
+class GpuStack(Strict):
+    """Guest NVIDIA stack, pinned per the compatibility matrix."""
+
+    driver_source: Literal["debian", "cuda_repo"] = "cuda_repo"
+    driver_version: str = Field(pattern=r"^\d{3}(\.\d+){0,2}$")
+    cuda_version: str = Field(pattern=r"^\d+\.\d+$")
+    open_kernel_modules: bool = True
+    container_toolkit_version: str = Field("1.17.8", pattern=r"^\d+\.\d+\.\d+$")
+
+
+class Kubernetes(Strict):
+    """Kubernetes on the VMs (off for the local stack)."""
+
+    enabled: bool = True
+    distribution: Literal["k3s"] = "k3s"
+    version: str = Field("v1.33.4+k3s1", pattern=r"^v\d+\.\d+\.\d+(\+k3s\d+)?$")
+    pod_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.244.0.0/16")
+    service_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.96.0.0/12")
+    install_binary: bool = Field(True, description="Off for air-gapped tests (artifact dir).")
+    artifact_dir: str | None = None
+
+
+class Ray(Strict):
+    """The Ray cluster that runs the workloads."""
+
+    mode: Literal["local", "kuberay", "vm"] = Field(
+        "kuberay", description="`local`: head started by skyrig on this machine."
+    )
+    version: str = Field(pattern=SEMVER_RE)
+    kuberay_version: str | None = Field("1.7.0", pattern=SEMVER_RE)
+    head_port: int = Field(6379, ge=1024, le=65535)
+    dashboard_host: str = Field("127.0.0.1", description="Bind address of the dashboard.")
+    dashboard_port: int = Field(8265, ge=1024, le=65535)
+    metrics_export_port: int = Field(8080, ge=1024, le=65535)
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local head.")
+    gpu_workers_min: int = Field(0, ge=0)
+    gpu_workers_max: int = Field(1, ge=0)
+    gpus_per_worker: int = Field(1, ge=0, le=8)
+    object_store_memory_mib: int = Field(512, ge=64)
+
+
+class Workload(Strict):
+    """Which workload release and model run where."""
+
+    name: Literal["qso_anomaly"] = "qso_anomaly"
+    version: str = Field(pattern=SEMVER_RE, description="Released version (CHANGELOG).")
+    path: str = Field("workloads/qso_anomaly", description="Package source, relative to the repo.")
+    model_alias: Literal["candidate", "champion"] = "champion"
+    framework: Literal["torch", "jax"] = "torch"
+    torch_version: str = Field("2.13.0", pattern=SEMVER_RE)
+    jax_version: str = Field("0.10.2", pattern=SEMVER_RE)
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default: sqlite store under the run directory."
+    )
+    n_spectra: int = Field(2000, ge=50, description="Spectra per run (small data for local).")
+    use_gpu: bool = False
+    seed: int = 20261127
+
+
+class Monitoring(Strict):
+    """Metrics, alerts and dashboards."""
+
+    enabled: bool = True
+    namespace: str = Field("monitoring", pattern=NAME_RE)
+    scrape_interval: str = Field("30s", pattern=r"^\d+[smh]$")
+    node_exporter_port: int = Field(9100, ge=1, le=65535)
+    dcgm_exporter: bool = True
+    dcgm_exporter_port: int = Field(9400, ge=1, le=65535)
+    gpu_temp_alert_c: int = Field(85, ge=50, le=110)
+    anomaly_drift_psi_alert: float = Field(0.2, gt=0, le=10)
+
+
+class Governance(Strict):
+    """NIST AI RMF governance settings."""
+
+    framework: Literal["NIST-AI-RMF-1.0"] = "NIST-AI-RMF-1.0"
+    risk_owner: str = Field(description="Who accepts the residual risk of a release.")
+    release_gates: str = Field(
+        "workloads/qso_anomaly/release/thresholds.yaml", description="Gates for `champion`."
+    )
+    require_model_card: bool = True
+    human_review_top_k: int = Field(100, ge=0, description="Flagged spectra reviewed by people.")
+
+
+class StackConfig(Strict):
+    """Everything one environment is (the ``skyrig:`` keys of ``stacks/Pulumi.<env>.yaml``)."""
+
+    environment: Literal["local", "dev", "prod"]
+    proxmox: ProxmoxEndpoint
+    network: Network
+    nodes: list[Node] = Field(min_length=1)
+    pci_mappings: list[PciMapping] = Field(default_factory=list)
+    vm_classes: dict[str, VmClass] = Field(min_length=1)
+    vms: list[GpuVm] = Field(default_factory=list)
+    cloud_init: CloudInit = CloudInit()
+    gpu_stack: GpuStack
+    kubernetes: Kubernetes = Kubernetes()
+    ray: Ray
+    workload: Workload
+    monitoring: Monitoring = Monitoring()
+    governance: Governance
+

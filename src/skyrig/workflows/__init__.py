@@ -1,0 +1,1 @@
+"""Operations that chain several layers: up, down, doctor."""
