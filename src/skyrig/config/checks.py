@@ -81,42 +81,62 @@ def unique_vms(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssu
         values = [(i, getattr(vm, attr)) for i, vm in enumerate(s.vms)]
         for idx, value in _dupes(values):
             first = next(i for i, v in values if v == value)
-            yield src.issue(("vms", idx, attr), f"duplicate {attr} {value} (also vms[{first}])",
-                            f"give every VM its own {attr}")
+            yield src.issue(
+                ("vms", idx, attr),
+                f"duplicate {attr} {value} (also vms[{first}])",
+                f"give every VM its own {attr}",
+            )
     if s.nodes is not None:
         templates = {n.template_vmid: n.name for n in s.nodes}
         for i, vm in enumerate(s.vms):
             if vm.vmid in templates:
-                yield src.issue(("vms", i, "vmid"),
-                                f"vmid {vm.vmid} is the template of node {templates[vm.vmid]}",
-                                "pick a vmid that no template or VM uses")
+                yield src.issue(
+                    ("vms", i, "vmid"),
+                    f"vmid {vm.vmid} is the template of node {templates[vm.vmid]}",
+                    "pick a vmid that no template or VM uses",
+                )
 
 
 @check
 def unique_nodes_and_mappings(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
     if s.nodes is not None:
         for idx, name in _dupes([(i, n.name) for i, n in enumerate(s.nodes)]):
-            yield src.issue(("nodes", idx, "name"), f"duplicate node {name}", "node names are unique")
+            yield src.issue(
+                ("nodes", idx, "name"), f"duplicate node {name}", "node names are unique"
+            )
         for idx, vmid in _dupes([(i, n.template_vmid) for i, n in enumerate(s.nodes)]):
-            yield src.issue(("nodes", idx, "template_vmid"),
-                            f"template vmid {vmid} is used by two nodes",
-                            "each node has its own template (vmids are cluster-wide)")
+            yield src.issue(
+                ("nodes", idx, "template_vmid"),
+                f"template vmid {vmid} is used by two nodes",
+                "each node has its own template (vmids are cluster-wide)",
+            )
         for i, node in enumerate(s.nodes):
             for j, path in _dupes([(j, g.path) for j, g in enumerate(node.gpus)]):
-                yield src.issue(("nodes", i, "gpus", j, "path"),
-                                f"GPU {path} listed twice on {node.name}", "remove the duplicate")
+                yield src.issue(
+                    ("nodes", i, "gpus", j, "path"),
+                    f"GPU {path} listed twice on {node.name}",
+                    "remove the duplicate",
+                )
             for j, gpu in enumerate(node.gpus):
                 if gpu_model(gpu.model) is None:
-                    yield src.issue(("nodes", i, "gpus", j, "model"),
-                                    f"unknown GPU model {gpu.model!r}",
-                                    f"use one of {sorted(matrix()['gpu_models'])}")
+                    yield src.issue(
+                        ("nodes", i, "gpus", j, "model"),
+                        f"unknown GPU model {gpu.model!r}",
+                        f"use one of {sorted(matrix()['gpu_models'])}",
+                    )
             if node.gpus and not node.iommu:
-                yield src.issue(("nodes", i, "iommu"), f"node {node.name} has GPUs but iommu: false",
-                                "passthrough needs IOMMU: run playbooks/host-prep.yml and set true")
+                yield src.issue(
+                    ("nodes", i, "iommu"),
+                    f"node {node.name} has GPUs but iommu: false",
+                    "passthrough needs IOMMU: run playbooks/host-prep.yml and set true",
+                )
     if s.pci_mappings is not None:
         for idx, mid in _dupes([(i, m.id) for i, m in enumerate(s.pci_mappings)]):
-            yield src.issue(("pci_mappings", idx, "id"), f"duplicate mapping id {mid}",
-                            "mapping ids are cluster-wide and unique")
+            yield src.issue(
+                ("pci_mappings", idx, "id"),
+                f"duplicate mapping id {mid}",
+                "mapping ids are cluster-wide and unique",
+            )
 
 
 @check
@@ -126,28 +146,41 @@ def mappings_match_hardware(s: Sections, src: StackSource, root: Path) -> Iterat
     nodes = {n.name: n for n in s.nodes}
     for i, mapping in enumerate(s.pci_mappings):
         if gpu_model(mapping.model) is None:
-            yield src.issue(("pci_mappings", i, "model"), f"unknown GPU model {mapping.model!r}",
-                            f"use one of {sorted(matrix()['gpu_models'])}")
+            yield src.issue(
+                ("pci_mappings", i, "model"),
+                f"unknown GPU model {mapping.model!r}",
+                f"use one of {sorted(matrix()['gpu_models'])}",
+            )
         for j, node_name in _dupes([(j, e.node) for j, e in enumerate(mapping.entries)]):
-            yield src.issue(("pci_mappings", i, "entries", j, "node"),
-                            f"mapping {mapping.id} has two entries for node {node_name}",
-                            "PVE allows one entry per node in a mapping")
+            yield src.issue(
+                ("pci_mappings", i, "entries", j, "node"),
+                f"mapping {mapping.id} has two entries for node {node_name}",
+                "PVE allows one entry per node in a mapping",
+            )
         for j, entry in enumerate(mapping.entries):
             node = nodes.get(entry.node)
             where = ("pci_mappings", i, "entries", j)
             if node is None:
-                yield src.issue((*where, "node"), f"node {entry.node} is not in skyrig:nodes",
-                                f"use one of {sorted(nodes)}")
+                yield src.issue(
+                    (*where, "node"),
+                    f"node {entry.node} is not in skyrig:nodes",
+                    f"use one of {sorted(nodes)}",
+                )
                 continue
             gpus = {g.path: g for g in node.gpus}
             gpu = gpus.get(entry.path)
             if gpu is None:
-                yield src.issue((*where, "path"), f"{node.name} has no GPU at {entry.path}",
-                                f"GPUs on {node.name}: {sorted(gpus) or 'none'}")
+                yield src.issue(
+                    (*where, "path"),
+                    f"{node.name} has no GPU at {entry.path}",
+                    f"GPUs on {node.name}: {sorted(gpus) or 'none'}",
+                )
             elif gpu.model != mapping.model:
-                yield src.issue((*where, "path"),
-                                f"GPU at {entry.path} is a {gpu.model}, mapping says {mapping.model}",
-                                "make the mapping's model match the card")
+                yield src.issue(
+                    (*where, "path"),
+                    f"GPU at {entry.path} is a {gpu.model}, mapping says {mapping.model}",
+                    "make the mapping's model match the card",
+                )
 
 
 @check
@@ -158,25 +191,39 @@ def vm_references(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigI
     mappings = {m.id: m for m in s.pci_mappings} if s.pci_mappings is not None else None
     for i, vm in enumerate(s.vms):
         if nodes is not None and vm.node not in nodes:
-            yield src.issue(("vms", i, "node"), f"VM {vm.name}: node {vm.node} is not in skyrig:nodes",
-                            f"use one of {sorted(nodes)}")
+            yield src.issue(
+                ("vms", i, "node"),
+                f"VM {vm.name}: node {vm.node} is not in skyrig:nodes",
+                f"use one of {sorted(nodes)}",
+            )
         if s.vm_classes is not None and vm.vm_class not in s.vm_classes:
-            yield src.issue(("vms", i, "class"), f"VM {vm.name}: unknown class {vm.vm_class!r}",
-                            f"define it under skyrig:vm_classes or use one of {sorted(s.vm_classes)}")
+            yield src.issue(
+                ("vms", i, "class"),
+                f"VM {vm.name}: unknown class {vm.vm_class!r}",
+                f"define it under skyrig:vm_classes or use one of {sorted(s.vm_classes)}",
+            )
         if len(vm.gpus) > MAX_HOSTPCI:
-            yield src.issue(("vms", i, "gpus"), f"{len(vm.gpus)} GPUs; PVE allows {MAX_HOSTPCI}",
-                            "split the GPUs over several VMs")
+            yield src.issue(
+                ("vms", i, "gpus"),
+                f"{len(vm.gpus)} GPUs; PVE allows {MAX_HOSTPCI}",
+                "split the GPUs over several VMs",
+            )
         for j, mid in enumerate(vm.gpus):
             if mappings is None:
                 break
             mapping = mappings.get(mid)
             if mapping is None:
-                yield src.issue(("vms", i, "gpus", j), f"VM {vm.name}: PCI mapping {mid!r} not defined",
-                                f"define it under skyrig:pci_mappings (known: {sorted(mappings)})")
+                yield src.issue(
+                    ("vms", i, "gpus", j),
+                    f"VM {vm.name}: PCI mapping {mid!r} not defined",
+                    f"define it under skyrig:pci_mappings (known: {sorted(mappings)})",
+                )
             elif vm.node not in {e.node for e in mapping.entries}:
-                yield src.issue(("vms", i, "gpus", j),
-                                f"VM {vm.name} runs on {vm.node} but mapping {mid} has no entry there",
-                                f"add an entry for {vm.node} to {mid} or use a mapping of {vm.node}")
+                yield src.issue(
+                    ("vms", i, "gpus", j),
+                    f"VM {vm.name} runs on {vm.node} but mapping {mid} has no entry there",
+                    f"add an entry for {vm.node} to {mid} or use a mapping of {vm.node}",
+                )
 
 
 @check
@@ -195,13 +242,17 @@ def gpus_not_shared(s: Sections, src: StackSource, root: Path) -> Iterator[Confi
                     continue
                 key = (entry.node, entry.path)
                 if key in owner and owner[key] != vm.name:
-                    yield src.issue(("vms", i, "gpus", j),
-                                    f"GPU {entry.path} on {entry.node} is already assigned to"
-                                    f" {owner[key]}", "assign each card to one VM only")
+                    yield src.issue(
+                        ("vms", i, "gpus", j),
+                        f"GPU {entry.path} on {entry.node} is already assigned to {owner[key]}",
+                        "assign each card to one VM only",
+                    )
                 elif key in owner:
-                    yield src.issue(("vms", i, "gpus", j),
-                                    f"GPU {entry.path} on {entry.node} listed twice for {vm.name}",
-                                    "remove the duplicate")
+                    yield src.issue(
+                        ("vms", i, "gpus", j),
+                        f"GPU {entry.path} on {entry.node} listed twice for {vm.name}",
+                        "remove the duplicate",
+                    )
                 owner[key] = vm.name
 
 
@@ -224,34 +275,41 @@ def capacity(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]
         cores, mem, _ = effective(vm, cls)
         if cores * cls.sockets > node.cores:
             key = "cores" if vm.cores else "class"
-            yield src.issue(("vms", i, key),
-                            f"VM {vm.name} wants {cores * cls.sockets} vCPUs, {node.name} has"
-                            f" {node.cores}", "lower cores or move the VM")
+            yield src.issue(
+                ("vms", i, key),
+                f"VM {vm.name} wants {cores * cls.sockets} vCPUs, {node.name} has {node.cores}",
+                "lower cores or move the VM",
+            )
         used[vm.node] += mem
         last[vm.node] = i
     for name, total in used.items():
         node = nodes[name]
         free = node.memory_mib - node.reserved_memory_mib
         if total > free:
-            yield src.issue(("vms", last[name]),
-                            f"VMs on {name} need {total} MiB; {free} MiB is available"
-                            f" ({node.memory_mib} minus {node.reserved_memory_mib} reserved;"
-                            " GPU VMs pin all their RAM)",
-                            "lower memory_mib or move VMs to another node")
+            yield src.issue(
+                ("vms", last[name]),
+                f"VMs on {name} need {total} MiB; {free} MiB is available"
+                f" ({node.memory_mib} minus {node.reserved_memory_mib} reserved;"
+                " GPU VMs pin all their RAM)",
+                "lower memory_mib or move VMs to another node",
+            )
 
 
 @check
 def passthrough_settings(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
     if s.vms is None or s.vm_classes is None:
         return
-    for i, vm in enumerate(s.vms):
+    for vm in s.vms:
         cls = s.vm_classes.get(vm.vm_class)
         if cls is None:
             continue
         where = ("vm_classes", vm.vm_class)
         if cls.pcie and cls.machine != "q35" and vm.gpus:
-            yield src.issue((*where, "pcie"), f"pcie: true needs machine q35 (VM {vm.name})",
-                            "set machine: q35, or pcie: false")
+            yield src.issue(
+                (*where, "pcie"),
+                f"pcie: true needs machine q35 (VM {vm.name})",
+                "set machine: q35, or pcie: false",
+            )
         if not vm.gpus:
             continue
         needs = [
@@ -259,13 +317,20 @@ def passthrough_settings(s: Sections, src: StackSource, root: Path) -> Iterator[
             (cls.bios == "ovmf", "bios", "passthrough VMs use bios: ovmf (UEFI GPU ROM)"),
             (cls.efi_disk, "efi_disk", "OVMF needs an EFI disk: set efi_disk: true"),
             (cls.cpu == "host", "cpu", "passthrough VMs use cpu: host (CUDA/JAX need it)"),
-            (cls.balloon_mib == 0, "balloon_mib", "ballooning must be off (balloon_mib: 0): VFIO"
-             " pins all guest RAM"),
+            (
+                cls.balloon_mib == 0,
+                "balloon_mib",
+                "ballooning must be off (balloon_mib: 0): VFIO pins all guest RAM",
+            ),
         ]
         for ok, key, hint in needs:
             if not ok:
-                yield src.issue((*where, key), f"class {vm.vm_class} is used by GPU VM {vm.name}"
-                                f" but has {key}: {getattr(cls, key)}", hint)
+                yield src.issue(
+                    (*where, key),
+                    f"class {vm.vm_class} is used by GPU VM {vm.name}"
+                    f" but has {key}: {getattr(cls, key)}",
+                    hint,
+                )
 
 
 @check
@@ -274,23 +339,34 @@ def network(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
         return
     net = s.network.subnet
     if s.network.gateway not in net:
-        yield src.issue(("network", "gateway"), f"gateway {s.network.gateway} is outside {net}",
-                        "use an address inside the subnet")
+        yield src.issue(
+            ("network", "gateway"),
+            f"gateway {s.network.gateway} is outside {net}",
+            "use an address inside the subnet",
+        )
     if s.vms is not None:
         for i, vm in enumerate(s.vms):
             if vm.ip not in net:
-                yield src.issue(("vms", i, "ip"), f"VM {vm.name}: {vm.ip} is outside {net}",
-                                f"use a free address in {net}")
+                yield src.issue(
+                    ("vms", i, "ip"),
+                    f"VM {vm.name}: {vm.ip} is outside {net}",
+                    f"use a free address in {net}",
+                )
             elif vm.ip in (net.network_address, net.broadcast_address, s.network.gateway):
-                yield src.issue(("vms", i, "ip"),
-                                f"VM {vm.name}: {vm.ip} is the network, broadcast or gateway address",
-                                "use a host address")
+                yield src.issue(
+                    ("vms", i, "ip"),
+                    f"VM {vm.name}: {vm.ip} is the network, broadcast or gateway address",
+                    "use a host address",
+                )
     if s.kubernetes is not None and s.kubernetes.enabled:
         for key in ("pod_cidr", "service_cidr"):
             cidr: ipaddress.IPv4Network = getattr(s.kubernetes, key)
             if cidr.overlaps(net):
-                yield src.issue(("kubernetes", key), f"{cidr} overlaps the guest subnet {net}",
-                                "choose a range that does not overlap")
+                yield src.issue(
+                    ("kubernetes", key),
+                    f"{cidr} overlaps the guest subnet {net}",
+                    "choose a range that does not overlap",
+                )
 
 
 @check
@@ -300,68 +376,98 @@ def versions(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]
     if g is not None:
         cuda = m["cuda"].get(g.cuda_version)
         if cuda is None:
-            yield src.issue(("gpu_stack", "cuda_version"), f"CUDA {g.cuda_version} is not supported",
-                            f"use one of {sorted(m['cuda'])}")
+            yield src.issue(
+                ("gpu_stack", "cuda_version"),
+                f"CUDA {g.cuda_version} is not supported",
+                f"use one of {sorted(m['cuda'])}",
+            )
         elif g.driver_source == "cuda_repo" and version_tuple(g.driver_version) < version_tuple(
             cuda["min_driver"]
         ):
-            yield src.issue(("gpu_stack", "driver_version"),
-                            f"driver {g.driver_version} is older than CUDA {g.cuda_version} needs"
-                            f" ({cuda['min_driver']})", "raise the driver or lower CUDA")
+            yield src.issue(
+                ("gpu_stack", "driver_version"),
+                f"driver {g.driver_version} is older than CUDA {g.cuda_version} needs"
+                f" ({cuda['min_driver']})",
+                "raise the driver or lower CUDA",
+            )
         if g.driver_source == "debian":
             branch = g.driver_version.split(".")[0]
             info = m["debian_driver_branches"].get(branch)
             if info is None:
-                yield src.issue(("gpu_stack", "driver_version"),
-                                f"Debian has no nvidia-driver branch {branch}",
-                                f"use one of {sorted(m['debian_driver_branches'])} or cuda_repo")
+                yield src.issue(
+                    ("gpu_stack", "driver_version"),
+                    f"Debian has no nvidia-driver branch {branch}",
+                    f"use one of {sorted(m['debian_driver_branches'])} or cuda_repo",
+                )
             elif version_tuple(g.cuda_version) > version_tuple(info["max_cuda"]):
-                yield src.issue(("gpu_stack", "cuda_version"),
-                                f"Debian driver {branch} supports CUDA up to {info['max_cuda']}",
-                                "use driver_source: cuda_repo or a lower CUDA")
+                yield src.issue(
+                    ("gpu_stack", "cuda_version"),
+                    f"Debian driver {branch} supports CUDA up to {info['max_cuda']}",
+                    "use driver_source: cuda_repo or a lower CUDA",
+                )
         if g.container_toolkit_version not in m["container_toolkit"]:
-            yield src.issue(("gpu_stack", "container_toolkit_version"),
-                            f"container toolkit {g.container_toolkit_version} is not supported",
-                            f"use one of {m['container_toolkit']}")
+            yield src.issue(
+                ("gpu_stack", "container_toolkit_version"),
+                f"container toolkit {g.container_toolkit_version} is not supported",
+                f"use one of {m['container_toolkit']}",
+            )
     w = s.workload
     if w is not None:
         for fw in ("torch", "jax"):
             ver = getattr(w, f"{fw}_version")
             info = m[fw].get(ver)
             if info is None:
-                yield src.issue(("workload", f"{fw}_version"), f"{fw} {ver} is not supported",
-                                f"use one of {sorted(m[fw])}")
-            elif g is not None and g.cuda_version in m["cuda"] and g.cuda_version not in info["cuda"]:
-                yield src.issue(("workload", f"{fw}_version"),
-                                f"{fw} {ver} has no build for CUDA {g.cuda_version}",
-                                f"CUDA builds of {fw} {ver}: {info['cuda']}")
+                yield src.issue(
+                    ("workload", f"{fw}_version"),
+                    f"{fw} {ver} is not supported",
+                    f"use one of {sorted(m[fw])}",
+                )
+            elif (
+                g is not None and g.cuda_version in m["cuda"] and g.cuda_version not in info["cuda"]
+            ):
+                yield src.issue(
+                    ("workload", f"{fw}_version"),
+                    f"{fw} {ver} has no build for CUDA {g.cuda_version}",
+                    f"CUDA builds of {fw} {ver}: {info['cuda']}",
+                )
     r = s.ray
     if r is not None:
         rinfo = m["ray"].get(r.version)
         if rinfo is None:
-            yield src.issue(("ray", "version"), f"Ray {r.version} is not supported",
-                            f"use one of {sorted(m['ray'])}")
+            yield src.issue(
+                ("ray", "version"),
+                f"Ray {r.version} is not supported",
+                f"use one of {sorted(m['ray'])}",
+            )
         if r.mode == "kuberay":
             if r.kuberay_version not in m["kuberay"]:
-                yield src.issue(("ray", "kuberay_version"),
-                                f"KubeRay {r.kuberay_version} is not supported",
-                                f"use one of {sorted(m['kuberay'])}")
+                yield src.issue(
+                    ("ray", "kuberay_version"),
+                    f"KubeRay {r.kuberay_version} is not supported",
+                    f"use one of {sorted(m['kuberay'])}",
+                )
             elif rinfo is not None and r.kuberay_version not in rinfo["kuberay"]:
-                yield src.issue(("ray", "kuberay_version"),
-                                f"KubeRay {r.kuberay_version} does not support Ray {r.version}",
-                                f"KubeRay versions for Ray {r.version}: {rinfo['kuberay']}")
+                yield src.issue(
+                    ("ray", "kuberay_version"),
+                    f"KubeRay {r.kuberay_version} does not support Ray {r.version}",
+                    f"KubeRay versions for Ray {r.version}: {rinfo['kuberay']}",
+                )
             k = s.kubernetes
             if k is not None and r.kuberay_version in m["kuberay"]:
                 kmin = minor(k.version)
                 if kmin not in m["kuberay"][r.kuberay_version]["kubernetes"]:
-                    yield src.issue(("kubernetes", "version"),
-                                    f"Kubernetes {kmin} is not supported by KubeRay"
-                                    f" {r.kuberay_version}",
-                                    f"use one of {m['kuberay'][r.kuberay_version]['kubernetes']}")
+                    yield src.issue(
+                        ("kubernetes", "version"),
+                        f"Kubernetes {kmin} is not supported by KubeRay {r.kuberay_version}",
+                        f"use one of {m['kuberay'][r.kuberay_version]['kubernetes']}",
+                    )
     k = s.kubernetes
     if k is not None and k.enabled and minor(k.version) not in m["kubernetes"][k.distribution]:
-        yield src.issue(("kubernetes", "version"), f"{k.distribution} {minor(k.version)} is not"
-                        " supported", f"use one of {m['kubernetes'][k.distribution]}")
+        yield src.issue(
+            ("kubernetes", "version"),
+            f"{k.distribution} {minor(k.version)} is not supported",
+            f"use one of {m['kubernetes'][k.distribution]}",
+        )
 
 
 @check
@@ -372,40 +478,69 @@ def roles(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
     k, r = s.kubernetes, s.ray
     if k is not None:
         if k.enabled and not count["kube_control_plane"]:
-            yield src.issue(("kubernetes", "enabled"), "Kubernetes is enabled but no VM has role"
-                            " kube_control_plane", "give one or three VMs kube_control_plane")
+            yield src.issue(
+                ("kubernetes", "enabled"),
+                "Kubernetes is enabled but no VM has role kube_control_plane",
+                "give one or three VMs kube_control_plane",
+            )
         if k.enabled and count["kube_control_plane"] % 2 == 0 and count["kube_control_plane"]:
-            yield src.issue(("kubernetes", "enabled"), f"{count['kube_control_plane']} control-plane"
-                            " VMs: etcd needs an odd number for quorum", "use 1, 3 or 5")
+            yield src.issue(
+                ("kubernetes", "enabled"),
+                f"{count['kube_control_plane']} control-plane"
+                " VMs: etcd needs an odd number for quorum",
+                "use 1, 3 or 5",
+            )
         if not k.enabled:
             for i, vm in enumerate(s.vms):
                 for j, role in enumerate(vm.roles):
                     if role.startswith("kube_"):
-                        yield src.issue(("vms", i, "roles", j), f"VM {vm.name} has role {role} but"
-                                        " kubernetes.enabled is false",
-                                        "enable Kubernetes or remove the role")
+                        yield src.issue(
+                            ("vms", i, "roles", j),
+                            f"VM {vm.name} has role {role} but kubernetes.enabled is false",
+                            "enable Kubernetes or remove the role",
+                        )
     if r is not None:
         if r.mode == "kuberay" and k is not None and not k.enabled:
-            yield src.issue(("ray", "mode"), "ray.mode kuberay needs kubernetes.enabled: true",
-                            "enable Kubernetes or use ray.mode: local / vm")
+            yield src.issue(
+                ("ray", "mode"),
+                "ray.mode kuberay needs kubernetes.enabled: true",
+                "enable Kubernetes or use ray.mode: local / vm",
+            )
         if r.mode == "vm" and count["ray_head"] != 1:
-            yield src.issue(("ray", "mode"), f"ray.mode vm needs exactly one VM with role ray_head"
-                            f" ({count['ray_head']} found)", "give one VM the ray_head role")
+            yield src.issue(
+                ("ray", "mode"),
+                f"ray.mode vm needs exactly one VM with role ray_head ({count['ray_head']} found)",
+                "give one VM the ray_head role",
+            )
         if r.mode != "vm" and count["ray_head"]:
-            yield src.issue(("ray", "mode"), f"ray_head VMs only make sense with ray.mode vm"
-                            f" (mode is {r.mode})", "remove the role or set ray.mode: vm")
+            yield src.issue(
+                ("ray", "mode"),
+                f"ray_head VMs only make sense with ray.mode vm (mode is {r.mode})",
+                "remove the role or set ray.mode: vm",
+            )
         if r.gpu_workers_min > r.gpu_workers_max:
-            yield src.issue(("ray", "gpu_workers_min"), "gpu_workers_min > gpu_workers_max",
-                            "min must not exceed max")
-        ports = [("head_port", r.head_port), ("dashboard_port", r.dashboard_port),
-                 ("metrics_export_port", r.metrics_export_port)]
+            yield src.issue(
+                ("ray", "gpu_workers_min"),
+                "gpu_workers_min > gpu_workers_max",
+                "min must not exceed max",
+            )
+        ports = [
+            ("head_port", r.head_port),
+            ("dashboard_port", r.dashboard_port),
+            ("metrics_export_port", r.metrics_export_port),
+        ]
         for idx, port in _dupes(list(enumerate(p for _, p in ports))):
-            yield src.issue(("ray", ports[idx][0]), f"port {port} is used twice", "use distinct ports")
+            yield src.issue(
+                ("ray", ports[idx][0]), f"port {port} is used twice", "use distinct ports"
+            )
         if s.vms is not None and r.mode == "kuberay":
             gpu_vms = sum(1 for vm in s.vms if vm.gpus)
             if r.gpu_workers_max > gpu_vms * max(1, r.gpus_per_worker):
-                yield src.issue(("ray", "gpu_workers_max"), f"{r.gpu_workers_max} GPU workers but"
-                                f" only {gpu_vms} GPU VMs", "lower gpu_workers_max or add GPU VMs")
+                yield src.issue(
+                    ("ray", "gpu_workers_max"),
+                    f"{r.gpu_workers_max} GPU workers but only {gpu_vms} GPU VMs",
+                    "lower gpu_workers_max or add GPU VMs",
+                )
 
 
 @check
@@ -414,14 +549,23 @@ def environment_rules(s: Sections, src: StackSource, root: Path) -> Iterator[Con
     if p is None:
         return
     if s.environment == "prod" and not p.verify_tls:
-        yield src.issue(("proxmox", "verify_tls"), "TLS verification is off in prod",
-                        "set verify_tls: true and ca_bundle: <path to the cluster CA>")
+        yield src.issue(
+            ("proxmox", "verify_tls"),
+            "TLS verification is off in prod",
+            "set verify_tls: true and ca_bundle: <path to the cluster CA>",
+        )
     if s.environment == "local" and not p.embedded:
-        yield src.issue(("proxmox", "endpoint"), "the local stack runs against the embedded pvesim",
-                        "set endpoint: pvesim")
-    if (s.environment == "prod" and s.cloud_init is not None and not s.cloud_init.ssh_keys):
-        yield src.issue(("cloud_init", "ssh_keys"), "prod VMs need at least one SSH key",
-                        "add the operators' public keys")
+        yield src.issue(
+            ("proxmox", "endpoint"),
+            "the local stack runs against the embedded pvesim",
+            "set endpoint: pvesim",
+        )
+    if s.environment == "prod" and s.cloud_init is not None and not s.cloud_init.ssh_keys:
+        yield src.issue(
+            ("cloud_init", "ssh_keys"),
+            "prod VMs need at least one SSH key",
+            "add the operators' public keys",
+        )
 
 
 @check
@@ -432,17 +576,25 @@ def workload_release(s: Sections, src: StackSource, root: Path) -> Iterator[Conf
     pkg = root / w.path
     changelog = pkg / "CHANGELOG.md"
     if not changelog.is_file():
-        yield src.issue(("workload", "path"), f"workload {w.name} not found at {pkg}",
-                        "point workload.path at the package (it has a CHANGELOG.md)")
+        yield src.issue(
+            ("workload", "path"),
+            f"workload {w.name} not found at {pkg}",
+            "point workload.path at the package (it has a CHANGELOG.md)",
+        )
         return
     released = re.findall(r"^## \[(\d+\.\d+\.\d+[^\]]*)\]", changelog.read_text("utf-8"), re.M)
     if w.version not in released:
-        yield src.issue(("workload", "version"), f"{w.name} {w.version} is not a released version",
-                        f"released versions (CHANGELOG.md): {released or 'none'}")
+        yield src.issue(
+            ("workload", "version"),
+            f"{w.name} {w.version} is not a released version",
+            f"released versions (CHANGELOG.md): {released or 'none'}",
+        )
     if s.governance is not None and not (root / s.governance.release_gates).is_file():
-        yield src.issue(("governance", "release_gates"),
-                        f"release gates file {s.governance.release_gates} not found",
-                        "point it at the thresholds file of the workload")
+        yield src.issue(
+            ("governance", "release_gates"),
+            f"release gates file {s.governance.release_gates} not found",
+            "point it at the thresholds file of the workload",
+        )
 
 
 def run_checks(sections: Sections, src: StackSource, root: Path) -> list[ConfigIssue]:

@@ -33,8 +33,10 @@ class Stack:
 
     @property
     def state_dir(self) -> Path:
-        """Where skyrig keeps this stack's local state (pvesim, Ray, runs, Pulumi backend)."""
-        return self.root / ".skyrig" / self.name
+        """Where skyrig keeps this stack's local state (pvesim, Ray, runs, Pulumi backend):
+        ``$SKYRIG_STATE_DIR/<stack>`` or ``<root>/.skyrig/<stack>``."""
+        base = os.environ.get("SKYRIG_STATE_DIR")
+        return (Path(base) if base else self.root / ".skyrig") / self.name
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -47,8 +49,13 @@ def project_root(start: Path | None = None) -> Path:
         if (candidate / "Pulumi.yaml").is_file() and (candidate / "stacks").is_dir():
             return candidate
     raise SkyrigConfigError(
-        ConfigIssue(str(here), None, "", "not inside a skyrig project (no Pulumi.yaml + stacks/)",
-                    "run from the repository root or set SKYRIG_ROOT")
+        ConfigIssue(
+            str(here),
+            None,
+            "",
+            "not inside a skyrig project (no Pulumi.yaml + stacks/)",
+            "run from the repository root or set SKYRIG_ROOT",
+        )
     )
 
 
@@ -60,15 +67,21 @@ def stack_file(stack: str | Path, root: Path) -> Path:
     return root / "stacks" / f"Pulumi.{text}.yaml"
 
 
-def _plaintext_secrets(values: Any, path: tuple[str | int, ...], src: StackSource,
-                       out: list[ConfigIssue]) -> None:
+def _plaintext_secrets(
+    values: Any, path: tuple[str | int, ...], src: StackSource, out: list[ConfigIssue]
+) -> None:
     if isinstance(values, dict):
         for key, value in values.items():
             kp = (*path, key)
             if SECRET_KEY_RE.search(key) and isinstance(value, str | int | float):
-                out.append(src.issue(kp, "plain-text secret in a stack file",
-                                     "use `pulumi config set --secret` (a `secure:` value) or"
-                                     " `{env: VARIABLE}` and export the variable"))
+                out.append(
+                    src.issue(
+                        kp,
+                        "plain-text secret in a stack file",
+                        "use `pulumi config set --secret` (a `secure:` value) or"
+                        " `{env: VARIABLE}` and export the variable",
+                    )
+                )
             else:
                 _plaintext_secrets(value, kp, src, out)
     elif isinstance(values, list):
@@ -117,25 +130,33 @@ def validate_source(src: StackSource, name: str, root: Path) -> Stack:
     fields = StackConfig.model_fields
     for key in src.values:
         if key not in fields:
-            issues.append(src.issue((key,), "unknown skyrig key",
-                                    f"known keys: {', '.join(sorted(fields))}"))
+            issues.append(
+                src.issue((key,), "unknown skyrig key", f"known keys: {', '.join(sorted(fields))}")
+            )
     for key, field in fields.items():
         if key not in src.values:
             if field.is_required():
-                issues.append(src.issue((key,), f"required key skyrig:{key} is missing",
-                                        field.description or "add it to the stack file"))
+                issues.append(
+                    src.issue(
+                        (key,),
+                        f"required key skyrig:{key} is missing",
+                        field.description or "add it to the stack file",
+                    )
+                )
             else:
                 validated[key] = field.get_default(call_default_factory=True)
             continue
         try:
-            validated[key] = TypeAdapter(field.annotation).validate_python(src.values[key])
+            adapter: TypeAdapter[Any] = TypeAdapter(field.annotation)  # type: ignore[arg-type]
+            validated[key] = adapter.validate_python(src.values[key])
         except ValidationError as exc:
-            if any(i.path.startswith(f"skyrig:{key}") and "plain-text" in i.message
-                   for i in issues):
+            if any(
+                i.path.startswith(f"skyrig:{key}") and "plain-text" in i.message for i in issues
+            ):
                 continue
             for err in exc.errors():
                 loc = (key, *err["loc"])
-                message, hint = _describe(err, _field_hint(loc))
+                message, hint = _describe(dict(err), _field_hint(loc))
                 issues.append(src.issue(loc, message, hint))
     sections = Sections(**{k: validated.get(k) for k in Sections.__dataclass_fields__})
     issues.extend(run_checks(sections, src, root))

@@ -57,7 +57,7 @@ class ProxmoxEndpoint(Strict):
     token_id: str = Field(
         "skyrig@pve!provision",
         pattern=r"^[^@\s]+@[^!\s]+![A-Za-z][A-Za-z0-9._-]*$",
-        description="API token id `user@realm!tokenid` (least privilege: see docs/proxmox-privileges).",
+        description="API token id `user@realm!tokenid` (least privilege: docs/provisioning.md).",
     )
     token_secret: SecretRef = Field(
         default_factory=lambda: SecretRef(env="SKYRIG_PROXMOX_TOKEN_SECRET"),
@@ -69,7 +69,8 @@ class ProxmoxEndpoint(Strict):
     )
     reboot_policy: Literal["never", "when-required"] = Field(
         "never",
-        description="`never` reports pending-reboot changes; `when-required` reboots VMs one at a time.",
+        description="`never` reports pending-reboot changes; `when-required` reboots VMs one at"
+        " a time.",
     )
     task_timeout_s: float = Field(900.0, gt=0, description="Longest wait for one Proxmox task.")
     parallelism: int = Field(4, ge=1, le=32, description="VMs provisioned concurrently.")
@@ -96,9 +97,11 @@ class Network(Strict):
     vlan: int | None = Field(None, ge=1, le=4094, description="VLAN tag on the bridge.")
     subnet: ipaddress.IPv4Network = Field(description="Guest subnet (CIDR).")
     gateway: ipaddress.IPv4Address = Field(description="Default gateway for the guests.")
-    nameservers: list[ipaddress.IPv4Address] = Field(default_factory=list, max_length=3)
+    nameservers: list[ipaddress.IPv4Address] = Field(
+        default_factory=list, max_length=3, description="DNS servers for cloud-init."
+    )
     search_domain: str | None = Field(None, description="DNS search domain for cloud-init.")
-    mtu: int | None = Field(None, ge=576, le=9000)
+    mtu: int | None = Field(None, ge=576, le=9000, description="Guest NIC MTU.")
 
 
 class Gpu(Strict):
@@ -121,23 +124,25 @@ class Gpu(Strict):
 class Node(Strict):
     """A Proxmox VE node: capacity, template, storage and GPUs."""
 
-    name: Name
+    name: Name = Field(description="Node name as Proxmox knows it.")
     cores: int = Field(ge=1, le=1024, description="Logical CPUs on the host.")
     memory_mib: int = Field(ge=1024, description="Host RAM in MiB.")
     reserved_memory_mib: int = Field(
         8192, ge=0, description="RAM kept for the hypervisor (ZFS ARC, PVE services)."
     )
     storage: str = Field("local-lvm", description="Storage for VM disks and EFI disks.")
-    template_vmid: int = Field(ge=100, le=999_999_999, description="Cloud-init template on the node.")
+    template_vmid: int = Field(
+        ge=100, le=999_999_999, description="Cloud-init template on the node."
+    )
     iommu: bool = Field(True, description="Whether IOMMU is expected on (host-prep sets it).")
-    gpus: list[Gpu] = Field(default_factory=list)
+    gpus: list[Gpu] = Field(default_factory=list, description="GPU cards in the node.")
 
 
 class PciMappingEntry(Strict):
     """Where a cluster PCI mapping points on one node."""
 
-    node: Name
-    path: str
+    node: Name = Field(description="Node the entry is for.")
+    path: str = Field(description="PCI card address on that node (`0000:01:00`).")
 
     @field_validator("path")
     @classmethod
@@ -150,49 +155,49 @@ class PciMapping(Strict):
 
     id: str = Field(pattern=CONFIGID_RE, description="Mapping id (`pve-configid`).")
     model: str = Field("rtx-a4000", description="GPU model key from the compatibility data.")
-    description: str = ""
-    entries: list[PciMappingEntry] = Field(min_length=1)
+    description: str = Field("", description="Free text shown in the PVE UI.")
+    entries: list[PciMappingEntry] = Field(min_length=1, description="One entry per node.")
 
 
 class VmClass(Strict):
     """Reusable hardware profile for VMs."""
 
-    cores: int = Field(ge=1, le=512)
-    sockets: int = Field(1, ge=1, le=4)
-    memory_mib: int = Field(ge=512)
+    cores: int = Field(ge=1, le=512, description="vCPU cores per socket.")
+    sockets: int = Field(1, ge=1, le=4, description="CPU sockets.")
+    memory_mib: int = Field(ge=512, description="RAM in MiB (pinned in full with a GPU).")
     balloon_mib: int = Field(0, ge=0, description="0 turns ballooning off (required with GPUs).")
     disk_gib: int = Field(32, ge=4, le=65536, description="Boot disk size after resize.")
-    machine: Literal["q35", "pc"] = "q35"
-    bios: Literal["ovmf", "seabios"] = "ovmf"
+    machine: Literal["q35", "pc"] = Field("q35", description="Machine type; GPUs need q35.")
+    bios: Literal["ovmf", "seabios"] = Field("ovmf", description="Firmware; GPUs need ovmf.")
     cpu: str = Field("host", description="CPU type; GPU VMs need `host`.")
     efi_disk: bool = Field(True, description="An efidisk0 (4m, no pre-enrolled keys).")
     pcie: bool = Field(True, description="Attach GPUs as PCIe (needs q35).")
-    numa: bool = False
-    tags: list[str] = Field(default_factory=list)
-    onboot: bool = True
+    numa: bool = Field(False, description="Expose NUMA topology to the guest.")
+    tags: list[str] = Field(default_factory=list, description="Extra PVE tags.")
+    onboot: bool = Field(True, description="Start the VM when the node boots.")
 
 
 class GpuVm(Strict):
     """A VM cloned from its node's template; GPU VMs get mapped passthrough."""
 
-    name: Name
-    vmid: int = Field(ge=100, le=999_999_999)
-    node: Name
+    name: Name = Field(description="VM name (also the inventory host name).")
+    vmid: int = Field(ge=100, le=999_999_999, description="Fixed VM id (changing it replaces).")
+    node: Name = Field(description="Node the VM runs on (changing it replaces).")
     vm_class: str = Field(alias="class", description="Key in `skyrig:vm_classes`.")
-    ip: ipaddress.IPv4Address
+    ip: ipaddress.IPv4Address = Field(description="Static address set by cloud-init.")
     gpus: list[str] = Field(default_factory=list, description="PCI mapping ids to pass through.")
     roles: list[
         Literal["kube_control_plane", "kube_node", "ray_head", "ray_worker", "monitoring"]
-    ] = Field(default_factory=list)
+    ] = Field(default_factory=list, description="Inventory groups the VM joins.")
     cores: int | None = Field(None, ge=1, le=512, description="Overrides the class.")
     memory_mib: int | None = Field(None, ge=512, description="Overrides the class.")
-    disk_gib: int | None = Field(None, ge=4, le=65536)
+    disk_gib: int | None = Field(None, ge=4, le=65536, description="Overrides the class.")
 
 
 class CloudInit(Strict):
     """Guest access set through cloud-init."""
 
-    user: str = Field("skyrig", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    user: str = Field("skyrig", pattern=r"^[a-z_][a-z0-9_-]{0,31}$", description="Guest user.")
     ssh_keys: list[str] = Field(default_factory=list, description="Public keys (not secrets).")
 
     @field_validator("ssh_keys")
@@ -207,23 +212,35 @@ class CloudInit(Strict):
 class GpuStack(Strict):
     """Guest NVIDIA stack, pinned per the compatibility matrix."""
 
-    driver_source: Literal["debian", "cuda_repo"] = "cuda_repo"
-    driver_version: str = Field(pattern=r"^\d{3}(\.\d+){0,2}$")
-    cuda_version: str = Field(pattern=r"^\d+\.\d+$")
-    open_kernel_modules: bool = True
-    container_toolkit_version: str = Field("1.17.8", pattern=r"^\d+\.\d+\.\d+$")
+    driver_source: Literal["debian", "cuda_repo"] = Field(
+        "cuda_repo", description="Debian non-free packages or NVIDIA's CUDA repository."
+    )
+    driver_version: str = Field(pattern=r"^\d{3}(\.\d+){0,2}$", description="Driver version.")
+    cuda_version: str = Field(pattern=r"^\d+\.\d+$", description="CUDA toolkit major.minor.")
+    open_kernel_modules: bool = Field(True, description="NVIDIA open GSP modules (Ampere+).")
+    container_toolkit_version: str = Field(
+        "1.17.8", pattern=r"^\d+\.\d+\.\d+$", description="NVIDIA container toolkit."
+    )
 
 
 class Kubernetes(Strict):
     """Kubernetes on the VMs (off for the local stack)."""
 
-    enabled: bool = True
-    distribution: Literal["k3s"] = "k3s"
-    version: str = Field("v1.33.4+k3s1", pattern=r"^v\d+\.\d+\.\d+(\+k3s\d+)?$")
-    pod_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.244.0.0/16")
-    service_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.96.0.0/12")
+    enabled: bool = Field(True, description="Install Kubernetes on the VMs.")
+    distribution: Literal["k3s"] = Field("k3s", description="Kubernetes distribution.")
+    version: str = Field(
+        "v1.33.4+k3s1",
+        pattern=r"^v\d+\.\d+\.\d+(\+k3s\d+)?$",
+        description="Pinned Kubernetes (k3s) release.",
+    )
+    pod_cidr: ipaddress.IPv4Network = Field(
+        ipaddress.IPv4Network("10.244.0.0/16"), description="Pod network."
+    )
+    service_cidr: ipaddress.IPv4Network = Field(
+        ipaddress.IPv4Network("10.96.0.0/12"), description="Service network."
+    )
     install_binary: bool = Field(True, description="Off for air-gapped tests (artifact dir).")
-    artifact_dir: str | None = None
+    artifact_dir: str | None = Field(None, description="Local k3s artifacts (air-gapped).")
 
 
 class Ray(Strict):
@@ -232,77 +249,80 @@ class Ray(Strict):
     mode: Literal["local", "kuberay", "vm"] = Field(
         "kuberay", description="`local`: head started by skyrig on this machine."
     )
-    version: str = Field(pattern=SEMVER_RE)
-    kuberay_version: str | None = Field("1.7.0", pattern=SEMVER_RE)
-    head_port: int = Field(6379, ge=1024, le=65535)
+    version: str = Field(pattern=SEMVER_RE, description="Pinned Ray release.")
+    kuberay_version: str | None = Field("1.7.0", pattern=SEMVER_RE, description="KubeRay.")
+    head_port: int = Field(6379, ge=1024, le=65535, description="GCS port of the head.")
     dashboard_host: str = Field("127.0.0.1", description="Bind address of the dashboard.")
-    dashboard_port: int = Field(8265, ge=1024, le=65535)
-    metrics_export_port: int = Field(8080, ge=1024, le=65535)
+    dashboard_port: int = Field(8265, ge=1024, le=65535, description="Dashboard/Jobs API port.")
+    metrics_export_port: int = Field(8080, ge=1024, le=65535, description="Prometheus port.")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the local head.")
-    gpu_workers_min: int = Field(0, ge=0)
-    gpu_workers_max: int = Field(1, ge=0)
-    gpus_per_worker: int = Field(1, ge=0, le=8)
-    object_store_memory_mib: int = Field(512, ge=64)
+    gpu_workers_min: int = Field(0, ge=0, description="Autoscaler minimum GPU workers.")
+    gpu_workers_max: int = Field(1, ge=0, description="Autoscaler maximum GPU workers.")
+    gpus_per_worker: int = Field(1, ge=0, le=8, description="GPUs per Ray worker pod.")
+    object_store_memory_mib: int = Field(512, ge=64, description="Ray object store size.")
 
 
 class Workload(Strict):
     """Which workload release and model run where."""
 
-    name: Literal["qso_anomaly"] = "qso_anomaly"
+    name: Literal["qso_anomaly"] = Field("qso_anomaly", description="Workload package.")
     version: str = Field(pattern=SEMVER_RE, description="Released version (CHANGELOG).")
     path: str = Field("workloads/qso_anomaly", description="Package source, relative to the repo.")
-    model_alias: Literal["candidate", "champion"] = "champion"
-    framework: Literal["torch", "jax"] = "torch"
-    torch_version: str = Field("2.13.0", pattern=SEMVER_RE)
-    jax_version: str = Field("0.10.2", pattern=SEMVER_RE)
+    model_alias: Literal["candidate", "champion"] = Field(
+        "champion", description="Registered model alias to score with."
+    )
+    framework: Literal["torch", "jax"] = Field("torch", description="Framework that scores.")
+    torch_version: str = Field("2.13.0", pattern=SEMVER_RE, description="PyTorch release.")
+    jax_version: str = Field("0.10.2", pattern=SEMVER_RE, description="JAX release.")
     tracking_uri: str | None = Field(
         None, description="MLflow tracking URI; default: sqlite store under the run directory."
     )
     n_spectra: int = Field(2000, ge=50, description="Spectra per run (small data for local).")
-    use_gpu: bool = False
-    seed: int = 20261127
+    use_gpu: bool = Field(False, description="Train and score on GPUs.")
+    seed: int = Field(20261127, description="Seed of the synthetic survey and training.")
 
 
 class Monitoring(Strict):
     """Metrics, alerts and dashboards."""
 
-    enabled: bool = True
-    namespace: str = Field("monitoring", pattern=NAME_RE)
-    scrape_interval: str = Field("30s", pattern=r"^\d+[smh]$")
-    node_exporter_port: int = Field(9100, ge=1, le=65535)
-    dcgm_exporter: bool = True
-    dcgm_exporter_port: int = Field(9400, ge=1, le=65535)
-    gpu_temp_alert_c: int = Field(85, ge=50, le=110)
-    anomaly_drift_psi_alert: float = Field(0.2, gt=0, le=10)
+    enabled: bool = Field(True, description="Deploy exporters, rules and dashboards.")
+    namespace: str = Field("monitoring", pattern=NAME_RE, description="Kubernetes namespace.")
+    scrape_interval: str = Field("30s", pattern=r"^\d+[smh]$", description="Prometheus scrape.")
+    node_exporter_port: int = Field(9100, ge=1, le=65535, description="node exporter port.")
+    dcgm_exporter: bool = Field(True, description="DCGM exporter on GPU guests.")
+    dcgm_exporter_port: int = Field(9400, ge=1, le=65535, description="DCGM exporter port.")
+    gpu_temp_alert_c: int = Field(85, ge=50, le=110, description="GPU temperature alert.")
+    anomaly_drift_psi_alert: float = Field(0.2, gt=0, le=10, description="Score-drift alert.")
 
 
 class Governance(Strict):
     """NIST AI RMF governance settings."""
 
-    framework: Literal["NIST-AI-RMF-1.0"] = "NIST-AI-RMF-1.0"
+    framework: Literal["NIST-AI-RMF-1.0"] = Field("NIST-AI-RMF-1.0", description="Framework.")
     risk_owner: str = Field(description="Who accepts the residual risk of a release.")
     release_gates: str = Field(
         "workloads/qso_anomaly/release/thresholds.yaml", description="Gates for `champion`."
     )
-    require_model_card: bool = True
+    require_model_card: bool = Field(True, description="No release without a model card.")
     human_review_top_k: int = Field(100, ge=0, description="Flagged spectra reviewed by people.")
 
 
 class StackConfig(Strict):
     """Everything one environment is (the ``skyrig:`` keys of ``stacks/Pulumi.<env>.yaml``)."""
 
-    environment: Literal["local", "dev", "prod"]
-    proxmox: ProxmoxEndpoint
-    network: Network
-    nodes: list[Node] = Field(min_length=1)
-    pci_mappings: list[PciMapping] = Field(default_factory=list)
-    vm_classes: dict[str, VmClass] = Field(min_length=1)
-    vms: list[GpuVm] = Field(default_factory=list)
-    cloud_init: CloudInit = CloudInit()
-    gpu_stack: GpuStack
-    kubernetes: Kubernetes = Kubernetes()
-    ray: Ray
-    workload: Workload
-    monitoring: Monitoring = Monitoring()
-    governance: Governance
-
+    environment: Literal["local", "dev", "prod"] = Field(description="Which environment this is.")
+    proxmox: ProxmoxEndpoint = Field(description="The Proxmox VE API and provisioning behaviour.")
+    network: Network = Field(description="Guest network.")
+    nodes: list[Node] = Field(min_length=1, description="Proxmox nodes with capacity and GPUs.")
+    pci_mappings: list[PciMapping] = Field(
+        default_factory=list, description="Cluster PCI mappings (one per GPU card)."
+    )
+    vm_classes: dict[str, VmClass] = Field(min_length=1, description="Named VM hardware profiles.")
+    vms: list[GpuVm] = Field(default_factory=list, description="VMs to clone and configure.")
+    cloud_init: CloudInit = Field(CloudInit(), description="Guest user and SSH keys.")
+    gpu_stack: GpuStack = Field(description="Guest NVIDIA driver, CUDA, container toolkit.")
+    kubernetes: Kubernetes = Field(Kubernetes(), description="Kubernetes on the VMs.")
+    ray: Ray = Field(description="The Ray cluster.")
+    workload: Workload = Field(description="Pinned workload release and model alias.")
+    monitoring: Monitoring = Field(Monitoring(), description="Metrics, alerts, dashboards.")
+    governance: Governance = Field(description="NIST AI RMF governance settings.")

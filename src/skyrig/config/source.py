@@ -7,6 +7,7 @@ that validation errors point at the exact place in the file.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,10 @@ class StackSource:
     def issue(self, path: Iterable[str | int], message: str, hint: str = "") -> ConfigIssue:
         p = tuple(path)
         return ConfigIssue(
-            file=str(self.file), line=self.line_of(p), path=render_path(p), message=message,
+            file=str(self.file),
+            line=self.line_of(p),
+            path=render_path(p),
+            message=message,
             hint=hint,
         )
 
@@ -63,20 +67,16 @@ def _plain(node: Any, path: KeyPath, lines: dict[KeyPath, int]) -> Any:
         out: dict[str, Any] = {}
         for key, value in node.items():
             kp = (*path, str(key))
-            try:
+            with contextlib.suppress(KeyError, TypeError):
                 lines[kp] = node.lc.key(key)[0] + 1
-            except (KeyError, TypeError):
-                pass
             out[str(key)] = _plain(value, kp, lines)
         return out
     if isinstance(node, CommentedSeq):
         items = []
         for i, value in enumerate(node):
             kp = (*path, i)
-            try:
+            with contextlib.suppress(KeyError, TypeError):
                 lines[kp] = node.lc.item(i)[0] + 1
-            except (KeyError, TypeError):
-                pass
             items.append(_plain(value, kp, lines))
         return items
     if isinstance(node, str):
@@ -89,8 +89,13 @@ def read_stack_file(file: Path) -> StackSource:
     shown = str(file)
     if not file.is_file():
         raise SkyrigConfigError(
-            ConfigIssue(shown, None, "", "stack file not found",
-                        "create it (see stacks/Pulumi.local.yaml) or pass an existing --stack")
+            ConfigIssue(
+                shown,
+                None,
+                "",
+                "stack file not found",
+                "create it (see stacks/Pulumi.local.yaml) or pass an existing --stack",
+            )
         )
     yaml = YAML(typ="rt")
     try:
@@ -98,8 +103,13 @@ def read_stack_file(file: Path) -> StackSource:
     except MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         raise SkyrigConfigError(
-            ConfigIssue(shown, line, "", f"not valid YAML: {exc.problem}",
-                        "fix the YAML syntax at that line")
+            ConfigIssue(
+                shown,
+                line,
+                "",
+                f"not valid YAML: {exc.problem}",
+                "fix the YAML syntax at that line",
+            )
         ) from None
     except UnicodeDecodeError:
         raise SkyrigConfigError(
@@ -107,8 +117,13 @@ def read_stack_file(file: Path) -> StackSource:
         ) from None
     if not isinstance(doc, CommentedMap) or not isinstance(doc.get("config"), CommentedMap):
         raise SkyrigConfigError(
-            ConfigIssue(shown, 1, "config", "a Pulumi stack file needs a top-level `config:` map",
-                        "start the file with `config:` and put keys as `skyrig:<key>: ...`")
+            ConfigIssue(
+                shown,
+                1,
+                "config",
+                "a Pulumi stack file needs a top-level `config:` map",
+                "start the file with `config:` and put keys as `skyrig:<key>: ...`",
+            )
         )
     config: CommentedMap = doc["config"]
     values: dict[str, Any] = {}

@@ -16,8 +16,11 @@ from skyrig.config.loader import Stack
 Inventory = dict[str, Any]
 
 
-def _group(hosts: dict[str, dict[str, Any]] | None = None, children: list[str] | None = None,
-           variables: dict[str, Any] | None = None) -> dict[str, Any]:
+def _group(
+    hosts: dict[str, dict[str, Any]] | None = None,
+    children: list[str] | None = None,
+    variables: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     g: dict[str, Any] = {}
     if hosts is not None:
         g["hosts"] = hosts
@@ -33,8 +36,10 @@ def build_inventory(stack: Stack, ips: dict[str, str] | None = None) -> Inventor
     overrides the stack's planned addresses."""
     cfg = stack.config
     ips = ips or {}
-    product = {m: (gpu_model(m) or {}).get("product_label", m) for m in
-               {g.model for n in cfg.nodes for g in n.gpus}}
+    product = {
+        m: (gpu_model(m) or {}).get("product_label", m)
+        for m in {g.model for n in cfg.nodes for g in n.gpus}
+    }
     hosts_pve: dict[str, dict[str, Any]] = {}
     for node in cfg.nodes:
         hosts_pve[node.name] = {
@@ -58,8 +63,8 @@ def build_inventory(stack: Stack, ips: dict[str, str] | None = None) -> Inventor
             hv["k8s_node_role"] = "server" if "kube_control_plane" in vm.roles else "agent"
             hv["k8s_node_gpu"] = has_gpu
             if has_gpu:
-                hv["k8s_node_labels"] = {"nvidia.com/gpu.product": product.get(m, m)
-                                         for m in models}
+                labels = sorted(product.get(m, m) for m in models)
+                hv["k8s_node_labels"] = {"nvidia.com/gpu.product": labels[0]}
                 hv["k8s_node_taints"] = ["nvidia.com/gpu=present:NoSchedule"]
         if "ray_head" in vm.roles or "ray_worker" in vm.roles:
             hv["ray_node_role"] = "head" if "ray_head" in vm.roles else "worker"
@@ -104,7 +109,7 @@ def build_inventory(stack: Stack, ips: dict[str, str] | None = None) -> Inventor
     if head is not None:
         all_vars["ray_node_head_address"] = f"{ips.get(head.name, str(head.ip))}:{r.head_port}"
 
-    gpu_guests = {vm.name: {} for vm in cfg.vms if vm.gpus}
+    gpu_guests: dict[str, dict[str, Any]] = {vm.name: {} for vm in cfg.vms if vm.gpus}
     return {
         "all": {
             "vars": all_vars,

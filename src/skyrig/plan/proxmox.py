@@ -28,10 +28,14 @@ class PciMappingEntrySpec:
     vendor_device: str
 
     def as_map_string(self, iommugroup: int | None = None, subsystem_id: str | None = None) -> str:
-        """The PVE ``map`` property (``node=...,path=...,id=...[,iommugroup=..][,subsystem-id=..]``)."""
-        parts = [f"id={self.vendor_device}", f"iommugroup={iommugroup}" if iommugroup is not None
-                 else "", f"node={self.node}", f"path={self.path}",
-                 f"subsystem-id={subsystem_id}" if subsystem_id else ""]
+        """The PVE ``map`` property (``id=..,iommugroup=..,node=..,path=..,subsystem-id=..``)."""
+        parts = [
+            f"id={self.vendor_device}",
+            f"iommugroup={iommugroup}" if iommugroup is not None else "",
+            f"node={self.node}",
+            f"path={self.path}",
+            f"subsystem-id={subsystem_id}" if subsystem_id else "",
+        ]
         return ",".join(p for p in parts if p)
 
 
@@ -64,8 +68,13 @@ class GpuVmSpec:
     @property
     def clone_params(self) -> dict[str, str | int]:
         """Parameters of ``POST /nodes/{node}/qemu/{template}/clone`` (full clone)."""
-        return {"newid": self.vmid, "name": self.name, "target": self.node, "full": 1,
-                "storage": self.storage}
+        return {
+            "newid": self.vmid,
+            "name": self.name,
+            "target": self.node,
+            "full": 1,
+            "storage": self.storage,
+        }
 
 
 def owner_tag(stack_name: str) -> str:
@@ -134,8 +143,14 @@ def pci_mappings(cfg: StackConfig) -> list[PciMappingSpec]:
             PciMappingEntrySpec(node=e.node, path=e.path, vendor_device=model["vendor_device"])
             for e in m.entries
         )
-        out.append(PciMappingSpec(id=m.id, description=m.description or f"{m.model} ({m.id})",
-                                  model=m.model, entries=entries))
+        out.append(
+            PciMappingSpec(
+                id=m.id,
+                description=m.description or f"{m.model} ({m.id})",
+                model=m.model,
+                entries=entries,
+            )
+        )
     return out
 
 
@@ -147,17 +162,36 @@ def gpu_vms(stack: Stack) -> list[GpuVmSpec]:
         cls = cfg.vm_classes[vm.vm_class]
         node = nodes[vm.node]
         _, _, disk = effective(vm, cls)
-        out.append(GpuVmSpec(
-            name=vm.name, vmid=vm.vmid, node=vm.node, template_vmid=node.template_vmid,
-            storage=node.storage, disk=BOOT_DISK, disk_size=f"{disk}G", ip=str(vm.ip),
-            gpus=tuple(vm.gpus), config=vm_config(cfg, vm, stack.name),
-            owner_tag=owner_tag(stack.name),
-        ))
+        out.append(
+            GpuVmSpec(
+                name=vm.name,
+                vmid=vm.vmid,
+                node=vm.node,
+                template_vmid=node.template_vmid,
+                storage=node.storage,
+                disk=BOOT_DISK,
+                disk_size=f"{disk}G",
+                ip=str(vm.ip),
+                gpus=tuple(vm.gpus),
+                config=vm_config(cfg, vm, stack.name),
+                owner_tag=owner_tag(stack.name),
+            )
+        )
     return out
 
 
 def summary_rows(specs: list[GpuVmSpec]) -> list[dict[str, Any]]:
     """One row per VM for tables."""
-    return [{"vm": s.name, "vmid": s.vmid, "node": s.node, "cores": s.config["cores"],
-             "memory_mib": int(s.config["memory"]), "disk": s.disk_size, "ip": s.ip,
-             "gpus": ",".join(s.gpus) or "-"} for s in specs]
+    return [
+        {
+            "vm": s.name,
+            "vmid": s.vmid,
+            "node": s.node,
+            "cores": s.config["cores"],
+            "memory_mib": int(s.config["memory"]),
+            "disk": s.disk_size,
+            "ip": s.ip,
+            "gpus": ",".join(s.gpus) or "-",
+        }
+        for s in specs
+    ]

@@ -33,15 +33,35 @@ def checks() -> list[tuple[str, bool, str]]:
         ("python", sys.version_info >= (3, 11), sys.version.split()[0]),
     ]
     pulumi_ok, pulumi_detail = _cmd("pulumi", "version")
-    rows.append(("pulumi CLI", pulumi_ok, pulumi_detail if pulumi_ok else
-                 "absent: `skyrig up` uses the direct apply (same reconcile core)"))
-    for pkg in ("pulumi", "proxmoxer", "ansible-core", "ansible-runner", "ray", "torch", "jax",
-                "mlflow", "qso-anomaly"):
+    rows.append(
+        (
+            "pulumi CLI",
+            pulumi_ok,
+            pulumi_detail
+            if pulumi_ok
+            else "absent: `skyrig up` uses the direct apply (same reconcile core)",
+        )
+    )
+    for pkg in (
+        "pulumi",
+        "proxmoxer",
+        "ansible-core",
+        "ansible-runner",
+        "ray",
+        "torch",
+        "jax",
+        "mlflow",
+        "qso-anomaly",
+    ):
         ok, detail = _pkg(pkg)
         rows.append((pkg, ok, detail))
-    for cmd, args in (("podman", ("--version",)), ("runc", ("--version",)),
-                      ("qemu-system-x86_64", ("--version",)), ("promtool", ("--version",)),
-                      ("kubectl", ("version", "--client"))):
+    for cmd, args in (
+        ("podman", ("--version",)),
+        ("runc", ("--version",)),
+        ("qemu-system-x86_64", ("--version",)),
+        ("promtool", ("--version",)),
+        ("kubectl", ("version", "--client")),
+    ):
         ok, detail = _cmd(cmd, *args)
         rows.append((cmd, ok, detail))
     return rows

@@ -1,0 +1,153 @@
+"""A local Ray head for the `local` stack: started by skyrig, found again on a re-run, stopped by
+`skyrig down`. The head runs as ``ray start --head --block`` in its own process group whose id is
+kept in the stack's state directory, so skyrig only ever stops the processes it started."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from skyrig.config.model import Ray
+from skyrig.errors import WorkloadError
+
+
+@dataclass(frozen=True)
+class RayHead:
+    """How to reach a running local head."""
+
+    address: str
+    dashboard_url: str
+    pgid: int
+    started: bool
+
+
+def _ray_bin() -> str:
+    candidate = Path(sys.executable).with_name("ray")
+    found = str(candidate) if candidate.exists() else shutil.which("ray")
+    if not found:
+        raise WorkloadError(
+            "the `ray` command is not installed in this environment",
+            hint="run `make venv` (installs ray[default])",
+        )
+    return found
+
+
+def _dashboard_up(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/api/version", timeout=2) as resp:
+            return bool(resp.status == 200 and json.loads(resp.read()))
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def ensure_head(cfg: Ray, state_dir: Path, *, timeout_s: float = 180.0) -> RayHead:
+    """Start the head unless the one this state dir started is still serving."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    pid_file = state_dir / "ray-head.pgid"
+    url = f"http://127.0.0.1:{cfg.dashboard_port}"
+    address = f"127.0.0.1:{cfg.head_port}"
+    if pid_file.exists():
+        pgid = int(pid_file.read_text().strip() or 0)
+        if pgid and _alive(pgid) and _dashboard_up(url):
+            return RayHead(address, url, pgid, started=False)
+        if pgid and _alive(pgid):
+            _stop_group(pgid)
+        pid_file.unlink(missing_ok=True)
+    if _dashboard_up(url):
+        raise WorkloadError(
+            f"another Ray dashboard already answers on {url}, not started by this stack",
+            hint="stop it, or change skyrig:ray.dashboard_port / head_port in the stack file",
+        )
+    cmd = [
+        _ray_bin(),
+        "start",
+        "--head",
+        "--block",
+        "--disable-usage-stats",
+        "--node-ip-address=127.0.0.1",
+        f"--port={cfg.head_port}",
+        f"--dashboard-host={cfg.dashboard_host}",
+        f"--dashboard-port={cfg.dashboard_port}",
+        f"--metrics-export-port={cfg.metrics_export_port}",
+        f"--object-store-memory={cfg.object_store_memory_mib * 1024 * 1024}",
+        "--include-dashboard=true",
+    ]
+    if cfg.num_cpus:
+        cmd.append(f"--num-cpus={cfg.num_cpus}")
+    log = open(state_dir / "ray-head.log", "ab")  # noqa: SIM115 - handed to the child
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # Jobs run `python ...` like on a real cluster: put this environment's interpreter first.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("RAY_AUTH_MODE", "disabled")
+    # A single-node head: keep every Ray address on loopback. Without this Ray replaces
+    # 127.0.0.1 with the address of the machine's outward interface.
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    proc = subprocess.Popen(
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env,
+    )
+    pid_file.write_text(str(proc.pid))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pid_file.unlink(missing_ok=True)
+            tail = (state_dir / "ray-head.log").read_text(errors="replace")[-2000:]
+            raise WorkloadError(
+                f"the local Ray head exited with {proc.returncode}:\n{tail}",
+                hint=f"see {state_dir / 'ray-head.log'}",
+            )
+        if _dashboard_up(url):
+            return RayHead(address, url, proc.pid, started=True)
+        time.sleep(1.0)
+    _stop_group(proc.pid)
+    pid_file.unlink(missing_ok=True)
+    raise WorkloadError(
+        f"the local Ray head did not answer on {url} within {timeout_s:.0f} s",
+        hint=f"see {state_dir / 'ray-head.log'}",
+    )
+
+
+def _stop_group(pgid: int, timeout_s: float = 30.0) -> None:
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and _alive(pgid):
+        time.sleep(0.5)
+    if _alive(pgid):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def stop_head(state_dir: Path) -> bool:
+    """Stop the head this state dir started; False when none was running."""
+    pid_file = state_dir / "ray-head.pgid"
+    if not pid_file.exists():
+        return False
+    pgid = int(pid_file.read_text().strip() or 0)
+    running = bool(pgid) and _alive(pgid)
+    if running:
+        _stop_group(pgid)
+    pid_file.unlink(missing_ok=True)
+    return running
