@@ -88,8 +88,13 @@ class ProxmoxTaskError(ProxmoxError):
 class PreflightError(SkyrigError):
     """A fail-closed safety check refused to go on (IOMMU group, missing device, ...)."""
 
-    def __init__(self, message: str, *, report: list[dict[str, object]] | None = None,
-                 hint: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        report: list[dict[str, object]] | None = None,
+        hint: str | None = None,
+    ) -> None:
         self.report = report or []
         super().__init__(message, hint=hint)
 

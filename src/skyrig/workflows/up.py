@@ -25,12 +25,12 @@ def _endpoint_for(stack: Stack, console: Console) -> Any:
     """For an embedded stack: start (or find) pvesim and say how to reach it."""
     if not stack.config.proxmox.embedded:
         return None
-    from skyrig.proxmox.apply import EndpointOverride
+    from skyrig.proxmox.endpoint import Endpoint
     from skyrig.pvesim.daemon import ensure_running
 
     sim = ensure_running(stack.state_dir / "pvesim", hardware=stack.config.proxmox.pvesim_hardware)
     console.print(f"  pvesim: {sim.url} (CA {sim.ca_path}, pid {sim.pid})")
-    return EndpointOverride(
+    return Endpoint(
         url=sim.url, token_id=sim.token_id, token_secret=sim.token_secret, ca_path=str(sim.ca_path)
     )
 
@@ -65,8 +65,10 @@ def run_up(stack_name: str, *, only: str = "all", console: Console) -> dict[str,
         "deleted": result.deleted,
         "unchanged": result.unchanged,
         "pending_reboot": result.pending_reboot,
+        "rebooted": result.rebooted,
         "ips": result.ips,
-        "elapsed_s": round(result.elapsed, 2),
+        "api_calls": result.api_calls,
+        "elapsed_s": round(result.elapsed_s, 2),
     }
     if only == "infra":
         return _finish(stack, summary, console, t0)
@@ -125,7 +127,7 @@ def _print_summary(s: dict[str, Any], console: Console) -> None:
         if infra["changed"] or infra["pending_reboot"]:
             parts = [
                 f"{k}: {', '.join(infra[k])}"
-                for k in ("created", "updated", "replaced", "deleted", "pending_reboot")
+                for k in ("created", "updated", "replaced", "deleted", "rebooted", "pending_reboot")
                 if infra[k]
             ]
             t.add_row("infrastructure", f"[{infra['path']}] " + "; ".join(parts))
