@@ -1,0 +1,378 @@
+"""Provision a stack: PCI mappings, then GPU VMs in parallel (bounded), with rich progress.
+
+Two paths, one reconcile core:
+
+* **pulumi** – when the Pulumi CLI is on PATH: ``pulumi up`` through the Automation API with a
+  local file backend under ``.skyrig/<stack>/pulumi``; the dynamic providers call the same core.
+* **direct** – otherwise: :class:`MappingReconciler` and :class:`VmReconciler` straight away.
+
+Both end with an :class:`ApplyResult`; a re-run that changes nothing says so.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from skyrig.config import Stack
+from skyrig.errors import OwnershipError, ProxmoxError
+from skyrig.plan import Plan, build_plan
+from skyrig.plan.proxmox import GpuVmSpec
+from skyrig.proxmox.client import PveClient
+from skyrig.proxmox.endpoint import Endpoint, resolve_endpoint
+from skyrig.proxmox.mappings import MappingReconciler
+from skyrig.proxmox.state import ProvisionRecord
+from skyrig.proxmox.vms import VmOutcome, VmReconciler
+
+ApplyPath = Literal["direct", "pulumi"]
+
+
+@dataclass
+class ApplyResult:
+    """What an apply or destroy did. Resource names: ``vm/<name>``, ``pci-mapping/<id>``."""
+
+    stack: str
+    path: ApplyPath
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    pending_reboot: list[str] = field(default_factory=list)
+    rebooted: list[str] = field(default_factory=list)
+    ips: dict[str, str] = field(default_factory=dict)
+    details: dict[str, list[str]] = field(default_factory=dict)
+    api_calls: dict[str, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.updated or self.replaced or self.deleted
+                    or self.rebooted)
+
+    @property
+    def api_calls_total(self) -> int:
+        return sum(self.api_calls.values())
+
+    def summary(self) -> str:
+        if not self.changed:
+            head = f"no changes: {len(self.unchanged)} resources already match the stack"
+        else:
+            parts = [f"{len(v)} {k}" for k, v in (
+                ("created", self.created), ("updated", self.updated),
+                ("replaced", self.replaced), ("deleted", self.deleted)) if v]
+            head = ", ".join(parts) + f"; {len(self.unchanged)} unchanged"
+        if self.pending_reboot:
+            head += f"; pending reboot: {', '.join(self.pending_reboot)}"
+        calls = ", ".join(f"{k} {v}" for k, v in sorted(self.api_calls.items()))
+        return f"{head} ({self.path} path, {self.elapsed_s:.1f}s, API calls: {calls or 'none'})"
+
+    def record_vm(self, out: VmOutcome) -> None:
+        key = f"vm/{out.name}"
+        {"created": self.created, "updated": self.updated, "replaced": self.replaced,
+         "unchanged": self.unchanged, "deleted": self.deleted}[out.action].append(key)
+        if out.ip:
+            self.ips[out.name] = out.ip
+        if out.pending_reboot:
+            self.pending_reboot.append(out.name)
+            self.details.setdefault(key, []).append(
+                "pending reboot: " + ", ".join(out.pending_reboot))
+        if out.rebooted:
+            self.rebooted.append(out.name)
+        if out.changes and out.action == "updated":
+            self.details.setdefault(key, []).extend(out.changes)
+
+
+class ApplyFailed(ProxmoxError):
+    """Some resources failed; the others were applied. ``result`` says what did happen."""
+
+    def __init__(self, failures: dict[str, Exception], result: ApplyResult) -> None:
+        self.failures = failures
+        self.result = result
+        lines = [f"  {name}: {exc}" for name, exc in failures.items()]
+        super().__init__(
+            f"provisioning of stack {result.stack} failed for {len(failures)} resource(s):\n"
+            + "\n".join(lines),
+            hint="fix the cause above and re-run: completed resources are not redone")
+
+
+def pulumi_cli() -> str | None:
+    return shutil.which("pulumi")
+
+
+@contextmanager
+def _progress(console: Console, names: list[str]) -> Iterator[Callable[[str, str], None]]:
+    with Progress(SpinnerColumn(), TextColumn("[bold]{task.fields[vm]:<14}"),
+                  TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                  transient=False) as progress:
+        ids = {n: progress.add_task("waiting", vm=n, total=None) for n in names}
+
+        def report(name: str, step: str) -> None:
+            if name not in ids:
+                ids[name] = progress.add_task(step, vm=name, total=None)
+            done = step.split(" ", 1)[0] in ("created", "updated", "unchanged", "replaced",
+                                             "deleted", "failed:")
+            progress.update(ids[name], description=step, total=1 if done else None,
+                            completed=1 if done else 0)
+
+        yield report
+
+
+def _client(stack: Stack, endpoint: Endpoint) -> PveClient:
+    return PveClient(endpoint, pool_size=max(4, stack.config.proxmox.parallelism * 2))
+
+
+def apply_plan(plan: Plan, client: PveClient, *, parallelism: int = 4,
+               reboot_policy: Literal["never", "when-required"] = "never",
+               task_timeout_s: float = 900.0, record: ProvisionRecord | None = None,
+               progress: Callable[[str, str], None] | None = None,
+               prune: bool = True) -> ApplyResult:
+    """Direct apply of a plan: mappings (preflight first), then VMs in parallel, then pruning."""
+    started = time.monotonic()
+    client.reset_counts()
+    result = ApplyResult(stack=plan.stack, path="direct")
+    report = progress or (lambda _n, _s: None)
+    mr = MappingReconciler(client)
+    measured = mr.measure(plan.pci_mappings)  # PreflightError before anything changes
+    for spec in plan.pci_mappings:
+        out = mr.ensure(spec, measured[spec.id])
+        key = f"pci-mapping/{spec.id}"
+        {"created": result.created, "updated": result.updated,
+         "unchanged": result.unchanged}[out.action].append(key)
+        if out.changes and out.action == "updated":
+            result.details[key] = out.changes
+        if record is not None:
+            record.put_mapping(spec.id)
+    vr = VmReconciler(client, task_timeout_s=task_timeout_s, reboot_policy=reboot_policy,
+                      progress=report)
+    vr.index(refresh=True)
+    failures: dict[str, Exception] = {}
+
+    def one(spec: GpuVmSpec) -> VmOutcome:
+        recorded = record.vm(spec.vmid) if record is not None else None
+        try:
+            out = vr.ensure(spec, recorded=recorded)
+        except Exception:
+            if record is not None and recorded is None:
+                record.put_vm(spec)
+            raise
+        if record is not None:
+            record.put_vm(spec)
+        return out
+
+    with ThreadPoolExecutor(max_workers=max(1, parallelism),
+                            thread_name_prefix="skyrig-vm") as pool:
+        futures = {pool.submit(one, spec): spec for spec in plan.vms}
+        for fut in as_completed(futures):
+            vm = futures[fut]
+            try:
+                result.record_vm(fut.result())
+            except Exception as exc:
+                failures[f"vm/{vm.name}"] = exc
+                report(vm.name, f"failed: {str(exc).splitlines()[0]}")
+    if prune and not failures:
+        _prune(plan, vr, mr, record, result, report)
+    result.api_calls = client.call_counts()
+    result.elapsed_s = time.monotonic() - started
+    for lst in (result.created, result.updated, result.replaced, result.unchanged):
+        lst.sort()
+    if failures:
+        raise ApplyFailed(failures, result)
+    return result
+
+
+def _prune(plan: Plan, vr: VmReconciler, mr: MappingReconciler,
+           record: ProvisionRecord | None, result: ApplyResult,
+           report: Callable[[str, str], None]) -> None:
+    """Delete VMs the stack owns but no longer wants, then mappings it made and left."""
+    wanted = {s.vmid for s in plan.vms}
+    tag = next((s.owner_tag for s in plan.vms), f"skyrig-{plan.stack}")
+    for vmid, entry in sorted(vr.index().items()):
+        tags = {t for t in str(entry.get("tags", "")).replace(",", ";").split(";") if t}
+        if vmid in wanted or tag not in tags:
+            continue
+        name = str(entry.get("name", vmid))
+        report(name, "delete (left the stack)")
+        vr.delete(vmid, tag, name=name)
+        result.deleted.append(f"vm/{name}")
+        if record is not None:
+            record.drop_vm(vmid)
+    if record is not None:
+        keep = {m.id for m in plan.pci_mappings}
+        for mid in record.mappings():
+            if mid not in keep:
+                if mr.delete(mid):
+                    result.deleted.append(f"pci-mapping/{mid}")
+                record.drop_mapping(mid)
+
+
+def _summary_table(result: ApplyResult) -> Table:
+    t = Table(title=f"provisioning ({result.stack}, {result.path} path)")
+    for col in ("resource", "result", "detail"):
+        t.add_column(col)
+    rows: list[tuple[str, str]] = []
+    for label, items in (("created", result.created), ("updated", result.updated),
+                         ("replaced", result.replaced), ("deleted", result.deleted),
+                         ("unchanged", result.unchanged)):
+        rows.extend((r, label) for r in items)
+    for res, label in sorted(rows):
+        name = res.split("/", 1)[1]
+        detail = "; ".join(result.details.get(res, []))
+        if name in result.ips:
+            detail = f"{result.ips[name]}" + (f"; {detail}" if detail else "")
+        t.add_row(res, label, detail)
+    return t
+
+
+def apply_stack(stack: Stack, *, console: Console,
+                endpoint_override: Endpoint | None = None) -> ApplyResult:
+    """Provision ``stack`` (Pulumi path when the CLI is present, else the direct apply)."""
+    if pulumi_cli() and not os.environ.get("SKYRIG_FORCE_DIRECT"):
+        from skyrig.proxmox.automation import pulumi_up
+
+        console.print(f"[bold]provisioning {stack.name}[/] through [cyan]pulumi up[/] "
+                      "(Automation API, local file backend under "
+                      f"{stack.state_dir / 'pulumi'})")
+        result = pulumi_up(stack, console=console, endpoint=endpoint_override)
+    else:
+        endpoint = resolve_endpoint(stack, endpoint_override)
+        why = "Pulumi CLI not found" if not pulumi_cli() else "SKYRIG_FORCE_DIRECT is set"
+        console.print(f"[bold]provisioning {stack.name}[/] through the [cyan]direct apply[/] "
+                      f"({why}; same reconcile core) at {endpoint.url}")
+        plan = build_plan(stack)
+        px = stack.config.proxmox
+        record = ProvisionRecord(stack.state_dir / "provision.json")
+        client = _client(stack, endpoint)
+        with _progress(console, [v.name for v in plan.vms]) as report:
+            try:
+                result = apply_plan(plan, client, parallelism=px.parallelism,
+                                    reboot_policy=px.reboot_policy,
+                                    task_timeout_s=px.task_timeout_s, record=record,
+                                    progress=report)
+            except ApplyFailed as exc:
+                console.print(_summary_table(exc.result))
+                raise
+    console.print(_summary_table(result))
+    console.print(("[green]✓[/] " if not result.pending_reboot else "[yellow]![/] ")
+                  + result.summary())
+    return result
+
+
+def destroy_plan(plan: Plan, client: PveClient, *, parallelism: int = 4,
+                 task_timeout_s: float = 900.0, record: ProvisionRecord | None = None,
+                 progress: Callable[[str, str], None] | None = None) -> ApplyResult:
+    """Delete every VM the stack owns (graceful shutdown → stop → destroy/purge), then its
+    mappings. VMs at planned vmids that the stack does not own are left alone (reported)."""
+    started = time.monotonic()
+    client.reset_counts()
+    result = ApplyResult(stack=plan.stack, path="direct")
+    report = progress or (lambda _n, _s: None)
+    vr = VmReconciler(client, task_timeout_s=task_timeout_s, progress=report)
+    tag = next((s.owner_tag for s in plan.vms), f"skyrig-{plan.stack}")
+    descriptions = {s.vmid: str(s.config.get("description", "")) for s in plan.vms}
+    names = {s.vmid: s.name for s in plan.vms}
+    targets: dict[int, str] = {}
+    for vmid, entry in vr.index(refresh=True).items():
+        tags = {t for t in str(entry.get("tags", "")).replace(",", ";").split(";") if t}
+        if tag in tags or vmid in names:
+            targets[vmid] = names.get(vmid, str(entry.get("name", vmid)))
+    failures: dict[str, Exception] = {}
+
+    def one(vmid: int) -> bool:
+        try:
+            return vr.delete(vmid, tag, descriptions.get(vmid), name=targets[vmid])
+        except OwnershipError as exc:
+            key = f"vm/{targets[vmid]}"
+            result.unchanged.append(key)
+            result.details[key] = [f"not owned by stack {plan.stack}; left alone ({exc.message})"]
+            return False
+
+    with ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:
+        futures = {pool.submit(one, vmid): vmid for vmid in targets}
+        for fut in as_completed(futures):
+            vmid = futures[fut]
+            try:
+                if fut.result():
+                    result.deleted.append(f"vm/{targets[vmid]}")
+                    report(targets[vmid], "deleted")
+                if record is not None:
+                    record.drop_vm(vmid)
+            except Exception as exc:
+                failures[f"vm/{targets[vmid]}"] = exc
+    if not failures:
+        mr = MappingReconciler(client)
+        ids = [m.id for m in plan.pci_mappings] + (record.mappings() if record else [])
+        for mid in dict.fromkeys(ids):
+            if mr.delete(mid):
+                result.deleted.append(f"pci-mapping/{mid}")
+            if record is not None:
+                record.drop_mapping(mid)
+    result.deleted.sort()
+    result.api_calls = client.call_counts()
+    result.elapsed_s = time.monotonic() - started
+    if failures:
+        raise ApplyFailed(failures, result)
+    return result
+
+
+def destroy_stack(stack: Stack, *, console: Console,
+                  endpoint_override: Endpoint | None = None) -> ApplyResult:
+    """Remove what the stack owns (``skyrig down``)."""
+    if pulumi_cli() and not os.environ.get("SKYRIG_FORCE_DIRECT"):
+        from skyrig.proxmox.automation import pulumi_destroy
+
+        console.print(f"[bold]destroying {stack.name}[/] through [cyan]pulumi destroy[/]")
+        result = pulumi_destroy(stack, console=console, endpoint=endpoint_override)
+    else:
+        endpoint = resolve_endpoint(stack, endpoint_override)
+        console.print(f"[bold]destroying {stack.name}[/] through the [cyan]direct apply[/] at "
+                      f"{endpoint.url}")
+        plan = build_plan(stack)
+        record = ProvisionRecord(stack.state_dir / "provision.json")
+        with _progress(console, [v.name for v in plan.vms]) as report:
+            result = destroy_plan(plan, _client(stack, endpoint),
+                                  parallelism=stack.config.proxmox.parallelism,
+                                  task_timeout_s=stack.config.proxmox.task_timeout_s,
+                                  record=record, progress=report)
+    console.print(f"[green]✓[/] {len(result.deleted)} resources deleted "
+                  f"({result.elapsed_s:.1f}s)" if result.deleted else
+                  "[green]✓[/] nothing to delete")
+    return result
+
+
+def preview_plan(plan: Plan, client: PveClient) -> dict[str, list[str]]:
+    """Read-only drift view: resource → changes an apply would make (empty: in sync)."""
+    out: dict[str, list[str]] = {}
+    mr = MappingReconciler(client)
+    measured = mr.measure(plan.pci_mappings)
+    for spec in plan.pci_mappings:
+        out[f"pci-mapping/{spec.id}"] = mr.diff(spec, measured[spec.id])
+    vr = VmReconciler(client)
+    vr.index(refresh=True)
+    for vm in plan.vms:
+        state = vr.read(vm.vmid)
+        d = vr.plan(vm, state)
+        if d is None:
+            out[f"vm/{vm.name}"] = ["create"]
+        else:
+            out[f"vm/{vm.name}"] = [f"{c.key} ({c.kind})" for c in d.changes] + (
+                [f"pending reboot: {', '.join(state.pending_keys)}"]
+                if state is not None and state.running and state.pending_keys else [])
+    return out
+
+
+def preview_stack(stack: Stack, *, endpoint_override: Endpoint | None = None
+                  ) -> dict[str, list[str]]:
+    """Drift of ``stack`` against the live cluster (for ``skyrig plan --live``)."""
+    endpoint = resolve_endpoint(stack, endpoint_override)
+    return preview_plan(build_plan(stack), _client(stack, endpoint))

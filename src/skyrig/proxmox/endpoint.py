@@ -1,0 +1,102 @@
+"""Where the Proxmox VE API is and how skyrig authenticates to it.
+
+An :class:`Endpoint` is resolved from the stack (``skyrig:proxmox``), from an explicit override
+(the coordinator passes the embedded pvesim this way), or from ``$SKYRIG_PVESIM_ENDPOINT`` which
+points *any* stack at a local pvesim (a pvesim state directory, started with the stack's
+``pvesim_hardware`` if needed; or a JSON file / inline JSON with ``url``, ``token_id``,
+``token_secret``, ``ca_path``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skyrig.config import Stack, resolve_secret
+from skyrig.errors import SkyrigConfigError
+
+PVESIM_ENV = "SKYRIG_PVESIM_ENDPOINT"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How to reach one PVE API: base URL, API token and the CA that signs its certificate."""
+
+    url: str
+    token_id: str
+    token_secret: str = field(repr=False)
+    ca_path: str | None = None
+    verify_tls: bool = True
+
+    @property
+    def user(self) -> str:
+        return self.token_id.split("!", 1)[0]
+
+    @property
+    def token_name(self) -> str:
+        return self.token_id.split("!", 1)[1]
+
+    @property
+    def verify(self) -> bool | str:
+        """What ``requests`` gets as ``verify``: a CA path, True, or False (never in prod)."""
+        if not self.verify_tls:
+            return False
+        return self.ca_path or True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"url": self.url, "token_id": self.token_id, "token_secret": self.token_secret,
+                "ca_path": self.ca_path, "verify_tls": self.verify_tls}
+
+    @classmethod
+    def from_pvesim(cls, sim: Any) -> Endpoint:
+        """From a running pvesim (``PveSim`` or ``daemon.SimEndpoint``): its token and CA."""
+        token = getattr(sim, "root_token", None)
+        token_id, secret = token if token else (sim.token_id, sim.token_secret)
+        return cls(url=str(sim.url).removesuffix("/api2/json"), token_id=str(token_id),
+                   token_secret=str(secret), ca_path=str(sim.ca_path))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Endpoint:
+        return cls(url=str(d["url"]), token_id=str(d["token_id"]),
+                   token_secret=str(d["token_secret"]), ca_path=d.get("ca_path"),
+                   verify_tls=bool(d.get("verify_tls", True)))
+
+
+def _from_env_value(value: str, hardware: str = "lab") -> Endpoint:
+    """Parse ``$SKYRIG_PVESIM_ENDPOINT``: inline JSON, a JSON file, or a pvesim state dir."""
+    text = value.strip()
+    if text.startswith("{"):
+        return Endpoint.from_dict(json.loads(text))
+    path = Path(text)
+    if path.is_file():
+        return Endpoint.from_dict(json.loads(path.read_text()))
+    if path.is_dir():
+        from skyrig.pvesim.daemon import ensure_running
+
+        sim = ensure_running(path, hardware)
+        return Endpoint.from_pvesim(sim)
+    raise SkyrigConfigError(
+        f"${PVESIM_ENV}={value!r} is neither inline JSON, a JSON file nor a pvesim state directory"
+    )
+
+
+def resolve_endpoint(stack: Stack, override: Endpoint | None = None,
+                     token_secret: str | None = None) -> Endpoint:
+    """The endpoint to use for ``stack``: override > ``$SKYRIG_PVESIM_ENDPOINT`` > stack file."""
+    if override is not None:
+        return override
+    env = os.environ.get(PVESIM_ENV)
+    if env:
+        return _from_env_value(env, stack.config.proxmox.pvesim_hardware)
+    px = stack.config.proxmox
+    if px.embedded:
+        raise SkyrigConfigError(
+            f"stack {stack.name}: proxmox.endpoint is `pvesim` but no running simulator was given",
+            file=str(stack.file),
+        )
+    secret = token_secret or resolve_secret(px.token_secret, f"stack {stack.name}: proxmox token")
+    return Endpoint(url=px.endpoint, token_id=px.token_id, token_secret=secret,
+                    ca_path=px.ca_bundle, verify_tls=px.verify_tls)

@@ -1,0 +1,1 @@
+"""Pulumi shells over the reconcile core: dynamic providers and components."""
