@@ -117,9 +117,6 @@ def test_failed_clone_task_is_a_clear_error(sim: Any, client: PveClient, root: P
     assert info.value.result.created[-1].startswith("vm/")  # the other VM went on
 
 
-@pytest.mark.xfail(reason="pvesim issue: an injected qmclone task fault leaves the "
-                          "'lock: clone' placeholder config that PVE unlinks on clone failure",
-                   strict=False)
 def test_failed_clone_leaves_no_vm_and_rerun_converges(sim: Any, client: PveClient,
                                                        root: Path) -> None:
     sim.set_faults({"tasks": [{"type": "qmclone", "exitstatus": "clone failed: injected",

@@ -146,9 +146,10 @@ def _print_summary(s: dict[str, Any], console: Console) -> None:
             ("metrics", "metrics"),
             ("model_card", "model card"),
             ("model", "model"),
-            ("scored", "spectra scored"),
-            ("flagged", "flagged"),
-            ("rejected", "rejected inputs"),
+            ("n_scored", "spectra scored"),
+            ("n_flagged", "flagged"),
+            ("drift", "score drift"),
+            ("xai", "explanations"),
         ):
             if key in w:
                 value = w[key]

@@ -78,6 +78,7 @@ def entrypoint(stack: Stack, run_dir: Path) -> str:
         w.framework,
         "--expect-version",
         w.version,
+        "--use-ray",  # train with Ray Train and score with Ray Data on the cluster
     ]
     if w.use_gpu:
         args.append("--use-gpu")
@@ -97,6 +98,21 @@ def _last_json_line(text: str) -> dict[str, Any]:
     return {}
 
 
+def _submit(client: Any, *, timeout_s: float = 120.0, **kwargs: Any) -> str:
+    """Submit a job; right after a head starts its job agent may not be ready yet: retry."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return str(client.submit_job(**kwargs))
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise WorkloadError(
+                    f"the Ray Jobs API refused the job: {exc}",
+                    hint="check the Ray head (dashboard and its log) and re-run",
+                ) from exc
+            time.sleep(2.0)
+
+
 def submit_and_wait(
     stack: Stack, dashboard_url: str, *, console: Console, timeout_s: float = 1800.0
 ) -> WorkloadResult:
@@ -110,7 +126,8 @@ def submit_and_wait(
     (stack.state_dir / "mlflow").mkdir(parents=True, exist_ok=True)
     client = JobSubmissionClient(dashboard_url)
     cmd = entrypoint(stack, run_dir)
-    job_id = client.submit_job(
+    job_id = _submit(
+        client,
         entrypoint=cmd,
         runtime_env={
             "env_vars": {
@@ -135,7 +152,7 @@ def submit_and_wait(
         status = client.get_job_status(job_id)
         logs = client.get_job_logs(job_id)
         for line in logs[shown:].splitlines():
-            if line.startswith("[progress]") or line.startswith("{"):
+            if line.startswith("[qso-anomaly"):
                 console.print(f"  │ {line}", highlight=False, markup=False)
         shown = len(logs)
         if str(status) in TERMINAL or status in (
