@@ -1,0 +1,1 @@
+"""Benchmark harness: qso-inject-v1 detection metrics and throughput."""

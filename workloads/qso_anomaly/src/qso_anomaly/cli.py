@@ -1,0 +1,275 @@
+"""``qso-anomaly``: synth | train | score | explain | report | benchmark | pipeline.
+
+Every command prints one JSON object on stdout (machine-readable) and progress on stderr.
+Errors print one message and exit 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qso_anomaly import __version__
+from qso_anomaly.errors import QsoAnomalyError
+
+
+class CliError(QsoAnomalyError):
+    """A command-line argument is invalid."""
+
+
+def _shards(data: str) -> list[Path]:
+    p = Path(data)
+    paths = sorted(p.glob("*.parquet")) if p.is_dir() else [p]
+    paths = [x for x in paths if not x.name.endswith(".scores.parquet")]
+    if not paths or not all(x.is_file() for x in paths):
+        raise CliError(f"no Parquet shards at {data}",
+                       hint="point --data at a directory written by `qso-anomaly synth`")
+    return paths
+
+
+def _load_model(args: argparse.Namespace) -> tuple[Any, str, str]:
+    """(trained model, model name, version) from --model DIR or --model-uri models:/n@alias."""
+    from qso_anomaly.train import TrainedModel
+
+    if getattr(args, "model_uri", None):
+        from qso_anomaly.registry.mlflow_registry import ModelRegistry
+
+        uri = args.model_uri
+        if not uri.startswith("models:/") or "@" not in uri:
+            raise CliError(f"--model-uri {uri!r} is not of the form models:/<name>@<alias>")
+        name, alias = uri[len("models:/"):].split("@", 1)
+        if not args.tracking_uri:
+            raise CliError("--model-uri needs --tracking-uri")
+        reg = ModelRegistry(args.tracking_uri)
+        rv = reg.resolve_alias(name, alias)
+        if rv is None:
+            raise CliError(f"{uri}: no such registered model alias in {args.tracking_uri}",
+                           hint="train and release a version first (qso-anomaly pipeline)")
+        dst = Path(args.out) / "model"
+        return TrainedModel.load(reg.download_model_dir(rv, dst)), name, rv.version
+    if not args.model:
+        raise CliError("give --model DIR or --model-uri models:/<name>@<alias>")
+    return TrainedModel.load(args.model), Path(args.model).name, "local"
+
+
+def _emit(obj: Any) -> None:
+    print(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_synth(args: argparse.Namespace) -> dict[str, Any]:
+    from qso_anomaly.data.grid import WavelengthGrid
+    from qso_anomaly.data.synth import write_survey
+
+    grid = WavelengthGrid.desi_edr().downsample(args.downsample)
+    paths = write_survey(args.out, args.n, args.seed, shard_size=args.shard_size, grid=grid,
+                         anomaly_fraction=args.anomaly_fraction)
+    return {"shards": [str(p) for p in paths], "manifest": str(Path(args.out) / "manifest.json"),
+            "npix": grid.npix}
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from qso_anomaly.models.spec import ModelSpec
+    from qso_anomaly.train import fit
+
+    spec = ModelSpec.full() if args.full_model else ModelSpec.ci()
+    trained = fit(spec, spec.input_grid(), _shards(args.data), use_ray=args.use_ray,
+                  num_workers=args.num_workers, use_gpu=args.use_gpu, epochs=args.epochs,
+                  seed=args.seed, framework=args.framework)
+    out = trained.save(args.out)
+    result: dict[str, Any] = {"model_dir": str(out), "final_loss": trained.metrics.get(
+        "final_loss"), "n_train": trained.metrics.get("n_train")}
+    if args.register:
+        from qso_anomaly.registry.mlflow_registry import ModelRegistry
+        from qso_anomaly.registry.tracking import hash_files, sqlite_tracking_uri
+
+        uri = args.tracking_uri or sqlite_tracking_uri(Path(args.out).parent)
+        reg = ModelRegistry(uri)
+        rv = reg.register(model_dir=out, model_name=args.model_name,
+                          params={"epochs": args.epochs, "seed": args.seed,
+                                  "framework": args.framework, **spec.to_dict()},
+                          metrics={"train": {k: v for k, v in trained.metrics.items()
+                                             if isinstance(v, (int, float))}},
+                          data_hashes=hash_files(_shards(args.data)), generator_seed=None,
+                          tags={"framework": args.framework, "workload_version": __version__})
+        result["registered"] = rv.to_dict()
+        result["tracking_uri"] = uri
+    return result
+
+
+def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
+    from qso_anomaly.pipeline import PipelineConfig, _score
+    from qso_anomaly.registry.gates import load_thresholds
+
+    trained, name, version = _load_model(args)
+    cfg = PipelineConfig(out=args.out, framework=args.framework, use_ray=args.use_ray,
+                         batch_size=args.batch_size, metrics_port=args.metrics_port)
+    quantile = load_thresholds(args.thresholds).flag_quantile if args.thresholds else 0.99
+    scored = _score(cfg, trained, name, version, _shards(args.data), Path(args.out), quantile)
+    metrics_path = scored.metrics.write_textfile(Path(args.out) / "metrics.prom")
+    if args.push_gateway:
+        scored.metrics.push(args.push_gateway)
+    return {"scores": str(scored.scores_dir), "metrics": metrics_path, "n_scored": scored.n,
+            "n_flagged": scored.n_flagged, "flag_threshold": scored.flag_threshold,
+            "spectra_per_second": scored.spectra_per_second, "drift": scored.drift,
+            "rejected": scored.rejected}
+
+
+def _scored_from_files(args: argparse.Namespace, trained: Any) -> Any:
+    from qso_anomaly.pipeline import load_scored
+
+    outputs = sorted(Path(args.scores).glob("*.scores.parquet"))
+    reference = np.asarray(trained.reference_scores, dtype=np.float64)
+    threshold = float(np.quantile(reference, 0.99)) if reference.size else float("inf")
+    return load_scored(outputs, _shards(args.data), reference, threshold)
+
+
+def cmd_explain(args: argparse.Namespace) -> dict[str, Any]:
+    from qso_anomaly.pipeline import PipelineConfig, _explain
+
+    trained, _, _ = _load_model(args)
+    scored = _scored_from_files(args, trained)
+    cfg = PipelineConfig(out=args.out, framework=args.framework, top_k=args.top_k,
+                         ig_steps=args.ig_steps, occlusion_window=args.occlusion_window)
+    ex = _explain(cfg, trained, _shards(args.data), scored, Path(args.out))
+    keys = ("n_explained", "localisation_auroc_localised_mean", "deletion_auc_mean",
+            "deletion_auc_random_mean", "randomisation")
+    return {"explanations": str(Path(args.out) / "explanations.npz"),
+            "xai_report": str(Path(args.out) / "xai_report.json"),
+            **{k: ex.report.get(k) for k in keys}}
+
+
+def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
+    from qso_anomaly.explain.runner import ExplanationSet
+    from qso_anomaly.pipeline import PipelineConfig, _evaluate, _report
+
+    trained, name, version = _load_model(args)
+    scored = _scored_from_files(args, trained)
+    ex = ExplanationSet.load(args.explain) if args.explain else None
+    evaluation = _evaluate(scored)
+    path = _report(PipelineConfig(out=str(Path(args.out).parent)), trained,
+                   {"name": name, "version": version}, scored, ex, evaluation, None,
+                   Path(args.out), {})
+    return {"report": str(path), "n_scored": scored.n}
+
+
+def cmd_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    from qso_anomaly.explain.benchmark import run_xai_benchmark
+
+    trained, _, _ = _load_model(args)
+    return run_xai_benchmark(trained, n=args.n, seed=args.seed, per_class=args.per_class,
+                             ig_steps=args.ig_steps, framework=args.framework,
+                             out=args.out)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qso-anomaly", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"qso-anomaly {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="write a synthetic qso-inject-v1 survey as Parquet shards")
+    s.add_argument("--out", required=True)
+    s.add_argument("--n", type=int, default=1000)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--shard-size", type=int, default=500)
+    s.add_argument("--anomaly-fraction", type=float, default=0.1)
+    s.add_argument("--downsample", type=int, default=4, help="grid downsampling (1 = full)")
+
+    def model_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--model", help="trained-model directory")
+        sp.add_argument("--model-uri", help="models:/<name>@<alias> from the registry")
+        sp.add_argument("--tracking-uri")
+        sp.add_argument("--framework", choices=["torch", "jax"], default="torch")
+
+    t = sub.add_parser("train", help="train a model on shards (optionally register it)")
+    t.add_argument("--data", required=True)
+    t.add_argument("--out", required=True, help="trained-model directory to write")
+    t.add_argument("--epochs", type=int, default=3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--framework", choices=["torch", "jax"], default="torch")
+    t.add_argument("--use-ray", action="store_true")
+    t.add_argument("--num-workers", type=int, default=1)
+    t.add_argument("--use-gpu", action="store_true")
+    t.add_argument("--full-model", action="store_true")
+    t.add_argument("--register", action="store_true", help="log + register as candidate")
+    t.add_argument("--tracking-uri")
+    t.add_argument("--model-name", default="qso-ae-torch")
+
+    sc = sub.add_parser("score", help="score shards; write scores and metrics.prom")
+    model_args(sc)
+    sc.add_argument("--data", required=True)
+    sc.add_argument("--out", required=True)
+    sc.add_argument("--batch-size", type=int, default=256)
+    sc.add_argument("--use-ray", action="store_true")
+    sc.add_argument("--metrics-port", type=int)
+    sc.add_argument("--push-gateway")
+    sc.add_argument("--thresholds", help="thresholds file (for the flag quantile)")
+
+    e = sub.add_parser("explain", help="explain the top-k flagged spectra of a scored run")
+    model_args(e)
+    e.add_argument("--data", required=True)
+    e.add_argument("--scores", required=True, help="directory of *.scores.parquet")
+    e.add_argument("--out", required=True)
+    e.add_argument("--top-k", type=int, default=10)
+    e.add_argument("--ig-steps", type=int, default=32)
+    e.add_argument("--occlusion-window", type=int, default=32)
+
+    r = sub.add_parser("report", help="HTML report of a scored (and explained) run")
+    model_args(r)
+    r.add_argument("--data", required=True)
+    r.add_argument("--scores", required=True)
+    r.add_argument("--explain", help="directory with explanations.npz + xai_report.json")
+    r.add_argument("--out", required=True, help="report.html path")
+
+    b = sub.add_parser("benchmark", help="XAI faithfulness benchmark on fresh synthetic data")
+    model_args(b)
+    b.add_argument("--n", type=int, default=2000)
+    b.add_argument("--seed", type=int, default=123)
+    b.add_argument("--per-class", type=int, default=8)
+    b.add_argument("--ig-steps", type=int, default=32)
+    b.add_argument("--out", default="xai-benchmark")
+
+    sub.add_parser("pipeline", help="train → register → score → explain → report "
+                                    "(options: python -m qso_anomaly.pipeline --help)",
+                   add_help=False)
+    return p
+
+
+COMMANDS = {"synth": cmd_synth, "train": cmd_train, "score": cmd_score, "explain": cmd_explain,
+            "report": cmd_report, "benchmark": cmd_benchmark}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    if debug:
+        argv.remove("--debug")
+    if argv and argv[0] == "pipeline":
+        from qso_anomaly.pipeline import main as pipeline_main
+
+        return pipeline_main(argv[1:] + (["--debug"] if debug else []))
+    args = build_parser().parse_args(argv)
+    try:
+        _emit(COMMANDS[args.command](args))
+    except QsoAnomalyError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

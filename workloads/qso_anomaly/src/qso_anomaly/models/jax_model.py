@@ -1,0 +1,310 @@
+"""JAX (flax.linen) implementation of :class:`~qso_anomaly.models.spec.ModelSpec`.
+
+Same architecture, parameter for parameter, as :mod:`qso_anomaly.models.torch_model`
+(channels-last inside, identical maths). :func:`params_from_torch` / :func:`state_dict_from_params`
+convert weights both ways; the parity test checks that both frameworks give the same scores.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from qso_anomaly.data.batch import SpectraBatch
+from qso_anomaly.data.grid import WavelengthGrid
+from qso_anomaly.models.scoring import ScoreResult
+from qso_anomaly.models.spec import ModelSpec
+
+SCALE_FLOOR = 1e-3
+Params = dict[str, Any]
+
+
+def _prelu(x: jnp.ndarray, a: jnp.ndarray) -> jnp.ndarray:
+    return jnp.where(x >= 0, x, a * x)
+
+
+class MLP(nn.Module):
+    sizes: tuple[int, ...]
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        n = len(self.sizes) - 1
+        for i in range(n):
+            x = nn.Dense(self.sizes[i + 1], name=f"dense_{i}")(x)
+            if i < n - 1:
+                a = self.param(f"prelu_{i}", nn.initializers.constant(0.25), (1,))
+                x = _prelu(x, a)
+        return x
+
+
+class ConvBlock(nn.Module):
+    cout: int
+    kernel: int
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:  # (N, L, C)
+        p = self.kernel // 2
+        x = nn.Conv(self.cout, (self.kernel,), padding=[(p, p)], name="conv")(x)
+        mean = x.mean(axis=1, keepdims=True)
+        var = ((x - mean) ** 2).mean(axis=1, keepdims=True)
+        x = (x - mean) / jnp.sqrt(var + 1e-5)
+        a = self.param("prelu", nn.initializers.constant(0.25), (1,))
+        return _prelu(x, a)
+
+
+class Encoder(nn.Module):
+    channels: tuple[int, ...]
+    kernels: tuple[int, ...]
+    pool: int
+    encoder_mlp: tuple[int, ...]
+    latent_dim: int
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, iv: jnp.ndarray, z: jnp.ndarray) -> jnp.ndarray:
+        chans = list(self.channels)
+        couts = [*chans[:-1], 2 * chans[-1]]
+        h = x[:, :, None]
+        nb = len(couts)
+        for i, (co, k) in enumerate(zip(couts, self.kernels, strict=True)):
+            h = ConvBlock(co, k, name=f"block_{i}")(h)
+            if i < nb - 1 and self.pool > 1:
+                h = nn.max_pool(h, (self.pool,), strides=(self.pool,), padding="VALID")
+        c = chans[-1]
+        feat, att = h[..., :c], h[..., c:]
+        n_down = self.pool ** (nb - 1)
+        u = jnp.log1p(iv)[:, :, None]
+        if n_down > 1:
+            u = nn.avg_pool(u, (n_down,), strides=(n_down,), padding="VALID")
+        k = self.kernels[-1]
+        att = att + nn.Conv(c, (k,), padding=[(k // 2, k // 2)], name="ivar_conv")(
+            u[:, : att.shape[1]]
+        )
+        w = jax.nn.softmax(att, axis=1)
+        pooled = (feat * w).sum(axis=1)
+        inp = jnp.concatenate([pooled, jnp.log1p(z)[:, None]], axis=1)
+        return MLP((c + 1, *self.encoder_mlp, self.latent_dim), name="mlp")(inp)
+
+
+class Autoencoder(nn.Module):
+    channels: tuple[int, ...]
+    kernels: tuple[int, ...]
+    pool: int
+    encoder_mlp: tuple[int, ...]
+    latent_dim: int
+    decoder_mlp: tuple[int, ...]
+    n_rest: int
+
+    def setup(self) -> None:
+        self.encoder = Encoder(self.channels, self.kernels, self.pool, self.encoder_mlp,
+                               self.latent_dim)
+        self.decoder = MLP((self.latent_dim, *self.decoder_mlp, self.n_rest))
+
+    def __call__(self, x: jnp.ndarray, iv: jnp.ndarray, z: jnp.ndarray):
+        latent = self.encoder(x, iv, z)
+        return self.decoder(latent), latent
+
+
+def module_for(spec: ModelSpec) -> Autoencoder:
+    return Autoencoder(tuple(spec.channels), tuple(spec.kernels), spec.pool,
+                       tuple(spec.encoder_mlp), spec.latent_dim, tuple(spec.decoder_mlp),
+                       spec.n_rest)
+
+
+def normalise(flux: jnp.ndarray, ivar: jnp.ndarray):
+    good = (ivar > 0).astype(flux.dtype)
+    scale = (jnp.abs(flux) * good).sum(-1) / jnp.maximum(good.sum(-1), 1.0)
+    scale = jnp.maximum(scale, SCALE_FLOOR)
+    return flux * good / scale[:, None], ivar * scale[:, None] ** 2, scale
+
+
+def to_observed(rest: jnp.ndarray, z: jnp.ndarray, wave: jnp.ndarray, spec: ModelSpec):
+    lam = wave[None, :] / (1.0 + z[:, None])
+    pos = (lam - spec.rest_start) / spec.rest_step
+    inside = (pos >= 0) & (pos <= spec.n_rest - 1)
+    pos = jnp.clip(pos, 0.0, spec.n_rest - 1.0)
+    i0 = jnp.minimum(jnp.floor(pos), spec.n_rest - 2).astype(jnp.int32)
+    w = pos - i0.astype(pos.dtype)
+    v0 = jnp.take_along_axis(rest, i0, axis=1)
+    v1 = jnp.take_along_axis(rest, i0 + 1, axis=1)
+    return ((1 - w) * v0 + w * v1) * inside.astype(rest.dtype)
+
+
+def _forward_parts(params: Params, spec: ModelSpec, wave: jnp.ndarray, flux, ivar, z):
+    x, iv, scale = normalise(flux, ivar)
+    rest, latent = module_for(spec).apply({"params": params["params"]}, x, iv, z)
+    return to_observed(rest, z, wave, spec) * scale[:, None], latent
+
+
+def gmm_nll_jax(density: dict[str, jnp.ndarray], latent: jnp.ndarray) -> jnp.ndarray:
+    w, mu, pc = density["weights"], density["means"], density["prec_chol"]
+    d = latent.shape[1]
+    diff = latent[:, None, :] - mu[None]
+    y = jnp.einsum("nkd,kde->nke", diff, pc)
+    logdet = jnp.log(jnp.diagonal(pc, axis1=1, axis2=2)).sum(-1)
+    logp = jnp.log(w) - 0.5 * d * np.log(2 * np.pi) + logdet - 0.5 * (y**2).sum(-1)
+    return -jax.scipy.special.logsumexp(logp, axis=1)
+
+
+def _score_parts(params: Params, spec: ModelSpec, wave: jnp.ndarray, flux, ivar, z):
+    recon, latent = _forward_parts(params, spec, wave, flux, ivar, z)
+    good = (ivar > 0).astype(flux.dtype)
+    chi2 = (ivar * (flux - recon) ** 2 * good).sum(-1) / jnp.maximum(good.sum(-1), 1.0)
+    nll = gmm_nll_jax(params["density"], latent)
+    c = params["density"]["calib"]
+    score = spec.chi2_weight * (jnp.log(jnp.maximum(chi2, 1e-6)) - c[0]) / c[1]
+    score = score + spec.density_weight * (nll - c[2]) / c[3]
+    return score, chi2, nll
+
+
+_JIT_CACHE: dict[tuple[str, str, str], Callable[..., Any]] = {}
+
+
+def _jitted(kind: str, spec: ModelSpec, grid: WavelengthGrid) -> Callable[..., Any]:
+    key = (kind, json.dumps(spec.to_dict(), sort_keys=True), json.dumps(grid.to_dict()))
+    fn = _JIT_CACHE.get(key)
+    if fn is None:
+        wave = jnp.asarray(grid.wave, dtype=jnp.float32)
+        if kind == "recon":
+            def f(p, fl, iv, z):
+                return _forward_parts(p, spec, wave, fl, iv, z)[0]
+        elif kind == "score":
+            def f(p, fl, iv, z):
+                return _score_parts(p, spec, wave, fl, iv, z)
+        else:
+            def f(p, fl, iv, z):
+                return _forward_parts(p, spec, wave, fl, iv, z)[1]
+        fn = jax.jit(f)
+        _JIT_CACHE[key] = fn
+    return fn
+
+
+def apply_jax(params: Params, spec: ModelSpec, grid: WavelengthGrid, flux, ivar, z):
+    """Reconstruction (N, P) in flux units."""
+    return _jitted("recon", spec, grid)(params, jnp.asarray(flux), jnp.asarray(ivar),
+                                        jnp.asarray(z))
+
+
+def encode_jax(params: Params, spec: ModelSpec, grid: WavelengthGrid, flux, ivar, z):
+    return _jitted("latent", spec, grid)(params, jnp.asarray(flux), jnp.asarray(ivar),
+                                         jnp.asarray(z))
+
+
+def anomaly_score_jax(params: Params, spec: ModelSpec, grid: WavelengthGrid, flux, ivar, z):
+    """Differentiable anomaly score (N,) — ``jax.grad`` w.r.t. flux works through it."""
+    wave = jnp.asarray(grid.wave, dtype=jnp.float32)
+    return _score_parts(params, spec, wave, flux, ivar, z)[0]
+
+
+def score_jax(
+    params: Params, spec: ModelSpec, grid: WavelengthGrid, batch: SpectraBatch,
+    chunk: int = 512,
+) -> ScoreResult:
+    fn = _jitted("score", spec, grid)
+    parts = []
+    for s in range(0, len(batch), chunk):
+        sl = slice(s, s + chunk)
+        n = len(batch.z[sl])
+        # pad the last chunk to a fixed shape so jit compiles once
+        pad = chunk - n if len(batch) > chunk else 0
+        fl, iv, z = batch.flux[sl], batch.ivar[sl], batch.z[sl]
+        if pad:
+            fl = np.pad(fl, ((0, pad), (0, 0)))
+            iv = np.pad(iv, ((0, pad), (0, 0)), constant_values=1.0)
+            z = np.pad(z, (0, pad), constant_values=1.0)
+        sc, c2, nl = fn(params, jnp.asarray(fl), jnp.asarray(iv), jnp.asarray(z))
+        parts.append(ScoreResult(np.asarray(sc)[:n], np.asarray(c2)[:n], np.asarray(nl)[:n]))
+    return ScoreResult.concat(parts)
+
+
+# ---------------------------------------------------------------- weight conversion
+def _mapping(spec: ModelSpec) -> list[tuple[str, tuple[str, ...], str]]:
+    """(torch state-dict key, flax param path, transform) for every parameter."""
+    m: list[tuple[str, tuple[str, ...], str]] = []
+    for i in range(len(spec.channels)):
+        m += [
+            (f"encoder.blocks.{i}.conv.weight", ("encoder", f"block_{i}", "conv", "kernel"),
+             "conv"),
+            (f"encoder.blocks.{i}.conv.bias", ("encoder", f"block_{i}", "conv", "bias"), "id"),
+            (f"encoder.blocks.{i}.act.weight", ("encoder", f"block_{i}", "prelu"), "id"),
+        ]
+    m += [
+        ("encoder.ivar_conv.weight", ("encoder", "ivar_conv", "kernel"), "conv"),
+        ("encoder.ivar_conv.bias", ("encoder", "ivar_conv", "bias"), "id"),
+    ]
+    for prefix, path, n in (
+        ("encoder.mlp", ("encoder", "mlp"), len(spec.encoder_mlp) + 1),
+        ("decoder", ("decoder",), len(spec.decoder_mlp) + 1),
+    ):
+        for i in range(n):
+            m += [
+                (f"{prefix}.{2 * i}.weight", (*path, f"dense_{i}", "kernel"), "dense"),
+                (f"{prefix}.{2 * i}.bias", (*path, f"dense_{i}", "bias"), "id"),
+            ]
+            if i < n - 1:
+                m.append((f"{prefix}.{2 * i + 1}.weight", (*path, f"prelu_{i}"), "id"))
+    return m
+
+
+def _to_jax(value: np.ndarray, how: str) -> np.ndarray:
+    if how == "conv":  # torch (out, in, k) -> flax (k, in, out)
+        return np.transpose(value, (2, 1, 0))
+    if how == "dense":  # torch (out, in) -> flax (in, out)
+        return value.T
+    return value
+
+
+def _to_torch(value: np.ndarray, how: str) -> np.ndarray:
+    if how == "conv":
+        return np.transpose(value, (2, 1, 0))
+    if how == "dense":
+        return value.T
+    return value
+
+
+DENSITY_KEYS = ("weights", "means", "prec_chol", "calib")
+
+
+def params_from_torch(torch_model: Any) -> Params:
+    """Convert a torch QsoAutoencoder (weights and latent density) to JAX params."""
+    spec: ModelSpec = torch_model.spec
+    sd = {k: v.detach().cpu().numpy() for k, v in torch_model.state_dict().items()}
+    tree: dict[str, Any] = {}
+    for tkey, path, how in _mapping(spec):
+        node = tree
+        for p in path[:-1]:
+            node = node.setdefault(p, {})
+        node[path[-1]] = jnp.asarray(_to_jax(sd[tkey], how), dtype=jnp.float32)
+    density = {k: jnp.asarray(sd[f"density_{k}"], dtype=jnp.float32) for k in DENSITY_KEYS}
+    return {"params": tree, "density": density}
+
+
+def state_dict_from_params(params: Params, spec: ModelSpec) -> dict[str, Any]:
+    """Inverse of :func:`params_from_torch` for the network weights (a torch state dict)."""
+    import torch
+
+    out: dict[str, Any] = {}
+    for tkey, path, how in _mapping(spec):
+        node: Any = params["params"]
+        for p in path:
+            node = node[p]
+        out[tkey] = torch.from_numpy(np.array(_to_torch(np.asarray(node), how), dtype=np.float32))
+    return out
+
+
+def init_params(spec: ModelSpec, grid: WavelengthGrid, seed: int = 0) -> Params:
+    """Fresh flax initialisation (standard-normal latent density)."""
+    from qso_anomaly.models.density import DensityModel
+
+    n = grid.npix
+    variables = module_for(spec).init(
+        jax.random.PRNGKey(seed), jnp.zeros((2, n)), jnp.ones((2, n)), jnp.ones((2,))
+    )
+    dens = DensityModel.standard_normal(spec.latent_dim).to_arrays()
+    return {"params": variables["params"],
+            "density": {k: jnp.asarray(v, dtype=jnp.float32) for k, v in dens.items()}}

@@ -1,0 +1,105 @@
+"""The versioned architecture spec shared by the PyTorch and JAX implementations."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from qso_anomaly.data.grid import WavelengthGrid
+from qso_anomaly.errors import ModelError
+
+ARCH_VERSION = "qso-ae-1.0.0"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Spender-like autoencoder over observed spectra with a rest-frame decoder.
+
+    Encoder: Conv1d blocks (``channels``/``kernels``; InstanceNorm + PReLU; MaxPool(``pool``)
+    between blocks). The last block emits 2·C channels split into features h and attention
+    logits a; a parallel conv on log(1 + ivar) is added to a (ivar-aware attention pooling).
+    The pooled features and log(1 + z) go through ``encoder_mlp`` to ``latent_dim`` latents.
+    Decoder: MLP ``decoder_mlp`` → ``n_rest`` rest-frame pixels on [rest_start, rest_stop],
+    linearly resampled to the observed grid at λ/(1+z). Loss: Σ ½·ivar·(x − x̂)² / L.
+    Score: standardised log χ²/dof + standardised −log p(latent) under a Gaussian mixture.
+    """
+
+    version: str = ARCH_VERSION
+    channels: tuple[int, ...] = (8, 16, 32)
+    kernels: tuple[int, ...] = (5, 11, 21)
+    pool: int = 4
+    encoder_mlp: tuple[int, ...] = (64, 32)
+    latent_dim: int = 8
+    decoder_mlp: tuple[int, ...] = (64, 128, 256)
+    rest_start: float = 640.0
+    rest_stop: float = 9400.0
+    n_rest: int = 2048
+    grid_downsample: int = 4
+    density_components: int = 8
+    chi2_weight: float = 1.0
+    density_weight: float = 1.0
+    learning_rate: float = 2e-3
+    batch_size: int = 128
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.channels) != len(self.kernels) or not self.channels:
+            raise ModelError("channels and kernels must be non-empty and of equal length")
+        if any(k % 2 == 0 for k in self.kernels):
+            raise ModelError(f"kernels must be odd (same padding), got {self.kernels}")
+        if self.latent_dim < 1 or self.n_rest < 2 or self.pool < 1:
+            raise ModelError("latent_dim >= 1, n_rest >= 2 and pool >= 1 are required")
+
+    @classmethod
+    def ci(cls) -> ModelSpec:
+        """CPU/CI size: small channels, 4x downsampled input grid."""
+        return cls()
+
+    @classmethod
+    def full(cls) -> ModelSpec:
+        """GPU size (design §8.2): channels [128, 256, 512], 16 latents, full 0.8 Å grid."""
+        return cls(
+            channels=(128, 256, 512),
+            encoder_mlp=(128, 64, 32),
+            latent_dim=16,
+            decoder_mlp=(64, 256, 1024),
+            n_rest=7000,
+            grid_downsample=1,
+            batch_size=256,
+            learning_rate=1e-3,
+        )
+
+    def input_grid(self, base: WavelengthGrid | None = None) -> WavelengthGrid:
+        """The observed grid this spec expects: ``base`` (EDR by default) downsampled."""
+        return (base or WavelengthGrid.desi_edr()).downsample(self.grid_downsample)
+
+    @property
+    def rest_step(self) -> float:
+        return (self.rest_stop - self.rest_start) / (self.n_rest - 1)
+
+    def encoded_length(self, npix: int) -> int:
+        n = npix
+        for _ in range(len(self.channels) - 1):
+            n //= self.pool
+        if n < 1:
+            raise ModelError(f"input of {npix} px is too short for {len(self.channels)} blocks")
+        return n
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ModelError(f"unknown ModelSpec fields {sorted(unknown)}")
+        kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kw)
+
+    def with_(self, **changes: Any) -> ModelSpec:
+        return replace(self, **changes)

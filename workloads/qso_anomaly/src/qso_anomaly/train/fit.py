@@ -1,0 +1,122 @@
+"""fit(): train the autoencoder, fit the latent density, calibrate the score."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from qso_anomaly.data.batch import SpectraBatch
+from qso_anomaly.data.classes import NORMAL
+from qso_anomaly.data.grid import WavelengthGrid
+from qso_anomaly.data.io import read_all
+from qso_anomaly.data.templates import template_hashes
+from qso_anomaly.data.validate import clean_batch
+from qso_anomaly.errors import ModelError
+from qso_anomaly.models.density import DensityModel
+from qso_anomaly.models.scoring import score_torch
+from qso_anomaly.models.spec import ModelSpec
+from qso_anomaly.models.torch_model import build_model
+from qso_anomaly.train.loop import train_local
+from qso_anomaly.train.trained import TrainedModel
+
+TrainData = SpectraBatch | str | Path | Sequence[str | Path]
+
+
+def load_training_data(data: TrainData, grid: WavelengthGrid) -> tuple[SpectraBatch, dict]:
+    if isinstance(data, SpectraBatch):
+        batch = data
+    else:
+        paths = [data] if isinstance(data, (str, Path)) else list(data)
+        expanded: list[Path] = []
+        for p in map(Path, paths):
+            expanded += sorted(p.glob("*.parquet")) if p.is_dir() else [p]
+        batch = read_all(expanded, grid)
+    if batch.npix != grid.npix:
+        raise ModelError(
+            f"training spectra have {batch.npix} px but the grid has {grid.npix}",
+            hint="generate or resample the data on spec.input_grid()",
+        )
+    return clean_batch(batch)
+
+
+def fit(
+    spec: ModelSpec,
+    grid: WavelengthGrid,
+    train_paths_or_batch: TrainData,
+    *,
+    use_ray: bool = False,
+    num_workers: int = 2,
+    use_gpu: bool = False,
+    epochs: int = 10,
+    seed: int = 0,
+    holdout_fraction: float = 0.1,
+    framework: Literal["torch", "jax"] = "torch",
+    on_epoch: Callable[[int, float], None] | None = None,
+    ray_storage: str | Path | None = None,
+    epoch_eval: Callable[[Any, int], dict[str, Any]] | None = None,
+) -> TrainedModel:
+    """Train on all given spectra (labels, if present, are NOT used for training; they only
+    restrict the held-out reference set to normal spectra). Returns a TrainedModel."""
+    t0 = time.perf_counter()
+    batch, rejected = load_training_data(train_paths_or_batch, grid)
+    if len(batch) < 50:
+        raise ModelError(f"need at least 50 usable training spectra, got {len(batch)}")
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(batch))
+    n_hold = max(20, round(holdout_fraction * len(batch)))
+    hold, train = batch.take(perm[:n_hold]), batch.take(perm[n_hold:])
+
+    torch.manual_seed(seed)
+    model = build_model(spec, grid)
+    if framework == "jax":
+        from qso_anomaly.train.jax_train import train_jax
+
+        info = train_jax(model, train, epochs=epochs, seed=seed, use_ray=use_ray,
+                         use_gpu=use_gpu, on_epoch=on_epoch)
+    elif use_ray:
+        from qso_anomaly.train.ray_train import train_with_ray
+
+        info = train_with_ray(model, train, epochs=epochs, seed=seed, num_workers=num_workers,
+                              use_gpu=use_gpu, storage_path=ray_storage)
+    else:
+        info = train_local(model, train, epochs, seed, on_epoch=on_epoch, epoch_eval=epoch_eval)
+
+    model.eval()
+    with torch.no_grad():
+        lat = []
+        for s in range(0, len(train), 1024):
+            b = train.take(slice(s, s + 1024))
+            lat.append(model.encode(torch.from_numpy(b.flux), torch.from_numpy(b.ivar),
+                                    torch.from_numpy(b.z)).numpy())
+    density = DensityModel.fit(np.concatenate(lat), spec.density_components, seed)
+    model.set_density(density)
+    ref = hold.take(hold.label == NORMAL) if hold.label is not None else hold
+    if len(ref) < 10:
+        ref = hold
+    res = score_torch(model, ref)
+    density.calibrate(res.chi2_dof, res.density_nll)
+    model.set_density(density)
+    reference = score_torch(model, ref)
+    metrics: dict[str, Any] = {
+        **info,
+        "framework": framework,
+        "epochs": epochs,
+        "seed": seed,
+        "n_train": len(train),
+        "n_holdout_reference": len(ref),
+        "rejected": rejected,
+        "final_loss": info["loss_history"][-1] if info.get("loss_history") else None,
+        "holdout_median_chi2_dof": float(np.median(reference.chi2_dof)),
+        "fit_seconds": time.perf_counter() - t0,
+        "templates_sha256": template_hashes(),
+        "spec_version": spec.version,
+    }
+    return TrainedModel(
+        spec=spec, grid=grid, state_dict={k: v.clone() for k, v in model.state_dict().items()},
+        density=density, metrics=metrics, reference_scores=reference.score.astype(np.float32),
+    )

@@ -1,0 +1,91 @@
+"""TrainedModel: weights + latent density + spec + grid + metrics + reference scores."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from qso_anomaly import __version__
+from qso_anomaly.data.grid import WavelengthGrid
+from qso_anomaly.errors import ModelError
+from qso_anomaly.models.density import DensityModel
+from qso_anomaly.models.spec import ModelSpec
+from qso_anomaly.models.torch_model import QsoAutoencoder, build_model
+
+FILES = ("spec.json", "grid.json", "model.pt", "density.npz", "reference_scores.npy",
+         "metrics.json")
+
+
+@dataclass
+class TrainedModel:
+    spec: ModelSpec
+    grid: WavelengthGrid
+    state_dict: dict[str, torch.Tensor]
+    density: DensityModel
+    metrics: dict[str, Any] = field(default_factory=dict)
+    reference_scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    def torch_model(self) -> QsoAutoencoder:
+        model = build_model(self.spec, self.grid)
+        model.set_density(self.density)
+        model.load_state_dict(self.state_dict)
+        model.eval()
+        return model
+
+    def jax_params(self) -> dict[str, Any]:
+        from qso_anomaly.models.jax_model import params_from_torch
+
+        return params_from_torch(self.torch_model())
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the model directory atomically (temp dir + rename)."""
+        out = Path(directory)
+        tmp = out.with_name(out.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        (tmp / "spec.json").write_text(json.dumps(self.spec.to_dict(), indent=2))
+        (tmp / "grid.json").write_text(json.dumps(self.grid.to_dict(), indent=2))
+        torch.save(self.state_dict, tmp / "model.pt")
+        np.savez(tmp / "density.npz", **self.density.to_arrays())  # type: ignore[arg-type]
+        np.save(tmp / "reference_scores.npy", np.asarray(self.reference_scores, np.float32))
+        meta = {**self.metrics, "qso_anomaly_version": __version__}
+        (tmp / "metrics.json").write_text(json.dumps(meta, indent=2, default=float))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+        return out
+
+    @classmethod
+    def load(cls, directory: str | Path) -> TrainedModel:
+        d = Path(directory)
+        missing = [f for f in FILES if not (d / f).exists()]
+        if missing:
+            raise ModelError(
+                f"{d} is not a trained-model directory (missing {missing})",
+                hint="train with `qso_anomaly.train.fit(...)` and `.save(dir)` first",
+            )
+        spec = ModelSpec.from_dict(json.loads((d / "spec.json").read_text()))
+        grid = WavelengthGrid.from_dict(json.loads((d / "grid.json").read_text()))
+        state = torch.load(d / "model.pt", map_location="cpu", weights_only=True)
+        with np.load(d / "density.npz") as z:
+            density = DensityModel.from_arrays({k: z[k] for k in z.files})
+        return cls(
+            spec=spec,
+            grid=grid,
+            state_dict=state,
+            density=density,
+            metrics=json.loads((d / "metrics.json").read_text()),
+            reference_scores=np.load(d / "reference_scores.npy"),
+        )
+
+
+def as_trained(model: TrainedModel | str | Path) -> TrainedModel:
+    return model if isinstance(model, TrainedModel) else TrainedModel.load(model)
