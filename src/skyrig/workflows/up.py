@@ -120,8 +120,8 @@ def _finish(stack: Stack, summary: dict[str, Any], console: Console, t0: float) 
 
 def _print_summary(s: dict[str, Any], console: Console) -> None:
     t = Table(title=f"skyrig up --stack {s['stack']}", show_header=False)
-    t.add_column("what", style="bold")
-    t.add_column("value")
+    t.add_column("what", style="bold", no_wrap=True)
+    t.add_column("value", overflow="fold")
     infra = s.get("infra", {})
     if infra:
         if infra["changed"] or infra["pending_reboot"]:
@@ -141,23 +141,62 @@ def _print_summary(s: dict[str, Any], console: Console) -> None:
     if w:
         t.add_row("Ray", f"{s['ray']['address']} dashboard {s['ray']['dashboard']}")
         t.add_row("workload job", f"{w['job_id']} {w['status']} in {w['elapsed_s']} s")
-        for key, label in (
-            ("report", "report"),
-            ("metrics", "metrics"),
-            ("model_card", "model card"),
-            ("model", "model"),
-            ("n_scored", "spectra scored"),
-            ("n_flagged", "flagged"),
-            ("drift", "score drift"),
-            ("xai", "explanations"),
-        ):
-            if key in w:
-                value = w[key]
-                t.add_row(
-                    label, json.dumps(value) if isinstance(value, dict | list) else str(value)
-                )
+        for label, text in _workload_lines(w):
+            t.add_row(label, text)
     t.add_row("elapsed", f"{s['elapsed_s']} s")
     console.print(t)
+    for key, label in (("report", "report"), ("metrics", "metrics"), ("model_card", "model card")):
+        if w and w.get(key):
+            console.print(f"[bold]{label}:[/] {w[key]}", soft_wrap=True, highlight=False)
+
+
+def _workload_lines(w: dict[str, Any]) -> list[tuple[str, str]]:
+    """Human lines for the model, counts, drift and explanation checks of a workload run."""
+    out: list[tuple[str, str]] = []
+    model = w.get("model")
+    if isinstance(model, dict):
+        how = (
+            "trained and promoted"
+            if model.get("promoted")
+            else (
+                "trained, not promoted (release gates)" if model.get("trained") else "from registry"
+            )
+        )
+        out.append(
+            ("model", f"{model.get('name')} v{model.get('version')} @{model.get('alias')} ({how})")
+        )
+    if "n_scored" in w:
+        out.append(("spectra", f"{w['n_scored']} scored, {w.get('n_flagged', '?')} flagged"))
+    drift = w.get("drift")
+    if isinstance(drift, dict) and drift:
+        out.append(
+            (
+                "score drift",
+                f"PSI {drift.get('psi', float('nan')):.3f}"
+                f" ({drift.get('psi_band')}), KS {drift.get('ks_statistic', 0):.3f}"
+                f" → {'DRIFTED' if drift.get('drifted') else 'no drift'}",
+            )
+        )
+    xai = w.get("xai")
+    if isinstance(xai, dict) and xai:
+        auroc = xai.get("localisation_auroc_localised_mean")
+        rand = xai.get("randomisation_passed")
+        out.append(
+            (
+                "explanations",
+                f"localisation AUROC {auroc:.2f}"
+                if isinstance(auroc, float)
+                else "localisation AUROC n/a",
+            )
+        )
+        out.append(
+            (
+                "sanity check",
+                "weight randomisation "
+                + ("passed" if rand else "FAILED" if rand is False else "not run"),
+            )
+        )
+    return out
 
 
 def run_down(stack_name: str, *, console: Console) -> None:
