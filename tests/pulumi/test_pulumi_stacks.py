@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import pulumi
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "proxmox"))
 from proxmox_stackroot import REPO, make_root

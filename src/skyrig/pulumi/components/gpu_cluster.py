@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
+
 from skyrig.plan import Plan
 from skyrig.pulumi.providers import GpuVm, PciMapping
 

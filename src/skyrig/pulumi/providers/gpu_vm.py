@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+import pulumi
 from pulumi.dynamic import (
     CreateResult,
     DiffResult,
@@ -14,7 +15,6 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-import pulumi
 from skyrig.plan.proxmox import GpuVmSpec
 from skyrig.proxmox.vmdiff import REPLACE_FIELDS, same
 from skyrig.proxmox.vms import VmReconciler

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pulumi
 from pulumi.dynamic import (
     CreateResult,
     DiffResult,
@@ -13,7 +14,6 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-import pulumi
 from skyrig.plan.proxmox import PciMappingEntrySpec, PciMappingSpec
 from skyrig.proxmox.mappings import MappingReconciler
 from skyrig.pulumi.providers.connection import SECRET_OUTPUTS, client_from, connection_inputs

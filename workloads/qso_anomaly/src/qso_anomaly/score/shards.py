@@ -70,7 +70,7 @@ class ScoringSummary:
 
 def output_path(out_dir: str | Path, shard: str | Path) -> Path:
     name = Path(shard).name
-    stem = name[: -len(".parquet")] if name.endswith(".parquet") else name
+    stem = name.removesuffix(".parquet")
     return Path(out_dir) / f"{stem}{OUTPUT_SUFFIX}"
 
 
