@@ -349,6 +349,13 @@ BROKEN: list[tuple[str, str, Mutation, str, str]] = [
         "used twice",
     ),
     (
+        "ray-derived-port",
+        "local",
+        _set(["skyrig:ray", "metrics_export_port"], 26380),
+        "skyrig:ray.metrics_export_port",
+        "head_port",
+    ),
+    (
         "ssh-key",
         "prod",
         _set(["skyrig:cloud_init", "ssh_keys"], ["not a key"]),

@@ -533,6 +533,16 @@ def roles(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
             yield src.issue(
                 ("ray", ports[idx][0]), f"port {port} is used twice", "use distinct ports"
             )
+        if r.mode == "local":
+            for key, port in ports[1:]:
+                if r.head_port < port <= r.head_port + 2:
+                    yield src.issue(
+                        ("ray", key),
+                        f"port {port} collides with the ports a local head derives from"
+                        f" head_port {r.head_port} (agent {r.head_port + 1}, client"
+                        f" server {r.head_port + 2})",
+                        "move it out of head_port..head_port+2",
+                    )
         if s.vms is not None and r.mode == "kuberay":
             gpu_vms = sum(1 for vm in s.vms if vm.gpus)
             if r.gpu_workers_max > gpu_vms * max(1, r.gpus_per_worker):

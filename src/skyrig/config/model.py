@@ -251,7 +251,12 @@ class Ray(Strict):
     )
     version: str = Field(pattern=SEMVER_RE, description="Pinned Ray release.")
     kuberay_version: str | None = Field("1.7.0", pattern=SEMVER_RE, description="KubeRay.")
-    head_port: int = Field(6379, ge=1024, le=65535, description="GCS port of the head.")
+    head_port: int = Field(
+        6379,
+        ge=1024,
+        le=65533,
+        description="GCS port of the head; a local head also uses the next two ports.",
+    )
     dashboard_host: str = Field("127.0.0.1", description="Bind address of the dashboard.")
     dashboard_port: int = Field(8265, ge=1024, le=65535, description="Dashboard/Jobs API port.")
     metrics_export_port: int = Field(8080, ge=1024, le=65535, description="Prometheus port.")

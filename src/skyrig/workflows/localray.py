@@ -86,6 +86,10 @@ def ensure_head(cfg: Ray, state_dir: Path, *, timeout_s: float = 180.0) -> RayHe
         f"--dashboard-host={cfg.dashboard_host}",
         f"--dashboard-port={cfg.dashboard_port}",
         f"--metrics-export-port={cfg.metrics_export_port}",
+        # Ray's fixed default ports (agent 52365, client server 10001) would collide with any
+        # other Ray on this machine: derive them from the stack's head port instead.
+        f"--dashboard-agent-listen-port={cfg.head_port + 1}",
+        f"--ray-client-server-port={cfg.head_port + 2}",
         f"--object-store-memory={cfg.object_store_memory_mib * 1024 * 1024}",
         "--include-dashboard=true",
     ]
