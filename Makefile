@@ -63,7 +63,8 @@ test-roles: venv
 	$(PYTEST) -m "roles" tests
 
 test-vm: venv
-	bash tests/images/setup-podman.sh
+	bash tests/images/setup-podman.sh --vm
+	bash tests/images/build-vm-image.sh
 	$(PYTEST) -m "vm" tests
 
 test-fast: lint test-unit test-integration test-workload
