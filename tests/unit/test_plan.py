@@ -76,6 +76,8 @@ def test_inventory_groups_and_vars(prod) -> None:  # type: ignore[no-untyped-def
     assert hv["ray_node_role"] == "worker" and hv["ray_node_num_gpus"] == 1
     assert inv["hosts"]["pve04"]["proxmox_gpu_host_pci_addresses"] == ["0000:01:00", "0000:41:00"]
     assert inv["hosts"]["pve01"]["proxmox_gpu_host_pci_addresses"] == []
+    assert inv["hosts"]["pve01"]["ansible_host"] == "pve01.astro-lab.internal"
+    assert inv["hosts"]["pve01"]["ansible_user"] == "root"
     assert inv["vars"]["k8s_node_server_url"] == "https://10.42.10.21:6443"
     assert inv["vars"]["nvidia_driver_version"] == "580.126.20"
 

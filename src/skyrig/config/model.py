@@ -125,6 +125,10 @@ class Node(Strict):
     """A Proxmox VE node: capacity, template, storage and GPUs."""
 
     name: Name = Field(description="Node name as Proxmox knows it.")
+    address: str | None = Field(
+        None, description="Host name or IP Ansible uses for the node (default: its name)."
+    )
+    ssh_user: str = Field("root", description="SSH user for host preparation.")
     cores: int = Field(ge=1, le=1024, description="Logical CPUs on the host.")
     memory_mib: int = Field(ge=1024, description="Host RAM in MiB.")
     reserved_memory_mib: int = Field(

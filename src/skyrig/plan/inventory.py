@@ -43,6 +43,8 @@ def build_inventory(stack: Stack, ips: dict[str, str] | None = None) -> Inventor
     hosts_pve: dict[str, dict[str, Any]] = {}
     for node in cfg.nodes:
         hosts_pve[node.name] = {
+            "ansible_host": node.address or node.name,
+            "ansible_user": node.ssh_user,
             "proxmox_gpu_host_pci_addresses": [g.path for g in node.gpus],
             "proxmox_gpu_host_reboot": True,
         }
