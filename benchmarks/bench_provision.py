@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import sys
 import tempfile
@@ -30,25 +29,6 @@ from skyrig.pvesim.testing import running_sim
 REPO = Path(__file__).resolve().parents[1]
 
 
-def scratch_root(tmp: Path) -> Path:
-    """A project root with the real stacks (and workload release files if not yet released)."""
-    root = tmp / "root"
-    shutil.copytree(REPO / "stacks", root / "stacks", ignore=shutil.ignore_patterns("__*"))
-    shutil.copy(REPO / "Pulumi.yaml", root / "Pulumi.yaml")
-    wl = root / "workloads" / "qso_anomaly"
-    (wl / "release").mkdir(parents=True)
-    real = REPO / "workloads" / "qso_anomaly"
-    log = real / "CHANGELOG.md"
-    text = log.read_text() if log.is_file() else ""
-    if not re.search(r"^## \[0\.1\.0", text, re.M):
-        text += "\n## [0.1.0]\n"
-    (wl / "CHANGELOG.md").write_text(text)
-    gates = real / "release" / "thresholds.yaml"
-    (wl / "release" / "thresholds.yaml").write_text(gates.read_text() if gates.is_file()
-                                                    else "gates: {}\n")
-    return root
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--parallelism", type=int, default=None)
@@ -57,7 +37,7 @@ def main() -> int:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="skyrig-bench-"))
     try:
-        st = load_stack("prod", scratch_root(tmp))
+        st = load_stack("prod", REPO)  # read only: apply_plan keeps no state here
         plan = build_plan(st)
         par = args.parallelism or st.config.proxmox.parallelism
         d = {k: v * args.task_scale for k, v in DEFAULT_DURATIONS.items()}

@@ -3,7 +3,6 @@ them), and the endpoint of a running pvesim."""
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
@@ -14,7 +13,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def make_root(tmp: Path) -> Path:
-    """``tmp/root`` with Pulumi.yaml, stacks/ (copies) and the workload release files."""
+    """``tmp/root`` with Pulumi.yaml, stacks/ (copies the tests may edit) and the workload's
+    release files (CHANGELOG, gates) that stack validation reads."""
     root = tmp / "root"
     (root / "stacks").mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "Pulumi.yaml", root / "Pulumi.yaml")
@@ -23,14 +23,8 @@ def make_root(tmp: Path) -> Path:
     wl = root / "workloads" / "qso_anomaly"
     (wl / "release").mkdir(parents=True, exist_ok=True)
     real = REPO / "workloads" / "qso_anomaly"
-    changelog = real / "CHANGELOG.md"
-    text = changelog.read_text() if changelog.is_file() else "# Changelog\n\n## [0.1.0]\n"
-    if not re.search(r"^## \[0\.1\.0", text, re.M):
-        text += "\n## [0.1.0]\n"
-    (wl / "CHANGELOG.md").write_text(text)
-    gates = real / "release" / "thresholds.yaml"
-    (wl / "release" / "thresholds.yaml").write_text(gates.read_text() if gates.is_file()
-                                                    else "gates: {}\n")
+    shutil.copy(real / "CHANGELOG.md", wl / "CHANGELOG.md")
+    shutil.copy(real / "release" / "thresholds.yaml", wl / "release" / "thresholds.yaml")
     return root
 
 
