@@ -21,34 +21,11 @@ from scipy.stats import rankdata
 
 from qso_anomaly.explain.occlusion import Extras, evaluate_batched, window_starts
 
+# one ranking implementation for detection and localisation (Mann–Whitney AUROC, step AP)
+from qso_anomaly.registry.evaluation import auroc as pixel_auroc
+from qso_anomaly.registry.evaluation import average_precision
+
 ScoreFn = Callable[..., Any]
-
-
-def pixel_auroc(attr: NDArray[Any], truth: NDArray[np.bool_]) -> float:
-    """AUROC of ``attr`` as a detector of ``truth`` pixels (Mann–Whitney, ties averaged).
-
-    NaN when ``truth`` has no positive or no negative pixel.
-    """
-    t = np.asarray(truth, dtype=bool)
-    n_pos = int(t.sum())
-    n_neg = t.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(np.asarray(attr, dtype=np.float64))
-    return float((ranks[t].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-def average_precision(attr: NDArray[Any], truth: NDArray[np.bool_]) -> float:
-    """Average precision of ``attr`` ranking ``truth`` pixels first (step-wise, no
-    interpolation)."""
-    t = np.asarray(truth, dtype=bool)
-    n_pos = int(t.sum())
-    if n_pos == 0:
-        return float("nan")
-    order = np.argsort(-np.asarray(attr, dtype=np.float64), kind="stable")
-    hits = t[order]
-    precision_at = np.cumsum(hits) / np.arange(1, hits.size + 1)
-    return float(precision_at[hits].sum() / n_pos)
 
 
 @dataclass(frozen=True)
