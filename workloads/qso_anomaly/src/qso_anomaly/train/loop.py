@@ -20,6 +20,27 @@ def tensors(batch: SpectraBatch) -> TensorDataset:
     )
 
 
+def run_epoch(model: torch.nn.Module, loader: Any, opt: torch.optim.Optimizer, *,
+              device: torch.device | None = None) -> float:
+    """One pass of Adam on the ivar-weighted χ² loss (gradients clipped at 10); the mean loss.
+
+    ``device=None`` leaves the batches where the loader puts them (Ray Train's prepared loader
+    moves them itself)."""
+    model.train()
+    total, count = 0.0, 0
+    for flux, ivar, z in loader:
+        if device is not None:
+            flux, ivar, z = flux.to(device), ivar.to(device), z.to(device)
+        opt.zero_grad()
+        loss = chi2_loss(model(flux, ivar, z), flux, ivar)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        total += float(loss.detach()) * len(flux)
+        count += len(flux)
+    return total / max(count, 1)
+
+
 def train_epochs(
     model: torch.nn.Module,
     loader: DataLoader,
@@ -35,19 +56,8 @@ def train_epochs(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
     history = []
     for epoch in range(epochs):
-        model.train()
-        total, count = 0.0, 0
-        for flux, ivar, z in loader:
-            flux, ivar, z = flux.to(device), ivar.to(device), z.to(device)
-            opt.zero_grad()
-            loss = chi2_loss(model(flux, ivar, z), flux, ivar)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-            opt.step()
-            total += float(loss.detach()) * len(flux)
-            count += len(flux)
+        history.append(run_epoch(model, loader, opt, device=device))
         sched.step()
-        history.append(total / max(count, 1))
         if on_epoch is not None:
             on_epoch(epoch, history[-1])
     return history

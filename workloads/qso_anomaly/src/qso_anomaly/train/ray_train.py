@@ -55,7 +55,8 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
 
     from qso_anomaly.data.grid import WavelengthGrid
     from qso_anomaly.models.spec import ModelSpec
-    from qso_anomaly.models.torch_model import build_model, chi2_loss
+    from qso_anomaly.models.torch_model import build_model
+    from qso_anomaly.train.loop import run_epoch
 
     if not config["use_gpu"]:
         torch.set_num_threads(int(config.get("threads_per_worker", 1)))
@@ -80,18 +81,8 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
     for epoch in range(epochs):
         if world > 1 and hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
-        net.train()
-        total, count = 0.0, 0
-        for flux, ivar, z in loader:
-            opt.zero_grad()
-            loss = chi2_loss(net(flux, ivar, z), flux, ivar)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
-            opt.step()
-            total += float(loss.detach()) * len(flux)
-            count += len(flux)
+        history.append(run_epoch(net, loader, opt))
         sched.step()
-        history.append(total / max(count, 1))
     metrics = {"loss": history[-1], "epochs": epochs, "world_size": world,
                "loss_history": json.dumps(history)}
     with tempfile.TemporaryDirectory() as tmp:
