@@ -7,17 +7,13 @@ from typing import Any
 
 from skyrig.pvesim import vmconfig
 from skyrig.pvesim.api import route
-from skyrig.pvesim.api.qemu import _agent_enabled, _start_in_task, regenerate_cloudinit
+from skyrig.pvesim.api.qemu import _agent_enabled, _start_in_task, _vmid, regenerate_cloudinit
 from skyrig.pvesim.api.qemu_common import apply_pending
 from skyrig.pvesim.apierror import TaskFailure, die, param_error
 from skyrig.pvesim.auth import Caller
 from skyrig.pvesim.backend import Backend, vm_status_entry
 from skyrig.pvesim.pci import start_checks
 from skyrig.pvesim.tasks import TaskContext
-
-
-def _vmid(p: dict[str, Any]) -> int:
-    return int(p["vmid"])
 
 
 def _skiplock(caller: Caller, p: dict[str, Any]) -> bool:
@@ -89,6 +85,21 @@ def _stop(b: Backend, node: str, vmid: int, skiplock: bool) -> None:
         vm["pci"] = []
 
 
+def _stop_task(b: Backend, caller: Caller, node: str, vmid: int, skiplock: bool,
+               kind: str) -> str:
+    """A stop or shutdown task: the guest is simulated, so both end in the stopped state."""
+    with b.store.lock:
+        b.vm(node, vmid)
+
+    def worker(ctx: TaskContext) -> None:
+        with b.vm_flock(vmid):
+            _stop(b, node, vmid, skiplock)
+
+    upid = b.tasks.start(node, kind, str(vmid), caller.authid, worker)
+    b.store.commit()
+    return upid
+
+
 @route("POST", "/nodes/{node}/qemu/{vmid}/status/stop")
 def vm_stop(b: Backend, caller: Caller, p: dict[str, Any]) -> str:
     node = b.node(p["node"]).name
@@ -96,16 +107,7 @@ def vm_stop(b: Backend, caller: Caller, p: dict[str, Any]) -> str:
     skiplock = _skiplock(caller, p)
     if p.get("keepActive") and not caller.is_root:
         raise param_error({"keepActive": "Only root may use this option."})
-    with b.store.lock:
-        b.vm(node, vmid)
-
-    def worker(ctx: TaskContext) -> None:
-        with b.vm_flock(vmid):
-            _stop(b, node, vmid, skiplock)
-
-    upid = b.tasks.start(node, "qmstop", str(vmid), caller.authid, worker)
-    b.store.commit()
-    return upid
+    return _stop_task(b, caller, node, vmid, skiplock, "qmstop")
 
 
 @route("POST", "/nodes/{node}/qemu/{vmid}/status/shutdown")
@@ -113,16 +115,7 @@ def vm_shutdown(b: Backend, caller: Caller, p: dict[str, Any]) -> str:
     node = b.node(p["node"]).name
     vmid = _vmid(p)
     skiplock = _skiplock(caller, p)
-    with b.store.lock:
-        b.vm(node, vmid)
-
-    def worker(ctx: TaskContext) -> None:
-        with b.vm_flock(vmid):
-            _stop(b, node, vmid, skiplock)
-
-    upid = b.tasks.start(node, "qmshutdown", str(vmid), caller.authid, worker)
-    b.store.commit()
-    return upid
+    return _stop_task(b, caller, node, vmid, skiplock, "qmshutdown")
 
 
 @route("POST", "/nodes/{node}/qemu/{vmid}/status/reboot")
