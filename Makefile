@@ -24,7 +24,7 @@ help:
 	@echo "make test-fast  lint + unit + integration + workload (no podman, no QEMU)"
 	@echo "make bench      run the benchmarks in benchmarks/ and print JSON"
 
-$(STAMP): requirements/base.txt pyproject.toml $(wildcard $(WORKLOAD)/pyproject.toml)
+$(STAMP): requirements/base.txt pyproject.toml pvesim/pyproject.toml $(wildcard $(WORKLOAD)/pyproject.toml)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
 	  echo "python3 -m venv failed: installing python3-venv"; \
 	  apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -32,6 +32,7 @@ $(STAMP): requirements/base.txt pyproject.toml $(wildcard $(WORKLOAD)/pyproject.
 	# torch first and pinned: pip takes the local CPU wheel; unpinned torch pulls a CUDA build
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -r requirements/base.txt
+	$(BIN)/pip install -q --no-deps -e pvesim
 	$(BIN)/pip install -q --no-deps -e .
 	if [ -f $(WORKLOAD)/pyproject.toml ]; then $(BIN)/pip install -q --no-deps -e $(WORKLOAD); fi
 	$(BIN)/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
@@ -43,16 +44,16 @@ run: venv
 	$(BIN)/skyrig up --stack local
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks $(WORKLOAD)/src
-	$(BIN)/mypy src
+	$(BIN)/ruff check src tests benchmarks pvesim $(WORKLOAD)/src
+	$(BIN)/mypy src pvesim/src
 	if [ -d roles ]; then $(BIN)/yamllint -s roles playbooks stacks && \
 	  $(BIN)/ansible-lint --profile production -q roles playbooks; fi
 
 test-unit: venv
-	$(PYTEST) -m "unit" tests
+	$(PYTEST) -m "unit" tests pvesim/tests
 
 test-integration: venv
-	$(PYTEST) -m "integration and not roles and not vm and not gpu" tests
+	$(PYTEST) -m "integration and not roles and not vm and not gpu" tests pvesim/tests
 
 test-workload: venv
 	if [ -d $(WORKLOAD)/tests ]; then $(PYTEST) $(WORKLOAD)/tests; fi

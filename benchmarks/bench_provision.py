@@ -18,13 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from pvesim.tasks import DEFAULT_DURATIONS
+from pvesim.testing import running_sim
 from skyrig.config import load_stack
 from skyrig.plan import build_plan
 from skyrig.proxmox.apply import apply_plan
 from skyrig.proxmox.client import PveClient
 from skyrig.proxmox.endpoint import Endpoint
-from skyrig.pvesim.tasks import DEFAULT_DURATIONS
-from skyrig.pvesim.testing import running_sim
 
 REPO = Path(__file__).resolve().parents[1]
 

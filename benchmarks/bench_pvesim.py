@@ -1,6 +1,6 @@
 """Benchmark pvesim: GET /cluster/resources with 200 VMs and PUT config updates, 16 clients.
 
-Runs the simulator as a separate process (``python -m skyrig.pvesim serve``) so that client and
+Runs the simulator as a separate process (``python -m pvesim serve``) so that client and
 server do not share one GIL, drives it with 16 keep-alive HTTPS clients (``http.client``), and
 prints machine-readable JSON: requests per second, p50/p99 latency per scenario.
 
@@ -27,7 +27,7 @@ from typing import Any
 
 def _start(tmp: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
     endpoint = tmp / "endpoint.json"
-    cmd = [sys.executable, "-m", "skyrig.pvesim", "serve", "--state", str(tmp / "state.json"),
+    cmd = [sys.executable, "-m", "pvesim", "serve", "--state", str(tmp / "state.json"),
            "--port", "0", "--endpoint-file", str(endpoint), "--task-duration", "create=0",
            "--task-duration", "config=0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -18,7 +18,7 @@ FAST = {"qmclone": 0.05, "qmconfig": 0.02, "qmstart": 0.05, "qmstop": 0.02,
 
 @pytest.fixture
 def sim(tmp_path: Path) -> Iterator[object]:
-    from skyrig.pvesim.testing import running_sim
+    from pvesim.testing import running_sim
 
     with running_sim(tmp_path, hardware="local", task_durations=FAST, lock_timeout=0.5) as s:
         yield s

@@ -12,10 +12,11 @@ from rich.console import Console
 
 from skyrig.errors import OwnershipError
 from skyrig.plan import build_plan
-from skyrig.proxmox.apply import ApplyFailed, apply_plan, apply_stack, destroy_plan
+from skyrig.proxmox.apply import ApplyFailed, apply_plan, destroy_plan
 from skyrig.proxmox.client import PveClient
 from skyrig.proxmox.endpoint import Endpoint
 from skyrig.proxmox.state import ProvisionRecord
+from skyrig.workflows.provision import deprovision, preview, provision
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -125,12 +126,12 @@ def test_import_by_vmid_then_apply_adopts_the_vm(sim: Any, client: PveClient,
 
 def test_apply_stack_direct_path_reports_and_is_idempotent(
         sim: Any, endpoint: Endpoint, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("skyrig.proxmox.apply.pulumi_cli", lambda: None)
+    monkeypatch.setattr("skyrig.workflows.provision.pulumi_cli", lambda: None)
     console = Console(record=True, width=120)
     st = stack(root, "local")
-    first = apply_stack(st, console=console, endpoint_override=endpoint)
+    first = provision(st, build_plan(st), console=console, endpoint_override=endpoint)
     assert first.path == "direct" and first.changed
-    second = apply_stack(st, console=console, endpoint_override=endpoint)
+    second = provision(st, build_plan(st), console=console, endpoint_override=endpoint)
     assert not second.changed
     text = console.export_text()
     assert "direct apply" in text and "Pulumi CLI not found" in text
@@ -141,20 +142,18 @@ def test_apply_stack_direct_path_reports_and_is_idempotent(
 
 def test_preview_shows_drift_and_destroy_stack_removes_everything(
         sim: Any, endpoint: Endpoint, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from skyrig.proxmox.apply import destroy_stack, preview_stack
-
-    monkeypatch.setattr("skyrig.proxmox.apply.pulumi_cli", lambda: None)
+    monkeypatch.setattr("skyrig.workflows.provision.pulumi_cli", lambda: None)
     st = stack(root, "local")
-    before = preview_stack(st, endpoint_override=endpoint)
+    before = preview(st, build_plan(st), endpoint_override=endpoint)
     assert before["vm/gpu-w-1"] == ["create"] and before["pci-mapping/a4000-pve1-0"] == ["*"]
-    apply_stack(st, console=Console(record=True), endpoint_override=endpoint)
-    assert all(v == [] for v in preview_stack(st, endpoint_override=endpoint).values())
+    provision(st, build_plan(st), console=Console(record=True), endpoint_override=endpoint)
+    assert all(v == [] for v in preview(st, build_plan(st), endpoint_override=endpoint).values())
     with sim.backend.store.lock:  # someone edits the VM by hand
         sim.backend.data["vms"]["301"]["conf"]["cores"] = "2"
-    drift = preview_stack(st, endpoint_override=endpoint)
+    drift = preview(st, build_plan(st), endpoint_override=endpoint)
     assert drift["vm/gpu-w-1"] == ["cores (reboot)"] and drift["vm/gpu-w-2"] == []
     console = Console(record=True, width=120)
-    gone = destroy_stack(st, console=console, endpoint_override=endpoint)
+    gone = deprovision(st, build_plan(st), console=console, endpoint_override=endpoint)
     assert gone.deleted == ["pci-mapping/a4000-pve1-0", "pci-mapping/a4000-pve2-0",
                             "vm/gpu-w-1", "vm/gpu-w-2"]
     assert "4 resources deleted" in console.export_text()

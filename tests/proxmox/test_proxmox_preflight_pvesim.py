@@ -24,7 +24,7 @@ def mapping(mid: str, node: str) -> PciMappingSpec:
 
 @pytest.fixture
 def faulty(tmp_path: Any) -> Iterator[Any]:
-    from skyrig.pvesim.testing import running_sim
+    from pvesim.testing import running_sim
 
     with running_sim(tmp_path, hardware="faulty") as s:
         yield s

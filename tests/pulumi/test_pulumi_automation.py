@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from skyrig.proxmox.apply import ApplyResult
-from skyrig.proxmox.automation import _collector
+from skyrig.pulumi.automation import _collector
 
 pytestmark = pytest.mark.unit
 

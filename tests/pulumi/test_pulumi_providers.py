@@ -28,7 +28,7 @@ FAST = {"qmclone": 0.05, "qmconfig": 0.02, "qmstart": 0.05, "qmshutdown": 0.05,
 
 @pytest.fixture
 def sim(tmp_path: Path) -> Iterator[Any]:
-    from skyrig.pvesim.testing import running_sim
+    from pvesim.testing import running_sim
 
     with running_sim(tmp_path, hardware="local", task_durations=FAST) as s:
         yield s

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
+from pvesim.apierror import ApiError
+from pvesim.schema import load_endpoint_schema
+from pvesim.validation import validate_params
 from skyrig.config import load_stack
 from skyrig.plan import build_plan
-from skyrig.pvesim.apierror import ApiError
-from skyrig.pvesim.schema import load_endpoint_schema
-from skyrig.pvesim.validation import validate_params
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,35 +1,24 @@
-"""Provision a stack: PCI mappings, then GPU VMs in parallel (bounded), with rich progress.
+"""The direct apply of a plan: PCI mappings, then GPU VMs in parallel (bounded), then pruning.
 
-Two paths, one reconcile core:
-
-* **pulumi** – when the Pulumi CLI is on PATH: ``pulumi up`` through the Automation API with a
-  local file backend under ``.skyrig/<stack>/pulumi``; the dynamic providers call the same core.
-* **direct** – otherwise: :class:`MappingReconciler` and :class:`VmReconciler` straight away.
-
-Both end with an :class:`ApplyResult`; a re-run that changes nothing says so.
+This is the reconcile core's driver over a :class:`~skyrig.plan.Plan` and a
+:class:`~skyrig.proxmox.client.PveClient`; it knows nothing of Pulumi, pvesim or the console.
+The Pulumi dynamic providers call the same reconcilers; :mod:`skyrig.workflows.provision`
+chooses the path. Every apply ends with an :class:`ApplyResult`; a re-run that changes nothing
+says so.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
-
-from skyrig.config import Stack
 from skyrig.errors import OwnershipError, ProxmoxError
-from skyrig.plan import Plan, build_plan
+from skyrig.plan import Plan
 from skyrig.plan.proxmox import GpuVmSpec
 from skyrig.proxmox.client import PveClient
-from skyrig.proxmox.endpoint import Endpoint, resolve_endpoint
 from skyrig.proxmox.mappings import MappingReconciler
 from skyrig.proxmox.state import ProvisionRecord
 from skyrig.proxmox.vms import VmOutcome, VmReconciler
@@ -104,32 +93,6 @@ class ApplyFailed(ProxmoxError):
             f"provisioning of stack {result.stack} failed for {len(failures)} resource(s):\n"
             + "\n".join(lines),
             hint="fix the cause above and re-run: completed resources are not redone")
-
-
-def pulumi_cli() -> str | None:
-    return shutil.which("pulumi")
-
-
-@contextmanager
-def _progress(console: Console, names: list[str]) -> Iterator[Callable[[str, str], None]]:
-    with Progress(SpinnerColumn(), TextColumn("[bold]{task.fields[vm]:<14}"),
-                  TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
-                  transient=False) as progress:
-        ids = {n: progress.add_task("waiting", vm=n, total=None) for n in names}
-
-        def report(name: str, step: str) -> None:
-            if name not in ids:
-                ids[name] = progress.add_task(step, vm=name, total=None)
-            done = step.split(" ", 1)[0] in ("created", "updated", "unchanged", "replaced",
-                                             "deleted", "failed:")
-            progress.update(ids[name], description=step, total=1 if done else None,
-                            completed=1 if done else 0)
-
-        yield report
-
-
-def _client(stack: Stack, endpoint: Endpoint) -> PveClient:
-    return PveClient(endpoint, pool_size=max(4, stack.config.proxmox.parallelism * 2))
 
 
 def apply_plan(plan: Plan, client: PveClient, *, parallelism: int = 4,
@@ -216,58 +179,6 @@ def _prune(plan: Plan, vr: VmReconciler, mr: MappingReconciler,
                 record.drop_mapping(mid)
 
 
-def _summary_table(result: ApplyResult) -> Table:
-    t = Table(title=f"provisioning ({result.stack}, {result.path} path)")
-    for col in ("resource", "result", "detail"):
-        t.add_column(col)
-    rows: list[tuple[str, str]] = []
-    for label, items in (("created", result.created), ("updated", result.updated),
-                         ("replaced", result.replaced), ("deleted", result.deleted),
-                         ("unchanged", result.unchanged)):
-        rows.extend((r, label) for r in items)
-    for res, label in sorted(rows):
-        name = res.split("/", 1)[1]
-        detail = "; ".join(result.details.get(res, []))
-        if name in result.ips:
-            detail = f"{result.ips[name]}" + (f"; {detail}" if detail else "")
-        t.add_row(res, label, detail)
-    return t
-
-
-def apply_stack(stack: Stack, *, console: Console,
-                endpoint_override: Endpoint | None = None) -> ApplyResult:
-    """Provision ``stack`` (Pulumi path when the CLI is present, else the direct apply)."""
-    if pulumi_cli() and not os.environ.get("SKYRIG_FORCE_DIRECT"):
-        from skyrig.proxmox.automation import pulumi_up
-
-        console.print(f"[bold]provisioning {stack.name}[/] through [cyan]pulumi up[/] "
-                      "(Automation API, local file backend under "
-                      f"{stack.state_dir / 'pulumi'})")
-        result = pulumi_up(stack, console=console, endpoint=endpoint_override)
-    else:
-        endpoint = resolve_endpoint(stack, endpoint_override)
-        why = "Pulumi CLI not found" if not pulumi_cli() else "SKYRIG_FORCE_DIRECT is set"
-        console.print(f"[bold]provisioning {stack.name}[/] through the [cyan]direct apply[/] "
-                      f"({why}; same reconcile core) at {endpoint.url}")
-        plan = build_plan(stack)
-        px = stack.config.proxmox
-        record = ProvisionRecord(stack.state_dir / "provision.json")
-        client = _client(stack, endpoint)
-        with _progress(console, [v.name for v in plan.vms]) as report:
-            try:
-                result = apply_plan(plan, client, parallelism=px.parallelism,
-                                    reboot_policy=px.reboot_policy,
-                                    task_timeout_s=px.task_timeout_s, record=record,
-                                    progress=report)
-            except ApplyFailed as exc:
-                console.print(_summary_table(exc.result))
-                raise
-    console.print(_summary_table(result))
-    console.print(("[green]✓[/] " if not result.pending_reboot else "[yellow]![/] ")
-                  + result.summary())
-    return result
-
-
 def destroy_plan(plan: Plan, client: PveClient, *, parallelism: int = 4,
                  task_timeout_s: float = 900.0, record: ProvisionRecord | None = None,
                  progress: Callable[[str, str], None] | None = None) -> ApplyResult:
@@ -325,31 +236,6 @@ def destroy_plan(plan: Plan, client: PveClient, *, parallelism: int = 4,
     return result
 
 
-def destroy_stack(stack: Stack, *, console: Console,
-                  endpoint_override: Endpoint | None = None) -> ApplyResult:
-    """Remove what the stack owns (``skyrig down``)."""
-    if pulumi_cli() and not os.environ.get("SKYRIG_FORCE_DIRECT"):
-        from skyrig.proxmox.automation import pulumi_destroy
-
-        console.print(f"[bold]destroying {stack.name}[/] through [cyan]pulumi destroy[/]")
-        result = pulumi_destroy(stack, console=console, endpoint=endpoint_override)
-    else:
-        endpoint = resolve_endpoint(stack, endpoint_override)
-        console.print(f"[bold]destroying {stack.name}[/] through the [cyan]direct apply[/] at "
-                      f"{endpoint.url}")
-        plan = build_plan(stack)
-        record = ProvisionRecord(stack.state_dir / "provision.json")
-        with _progress(console, [v.name for v in plan.vms]) as report:
-            result = destroy_plan(plan, _client(stack, endpoint),
-                                  parallelism=stack.config.proxmox.parallelism,
-                                  task_timeout_s=stack.config.proxmox.task_timeout_s,
-                                  record=record, progress=report)
-    console.print(f"[green]✓[/] {len(result.deleted)} resources deleted "
-                  f"({result.elapsed_s:.1f}s)" if result.deleted else
-                  "[green]✓[/] nothing to delete")
-    return result
-
-
 def preview_plan(plan: Plan, client: PveClient) -> dict[str, list[str]]:
     """Read-only drift view: resource → changes an apply would make (empty: in sync)."""
     out: dict[str, list[str]] = {}
@@ -369,10 +255,3 @@ def preview_plan(plan: Plan, client: PveClient) -> dict[str, list[str]]:
                 [f"pending reboot: {', '.join(state.pending_keys)}"]
                 if state is not None and state.running and state.pending_keys else [])
     return out
-
-
-def preview_stack(stack: Stack, *, endpoint_override: Endpoint | None = None
-                  ) -> dict[str, list[str]]:
-    """Drift of ``stack`` against the live cluster (for ``skyrig plan --live``)."""
-    endpoint = resolve_endpoint(stack, endpoint_override)
-    return preview_plan(build_plan(stack), _client(stack, endpoint))

@@ -1,10 +1,11 @@
 """Where the Proxmox VE API is and how skyrig authenticates to it.
 
 An :class:`Endpoint` is resolved from the stack (``skyrig:proxmox``), from an explicit override
-(the coordinator passes the embedded pvesim this way), or from ``$SKYRIG_PVESIM_ENDPOINT`` which
-points *any* stack at a local pvesim (a pvesim state directory, started with the stack's
-``pvesim_hardware`` if needed; or a JSON file / inline JSON with ``url``, ``token_id``,
-``token_secret``, ``ca_path``).
+(the workflow passes the embedded pvesim this way), or from ``$SKYRIG_PVESIM_ENDPOINT`` which
+points *any* stack at a running local pvesim (inline JSON or a JSON file with ``url``,
+``token_id``, ``token_secret``, ``ca_path``; or the state directory of a running pvesim daemon,
+whose ``endpoint.json`` is read). Resolving an endpoint never starts anything: the one place
+that starts pvesim is :mod:`skyrig.workflows.localsim`.
 """
 
 from __future__ import annotations
@@ -52,7 +53,11 @@ class Endpoint:
 
     @classmethod
     def from_pvesim(cls, sim: Any) -> Endpoint:
-        """From a running pvesim (``PveSim`` or ``daemon.SimEndpoint``): its token and CA."""
+        """From a running pvesim (duck-typed: ``PveSim`` or ``pvesim.daemon.SimEndpoint``).
+
+        Takes ``url`` and ``ca_path``, and ``root_token`` (a ``(token_id, secret)`` pair) or
+        ``token_id`` / ``token_secret``. No import of pvesim: the core never depends on it.
+        """
         token = getattr(sim, "root_token", None)
         token_id, secret = token if token else (sim.token_id, sim.token_secret)
         return cls(url=str(sim.url).removesuffix("/api2/json"), token_id=str(token_id),
@@ -65,21 +70,29 @@ class Endpoint:
                    verify_tls=bool(d.get("verify_tls", True)))
 
 
-def _from_env_value(value: str, hardware: str = "lab") -> Endpoint:
-    """Parse ``$SKYRIG_PVESIM_ENDPOINT``: inline JSON, a JSON file, or a pvesim state dir."""
+def _from_env_value(value: str) -> Endpoint:
+    """Parse ``$SKYRIG_PVESIM_ENDPOINT``: inline JSON, a JSON file, or a running pvesim's state
+    directory (its ``endpoint.json``). Raises :class:`SkyrigConfigError` for anything else."""
     text = value.strip()
-    if text.startswith("{"):
-        return Endpoint.from_dict(json.loads(text))
-    path = Path(text)
-    if path.is_file():
-        return Endpoint.from_dict(json.loads(path.read_text()))
-    if path.is_dir():
-        from skyrig.pvesim.daemon import ensure_running
-
-        sim = ensure_running(path, hardware)
-        return Endpoint.from_pvesim(sim)
+    try:
+        if text.startswith("{"):
+            return Endpoint.from_dict(json.loads(text))
+        path = Path(text)
+        if path.is_dir():
+            path = path / "endpoint.json"
+            if not path.is_file():
+                raise SkyrigConfigError(
+                    f"${PVESIM_ENV}={value!r} is a directory without a running pvesim"
+                    " (no endpoint.json)",
+                    file=str(path.parent))
+        if path.is_file():
+            return Endpoint.from_dict(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SkyrigConfigError(f"${PVESIM_ENV}={value!r} is not a valid endpoint: {exc!r}"
+                                " (want url, token_id, token_secret, ca_path)") from exc
     raise SkyrigConfigError(
-        f"${PVESIM_ENV}={value!r} is neither inline JSON, a JSON file nor a pvesim state directory"
+        f"${PVESIM_ENV}={value!r} is neither inline JSON, a JSON file nor the state directory"
+        " of a running pvesim (start one with `skyrig pvesim serve --endpoint-file FILE`)"
     )
 
 
@@ -90,7 +103,7 @@ def resolve_endpoint(stack: Stack, override: Endpoint | None = None,
         return override
     env = os.environ.get(PVESIM_ENV)
     if env:
-        return _from_env_value(env, stack.config.proxmox.pvesim_hardware)
+        return _from_env_value(env)
     px = stack.config.proxmox
     if px.embedded:
         raise SkyrigConfigError(

@@ -57,6 +57,21 @@ def _alive(pgid: int) -> bool:
     return True
 
 
+def running_head(state_dir: Path) -> RayHead | None:
+    """The head this state dir started, if it still serves (read from its files); else None."""
+    pid_file = state_dir / "ray-head.pgid"
+    addr_file = state_dir / "ray-head.json"
+    if not (pid_file.exists() and addr_file.exists()):
+        return None
+    try:
+        pgid = int(pid_file.read_text().strip() or 0)
+        info = json.loads(addr_file.read_text())
+        head = RayHead(str(info["address"]), str(info["dashboard"]), pgid, started=False)
+    except (OSError, ValueError, KeyError):
+        return None
+    return head if pgid and _alive(pgid) and _dashboard_up(head.dashboard_url) else None
+
+
 def ensure_head(cfg: Ray, state_dir: Path, *, timeout_s: float = 180.0) -> RayHead:
     """Start the head unless the one this state dir started is still serving."""
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -122,6 +137,8 @@ def ensure_head(cfg: Ray, state_dir: Path, *, timeout_s: float = 180.0) -> RayHe
                 hint=f"see {state_dir / 'ray-head.log'}",
             )
         if _dashboard_up(url):
+            (state_dir / "ray-head.json").write_text(
+                json.dumps({"address": address, "dashboard": url}) + "\n")
             return RayHead(address, url, proc.pid, started=True)
         time.sleep(1.0)
     _stop_group(proc.pid)

@@ -1,62 +1,77 @@
-"""`skyrig up` / `skyrig down`: the main job, phase by phase.
+"""`skyrig up` / `skyrig down`: the main job, layer by layer, saying which ran.
 
-1. validate the stack and build the plan;
-2. provision Proxmox (PCI mappings, GPU VMs) through the reconcile core; for an embedded endpoint
-   (`pvesim`) start the emulator in the background first;
-3. start the Ray head (local stacks) and submit the pinned workload as a Ray job;
-4. print a summary: what changed, where the report, metrics and model card are.
+Layers, in order (``--only LAYER`` runs one; ``down`` undoes them in reverse):
+
+1. **infra** – provision Proxmox (PCI mappings, GPU VMs) through Pulumi or the direct apply
+   (:mod:`skyrig.workflows.provision`); for an embedded endpoint, start pvesim first
+   (:mod:`skyrig.workflows.localsim`, the one place that starts it);
+2. **os** – the ``site`` playbook through ansible-runner (real clusters only);
+3. **platform** – a local Ray head (``ray.mode: local``) or the Kubernetes platform;
+4. **workload** – the pinned workload release as a Ray job (local head) or a RayJob;
+5. **monitor** – the state of scrape targets and alerts.
+
+The stack is validated and the plan built once, here, and passed down to every layer.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from skyrig.config import Stack, load_stack
-from skyrig.errors import SkyrigError
-from skyrig.plan import build_plan
+from skyrig.errors import SkyrigConfigError, SkyrigError
+from skyrig.plan import Plan, build_plan
+from skyrig.proxmox.endpoint import Endpoint
+
+LAYERS = ("infra", "os", "platform", "workload", "monitor")
 
 
-def _endpoint_for(stack: Stack, console: Console) -> Any:
-    """For an embedded stack: start (or find) pvesim and say how to reach it."""
-    if not stack.config.proxmox.embedded:
-        return None
-    from skyrig.proxmox.endpoint import Endpoint
-    from skyrig.pvesim.daemon import ensure_running
+@dataclass
+class RunContext:
+    """What one `up`/`down` run shares between its layers."""
 
-    sim = ensure_running(stack.state_dir / "pvesim", hardware=stack.config.proxmox.pvesim_hardware)
-    console.print(f"  pvesim: {sim.url} (CA {sim.ca_path}, pid {sim.pid})")
-    return Endpoint(
-        url=sim.url, token_id=sim.token_id, token_secret=sim.token_secret, ca_path=str(sim.ca_path)
-    )
-
-
-def _phase(console: Console, n: int, title: str) -> None:
-    console.rule(f"[bold]{n}. {title}")
+    stack: Stack
+    plan: Plan
+    console: Console
+    summary: dict[str, Any] = field(default_factory=dict)
+    endpoint: Endpoint | None = None
+    ran: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
-def run_up(stack_name: str, *, only: str = "all", console: Console) -> dict[str, Any]:
-    """Run the main job for a stack; returns the summary that is also printed and saved."""
-    t0 = time.monotonic()
-    _phase(console, 1, "validate and plan")
-    stack = load_stack(stack_name)
-    plan = build_plan(stack)
-    console.print(
-        f"  stack [bold]{stack.name}[/] ({stack.file}): {len(plan.pci_mappings)} PCI"
-        f" mappings, {len(plan.vms)} VMs"
-    )
-    summary: dict[str, Any] = {"stack": stack.name, "environment": stack.config.environment}
+@dataclass(frozen=True)
+class Layer:
+    """One layer: ``skip(ctx)`` says why it does not apply (None when it does)."""
 
-    _phase(console, 2, "provision Proxmox")
-    from skyrig.proxmox.apply import apply_stack
+    name: str
+    title: str
+    up: Callable[[RunContext], None]
+    down: Callable[[RunContext], None]
+    skip: Callable[[RunContext], str | None] = lambda _ctx: None
 
-    override = _endpoint_for(stack, console)
-    result = apply_stack(stack, console=console, endpoint_override=override)
-    summary["infra"] = {
+
+# ---------------------------------------------------------------------------------- infra
+
+
+def _pvesim(ctx: RunContext) -> None:
+    if ctx.endpoint is None and ctx.stack.config.proxmox.embedded:
+        from skyrig.workflows.localsim import ensure_pvesim
+
+        ctx.endpoint = ensure_pvesim(ctx.stack, ctx.console)
+
+
+def _infra_up(ctx: RunContext) -> None:
+    from skyrig.workflows.provision import provision
+
+    _pvesim(ctx)
+    result = provision(ctx.stack, ctx.plan, console=ctx.console, endpoint_override=ctx.endpoint)
+    ctx.summary["infra"] = {
         "path": result.path,
         "changed": result.changed,
         "created": result.created,
@@ -70,42 +85,172 @@ def run_up(stack_name: str, *, only: str = "all", console: Console) -> dict[str,
         "api_calls": result.api_calls,
         "elapsed_s": round(result.elapsed_s, 2),
     }
-    if only == "infra":
-        return _finish(stack, summary, console, t0)
 
-    ray_cfg = stack.config.ray
-    if ray_cfg.mode != "local":
-        raise SkyrigError(
-            f"stack {stack.name} runs Ray as `{ray_cfg.mode}`; `skyrig up` drives workloads only"
-            " on a local Ray head so far",
-            hint=f"use `skyrig up --stack {stack.name} --only infra`, then"
-            " `skyrig ansible run site.yml --stack ...` (see runbooks/)",
+
+def _infra_down(ctx: RunContext) -> None:
+    from skyrig.workflows.localsim import stop_pvesim
+    from skyrig.workflows.provision import deprovision
+
+    _pvesim(ctx)
+    deprovision(ctx.stack, ctx.plan, console=ctx.console, endpoint_override=ctx.endpoint)
+    if stop_pvesim(ctx.stack):
+        ctx.console.print("  stopped pvesim (its state is kept; `skyrig pvesim reset` clears it)")
+
+
+# ------------------------------------------------------------------------------------- os
+
+
+def _os_skip(ctx: RunContext) -> str | None:
+    if ctx.stack.config.proxmox.embedded:
+        return "the VMs of an embedded pvesim have no guest OS to configure"
+    return None
+
+
+def _os_up(ctx: RunContext) -> None:
+    from skyrig.workflows.oslayer import run_site
+
+    ctx.summary["os"] = run_site(ctx.stack, console=ctx.console)
+
+
+def _os_down(ctx: RunContext) -> None:
+    ctx.console.print("  os: nothing to undo (the VMs are removed by the infra layer)")
+
+
+# ------------------------------------------------------------------------------- platform
+
+
+def _platform_up(ctx: RunContext) -> None:
+    ray_cfg = ctx.stack.config.ray
+    if ray_cfg.mode == "local":
+        from skyrig.workflows.localray import ensure_head
+
+        head = ensure_head(ray_cfg, ctx.stack.state_dir / "ray")
+        ctx.console.print(
+            f"  Ray head {head.address} ({'started' if head.started else 'already running'});"
+            f" dashboard {head.dashboard_url}"
         )
-    _phase(console, 3, "Ray and the workload")
-    from skyrig.workflows.localray import ensure_head
+        ctx.summary["ray"] = {
+            "address": head.address,
+            "dashboard": head.dashboard_url,
+            "started": head.started,
+        }
+        return
+    raise SkyrigError(
+        f"stack {ctx.stack.name} runs Ray as `{ray_cfg.mode}`; the Kubernetes platform layer is"
+        " not built yet",
+        hint=f"use `skyrig up --stack {ctx.stack.name} --only infra`, then"
+        " `skyrig ansible run site --stack ...` (see runbooks/)",
+    )
+
+
+def _platform_down(ctx: RunContext) -> None:
+    if ctx.stack.config.ray.mode == "local":
+        from skyrig.workflows.localray import stop_head
+
+        if stop_head(ctx.stack.state_dir / "ray"):
+            ctx.console.print("  stopped the local Ray head")
+
+
+# ------------------------------------------------------------------------------- workload
+
+
+def _workload_up(ctx: RunContext) -> None:
     from skyrig.workflows.workload import submit_and_wait
 
-    head = ensure_head(ray_cfg, stack.state_dir / "ray")
-    console.print(
-        f"  Ray head {head.address} ({'started' if head.started else 'already running'});"
-        f" dashboard {head.dashboard_url}"
-    )
-    w = stack.config.workload
-    console.print(f"  workload {w.name} {w.version}, model alias {w.model_alias}")
-    job = submit_and_wait(stack, head.dashboard_url, console=console)
-    summary["ray"] = {
-        "address": head.address,
-        "dashboard": head.dashboard_url,
-        "started": head.started,
-    }
-    summary["workload"] = {
+    ray = ctx.summary.get("ray")
+    if ray is None:
+        from skyrig.workflows.localray import running_head
+
+        head = running_head(ctx.stack.state_dir / "ray")
+        if head is None:
+            raise SkyrigError(
+                f"no Ray head runs for stack {ctx.stack.name}",
+                hint=f"run `skyrig up --stack {ctx.stack.name} --only platform` first",
+            )
+        ray = ctx.summary["ray"] = {
+            "address": head.address, "dashboard": head.dashboard_url, "started": False}
+    w = ctx.stack.config.workload
+    ctx.console.print(f"  workload {w.name} {w.version}, model alias {w.model_alias}")
+    job = submit_and_wait(ctx.stack, ray["dashboard"], console=ctx.console)
+    ctx.summary["workload"] = {
         "job_id": job.job_id,
         "status": job.status,
         "elapsed_s": round(job.elapsed_s, 1),
         "log": str(job.log_file),
         **job.outputs,
     }
-    return _finish(stack, summary, console, t0)
+
+
+def _workload_down(ctx: RunContext) -> None:
+    """Workload runs end with their job; their results stay under the stack's state dir."""
+
+
+# -------------------------------------------------------------------------------- monitor
+
+
+def _monitor_up(ctx: RunContext) -> None:
+    """Monitoring status (filled in by the monitoring layer)."""
+
+
+def _monitor_down(ctx: RunContext) -> None:
+    """Nothing runs for monitoring yet."""
+
+
+def _monitor_skip(ctx: RunContext) -> str | None:
+    return "no monitoring stack is configured yet"
+
+
+REGISTRY: dict[str, Layer] = {
+    "infra": Layer("infra", "provision Proxmox", _infra_up, _infra_down),
+    "os": Layer("os", "configure guests (Ansible site)", _os_up, _os_down, _os_skip),
+    "platform": Layer("platform", "platform (Ray)", _platform_up, _platform_down),
+    "workload": Layer("workload", "workload", _workload_up, _workload_down),
+    "monitor": Layer("monitor", "monitoring", _monitor_up, _monitor_down, _monitor_skip),
+}
+
+
+def _selected(only: str) -> list[Layer]:
+    if only == "all":
+        return [REGISTRY[n] for n in LAYERS]
+    if only not in REGISTRY:
+        raise SkyrigConfigError(
+            f"--only {only!r} is not a layer; use one of {', '.join(LAYERS)} or `all`")
+    return [REGISTRY[only]]
+
+
+def _context(stack_name: str, console: Console) -> RunContext:
+    stack = load_stack(stack_name)
+    plan = build_plan(stack)
+    return RunContext(stack=stack, plan=plan, console=console,
+                      summary={"stack": stack.name, "environment": stack.config.environment})
+
+
+def run_up(stack_name: str, *, only: str = "all", console: Console) -> dict[str, Any]:
+    """Run the main job for a stack; returns the summary that is also printed and saved.
+
+    ``only`` is ``all`` or one layer name (:data:`LAYERS`). Raises
+    :class:`~skyrig.errors.SkyrigConfigError` for a bad stack or layer name, and the layer's
+    :class:`~skyrig.errors.SkyrigError` when a layer fails (the layers before it stay done).
+    """
+    t0 = time.monotonic()
+    layers = _selected(only)
+    console.rule("[bold]validate and plan")
+    ctx = _context(stack_name, console)
+    console.print(
+        f"  stack [bold]{ctx.stack.name}[/] ({ctx.stack.file}): {len(ctx.plan.pci_mappings)} PCI"
+        f" mappings, {len(ctx.plan.vms)} VMs"
+    )
+    for n, layer in enumerate(layers, start=1):
+        why = layer.skip(ctx)
+        if why:
+            ctx.skipped[layer.name] = why
+            console.print(f"[dim]{layer.name}: skipped ({why})[/]")
+            continue
+        console.rule(f"[bold]{n}. {layer.name}: {layer.title}")
+        layer.up(ctx)
+        ctx.ran.append(layer.name)
+    ctx.summary["layers"] = {"ran": ctx.ran, "skipped": ctx.skipped}
+    return _finish(ctx.stack, ctx.summary, console, t0)
 
 
 def _finish(stack: Stack, summary: dict[str, Any], console: Console, t0: float) -> dict[str, Any]:
@@ -143,6 +288,11 @@ def _print_summary(s: dict[str, Any], console: Console) -> None:
         t.add_row("workload job", f"{w['job_id']} {w['status']} in {w['elapsed_s']} s")
         for label, text in _workload_lines(w):
             t.add_row(label, text)
+    layers = s.get("layers") or {}
+    if layers:
+        t.add_row("layers", ", ".join(layers.get("ran", [])) or "-")
+        for name, why in (layers.get("skipped") or {}).items():
+            t.add_row(f"  skipped {name}", why)
     t.add_row("elapsed", f"{s['elapsed_s']} s")
     console.print(t)
     for key, label in (("report", "report"), ("metrics", "metrics"), ("model_card", "model card")):
@@ -199,19 +349,15 @@ def _workload_lines(w: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def run_down(stack_name: str, *, console: Console) -> None:
-    """Remove what the stack owns and stop the local services skyrig started for it."""
-    stack = load_stack(stack_name)
-    from skyrig.proxmox.apply import destroy_stack
-
-    override = _endpoint_for(stack, console)
-    destroy_stack(stack, console=console, endpoint_override=override)
-    from skyrig.workflows.localray import stop_head
-
-    if stop_head(stack.state_dir / "ray"):
-        console.print("  stopped the local Ray head")
-    if stack.config.proxmox.embedded:
-        from skyrig.pvesim.daemon import stop
-
-        stop(stack.state_dir / "pvesim")
-        console.print("  stopped pvesim (its state is kept; `skyrig pvesim reset` clears it)")
+def run_down(stack_name: str, *, only: str = "all", console: Console) -> list[str]:
+    """Undo the layers in reverse order (``only``: one layer); returns the layers undone."""
+    layers = list(reversed(_selected(only)))
+    ctx = _context(stack_name, console)
+    done: list[str] = []
+    for layer in layers:
+        if layer.skip(ctx):
+            continue
+        console.rule(f"[bold]down: {layer.name}")
+        layer.down(ctx)
+        done.append(layer.name)
+    return done

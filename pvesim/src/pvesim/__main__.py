@@ -1,0 +1,6 @@
+"""``python -m pvesim serve ...``"""
+
+from pvesim.cli import app
+
+if __name__ == "__main__":
+    app(prog_name="python -m pvesim")
