@@ -1,10 +1,18 @@
-"""Test-tier plumbing: every test belongs to exactly one tier (unit by default)."""
+"""Test-tier plumbing (every test belongs to exactly one tier, unit by default) and the shared
+fixtures: a pvesim on loopback with fast tasks, a client for it, a scratch project root.
+Helpers behind them live in ``tests/support.py``."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from skyrig.proxmox.client import PveClient, RetryPolicy
+from skyrig.proxmox.endpoint import Endpoint
+from support import endpoint_of, make_root
 
 TIERS = ("unit", "integration", "roles", "vm", "gpu")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -24,3 +32,33 @@ def _cuda() -> bool:
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
+
+
+# ---------------------------------------------------------------- shared pvesim fixtures
+
+FAST = {"qmclone": 0.05, "qmconfig": 0.02, "qmstart": 0.05, "qmstop": 0.02,
+        "qmshutdown": 0.05, "qmreboot": 0.05, "qmdestroy": 0.02, "resize": 0.02,
+        "agent_boot": 0.05}
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[object]:
+    from pvesim.testing import running_sim
+
+    with running_sim(tmp_path, hardware="local", task_durations=FAST, lock_timeout=0.5) as s:
+        yield s
+
+
+@pytest.fixture
+def endpoint(sim: object) -> Endpoint:
+    return endpoint_of(sim)
+
+
+@pytest.fixture
+def client(endpoint: Endpoint) -> PveClient:
+    return PveClient(endpoint, retry=RetryPolicy(attempts=4, backoff_s=0.05))
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return make_root(tmp_path)

@@ -6,11 +6,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from proxmox_stackroot import make_root, stack
 
 from skyrig.plan import build_plan
 from skyrig.plan.proxmox import GpuVmSpec
 from skyrig.proxmox.vmdiff import diff_config, kind_of, same
+from support import make_root, stack
 
 pytestmark = pytest.mark.unit
 

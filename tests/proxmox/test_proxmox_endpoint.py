@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from proxmox_stackroot import make_root, stack
 
 from skyrig.errors import SkyrigConfigError
 from skyrig.proxmox.endpoint import PVESIM_ENV, Endpoint, resolve_endpoint
+from support import make_root, stack
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from proxmox_stackroot import stack
 
 from skyrig.errors import ProxmoxError, ProxmoxTaskError
 from skyrig.plan import build_plan
@@ -15,6 +14,7 @@ from skyrig.proxmox.apply import ApplyFailed, ApplyResult, apply_plan
 from skyrig.proxmox.client import PveClient
 from skyrig.proxmox.state import ProvisionRecord
 from skyrig.proxmox.vms import VmReconciler, owned
+from support import stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

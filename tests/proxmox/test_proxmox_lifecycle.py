@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from proxmox_stackroot import edit_stack, stack
 from rich.console import Console
 
 from skyrig.errors import OwnershipError
@@ -17,6 +16,7 @@ from skyrig.proxmox.client import PveClient
 from skyrig.proxmox.endpoint import Endpoint
 from skyrig.proxmox.state import ProvisionRecord
 from skyrig.workflows.provision import deprovision, preview, provision
+from support import edit_stack, stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -6,13 +6,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from proxmox_stackroot import endpoint_of
 
 from skyrig.errors import PreflightError
 from skyrig.plan import Plan
 from skyrig.plan.proxmox import PciMappingEntrySpec, PciMappingSpec
 from skyrig.proxmox.apply import apply_plan
 from skyrig.proxmox.client import PveClient
+from support import endpoint_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

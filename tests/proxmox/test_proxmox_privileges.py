@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from proxmox_stackroot import endpoint_of, stack
 from proxmoxer.core import ResourceException
 
 from skyrig.errors import ProxmoxError
@@ -15,6 +14,7 @@ from skyrig.plan import build_plan
 from skyrig.proxmox.apply import ApplyFailed, apply_plan
 from skyrig.proxmox.client import PveClient
 from skyrig.proxmox.privileges import MINIMAL_PRIVILEGES
+from support import endpoint_of, stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -3,7 +3,6 @@ would): create → read shows no drift → diff/update → pending reboot → ma
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -11,14 +10,12 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "proxmox"))
-from proxmox_stackroot import endpoint_of, make_root, stack
-
 from skyrig.errors import OwnershipError
 from skyrig.plan import build_plan
 from skyrig.pulumi.providers import GpuVmProvider, PciMappingProvider
 from skyrig.pulumi.providers.gpu_vm import spec_to_dict
 from skyrig.pulumi.providers.pci_mapping import spec_to_dict as mapping_dict
+from support import endpoint_of, make_root, stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

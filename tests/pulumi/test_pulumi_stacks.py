@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 import runpy
-import sys
 from pathlib import Path
 from typing import Any
 
 import pulumi
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "proxmox"))
-from proxmox_stackroot import REPO, make_root
+from support import REPO, make_root
 
 pytestmark = pytest.mark.unit
 

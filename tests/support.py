@@ -9,7 +9,7 @@ from pathlib import Path
 from skyrig.config import Stack, load_stack
 from skyrig.proxmox.endpoint import Endpoint
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def make_root(tmp: Path) -> Path:
