@@ -10,6 +10,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp-installed
 WORKLOAD := workloads/qso_anomaly
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
+# unit and integration tests are independent (free ports, tmp state): one worker per core
+XDIST ?= -n auto --dist loadfile
 export CONTAINERS_CONF := $(CURDIR)/tests/images/containers.conf
 export RAY_AUTH_MODE := disabled
 export MLFLOW_ENABLE_TELEMETRY := false
@@ -50,10 +52,10 @@ lint: venv
 	  $(BIN)/ansible-lint --profile production -q roles playbooks; fi
 
 test-unit: venv
-	$(PYTEST) -m "unit" tests pvesim/tests
+	$(PYTEST) $(XDIST) -m "unit" tests pvesim/tests
 
 test-integration: venv
-	$(PYTEST) -m "integration and not roles and not vm and not gpu" tests pvesim/tests
+	$(PYTEST) $(XDIST) -m "integration and not roles and not vm and not gpu" tests pvesim/tests
 
 test-workload: venv
 	if [ -d $(WORKLOAD)/tests ]; then $(PYTEST) $(WORKLOAD)/tests; fi
