@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 from proxmoxer.core import ResourceException
 
 from pvesim import PveSim
-from pvesim.testing import proxmox_client
+from pvesim.testing import proxmox_client, running_sim
 
-from .conftest import wait
+from .conftest import FAST, raises, wait
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CLIENTS = 50
@@ -88,3 +89,30 @@ def test_fifty_concurrent_clients(sim: PveSim) -> None:
     for upid in upids:                                                # every UPID resolvable
         st = prox.nodes(upid.split(":")[1]).tasks(upid).status.get()
         assert st["status"] == "stopped" and st["exitstatus"] == "OK"
+
+
+def test_clones_share_the_template_lock_and_an_exclusive_writer_times_out(
+        tmp_path: Path) -> None:
+    """PVE clones a template under a shared flock: parallel clones run, while an exclusive
+    writer of the template waits and fails with PVE's flock timeout."""
+    with running_sim(tmp_path, task_durations={**FAST, "qmclone": 1.0}, lock_timeout=0.3) as sim:
+        prox = proxmox_client(sim)
+        upids = [prox.nodes("pve1").qemu(9001).clone.post(newid=n) for n in (100, 101)]
+        exc = raises(prox.nodes("pve1").qemu(9001).config.put, description="x")
+        assert exc.content == "can't lock file '/var/lock/qemu-server/lock-9001.conf' - got timeout"
+        assert [wait(prox, u)["exitstatus"] for u in upids] == ["OK", "OK"]
+        prox.nodes("pve1").qemu(9001).config.put(description="x")  # released afterwards
+
+
+def test_parallel_clones_time_out_on_the_storage_allocation_lock(tmp_path: Path) -> None:
+    durations = {**FAST, "qmclone": 0.0, "storage_alloc": 0.6}
+    with running_sim(tmp_path, task_durations=durations, lock_timeout=0.3) as sim:
+        prox = proxmox_client(sim)
+        upids = [prox.nodes("pve1").qemu(9001).clone.post(newid=n) for n in (100, 101, 102)]
+        statuses = sorted(wait(prox, u)["exitstatus"] for u in upids)
+        assert "OK" in statuses
+        failed = [s for s in statuses if s != "OK"]
+        assert failed and set(failed) == {
+            "clone failed: cfs-lock 'storage-local-lvm' error: got lock request timeout"}
+        vmids = {int(v["vmid"]) for v in prox.nodes("pve1").qemu.get()}
+        assert len(vmids & {100, 101, 102}) == 3 - len(failed)  # failed clones left nothing

@@ -87,6 +87,21 @@ def test_task_failure_after_n_seconds(sim: PveSim) -> None:
     assert 101 not in [v["vmid"] for v in prox.nodes("pve1").qemu.get()]
 
 
+def test_task_ending_in_warnings_does_its_work_and_cleanup(sim: PveSim) -> None:
+    """A real PVE task that ends in ``WARNINGS: n`` has done its work: the clone exists,
+    its placeholder lock is gone and the target's flock is released."""
+    prox = proxmox_client(sim)
+    sim.set_faults({"tasks": [{"type": "qmclone", "after": 0.1, "times": 1,
+                               "exitstatus": "WARNINGS: 2"}]})
+    st = wait(prox, prox.nodes("pve1").qemu(9001).clone.post(newid=100, name="w"))
+    assert st["exitstatus"] == "WARNINGS: 2"
+    conf = prox.nodes("pve1").qemu(100).config.get()
+    assert "lock" not in conf and conf["name"] == "w" and "scsi0" in conf
+    log = [line["t"] for line in prox.nodes("pve1").tasks(st["upid"]).log.get()]
+    assert log[-1] == "TASK WARNINGS: 2" and sum(t.startswith("WARN: ") for t in log) == 2
+    prox.nodes("pve1").qemu(100).config.put(cores=2)  # not locked: usable at once
+
+
 def test_lock_contention_and_dropped_connection(sim: PveSim) -> None:
     prox = proxmox_client(sim)
     clone(prox, 100)

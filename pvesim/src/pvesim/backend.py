@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,41 @@ TEMPLATE_CONF = {
     "serial0": "socket", "vga": "serial0", "ostype": "l26", "cores": "1", "memory": "1024",
     "boot": "order=scsi0", "cpu": "x86-64-v2-AES",
 }
+
+
+class SharedLock:
+    """A reader/writer flock: many shared holders or one exclusive holder, with timeouts."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+
+    def acquire(self, timeout: float = -1) -> bool:
+        with self._cond:
+            ok = self._cond.wait_for(lambda: not self._exclusive and not self._shared,
+                                     None if timeout < 0 else timeout)
+            if ok:
+                self._exclusive = True
+            return ok
+
+    def release(self) -> None:
+        with self._cond:
+            self._exclusive = False
+            self._cond.notify_all()
+
+    def acquire_shared(self, timeout: float = -1) -> bool:
+        with self._cond:
+            ok = self._cond.wait_for(lambda: not self._exclusive,
+                                     None if timeout < 0 else timeout)
+            if ok:
+                self._shared += 1
+            return ok
+
+    def release_shared(self) -> None:
+        with self._cond:
+            self._shared = max(0, self._shared - 1)
+            self._cond.notify_all()
 
 
 class Backend:
@@ -53,8 +88,9 @@ class Backend:
         self.auth_failure_delay = auth_failure_delay
         self.stopping = threading.Event()
         self.tasks = TaskManager(self)
-        self._flocks: dict[int, threading.Lock] = {}
+        self._flocks: dict[int, SharedLock] = {}
         self._flocks_guard = threading.Lock()
+        self._storage_locks: dict[str, threading.Lock] = {}
         self._counts: Counter[tuple[str, str]] = Counter()
         self._counts_lock = threading.Lock()
         self.boot_time = time.time()
@@ -196,26 +232,55 @@ class Backend:
         return vol
 
     # ------------------------------------------------------------------ locks
+    def _flock(self, vmid: int | str) -> SharedLock:
+        with self._flocks_guard:
+            return self._flocks.setdefault(int(vmid), SharedLock())
+
+    @staticmethod
+    def _flock_timeout(vmid: int | str) -> ApiError:
+        return die(f"can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout")
+
     @contextlib.contextmanager
     def vm_flock(self, vmid: int | str, timeout: float | None = None) -> Iterator[None]:
-        """The per-VM flock ``/var/lock/qemu-server/lock-<vmid>.conf``."""
-        with self._flocks_guard:
-            lock = self._flocks.setdefault(int(vmid), threading.Lock())
-        wait = self.lock_timeout if timeout is None else timeout
-        if not lock.acquire(timeout=wait):
-            raise die(f"can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout")
+        """The per-VM flock ``/var/lock/qemu-server/lock-<vmid>.conf`` (exclusive)."""
+        lock = self.acquire_flock(vmid, timeout)
         try:
             yield
         finally:
             lock.release()
 
-    def acquire_flock(self, vmid: int | str, timeout: float | None = None) -> threading.Lock:
-        with self._flocks_guard:
-            lock = self._flocks.setdefault(int(vmid), threading.Lock())
-        wait = self.lock_timeout if timeout is None else timeout
-        if not lock.acquire(timeout=wait):
-            raise die(f"can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout")
+    def acquire_flock(self, vmid: int | str, timeout: float | None = None) -> SharedLock:
+        """Take the VM's flock exclusively (``PVE::QemuConfig->lock_config``); the caller
+        releases it with ``.release()``."""
+        lock = self._flock(vmid)
+        if not lock.acquire(timeout=self.lock_timeout if timeout is None else timeout):
+            raise self._flock_timeout(vmid)
         return lock
+
+    def acquire_flock_shared(self, vmid: int | str,
+                             timeout: float | None = None) -> Callable[[], None]:
+        """Take the VM's flock shared (``lock_config_shared``: a clone of a template holds it
+        for the whole clone, so parallel clones of one template run while an exclusive writer
+        of the template waits and times out). Returns the release function."""
+        lock = self._flock(vmid)
+        if not lock.acquire_shared(timeout=self.lock_timeout if timeout is None else timeout):
+            raise self._flock_timeout(vmid)
+        return lock.release_shared
+
+    @contextlib.contextmanager
+    def storage_lock(self, node: str, sid: str) -> Iterator[None]:
+        """The storage's allocation lock (``cfs-lock 'storage-<id>'``), held while a volume is
+        allocated for ``durations['storage_alloc']`` seconds; waiting longer than
+        ``lock_timeout`` fails like PVE's cluster lock (``got lock request timeout``)."""
+        with self._flocks_guard:
+            lock = self._storage_locks.setdefault(f"{node}/{sid}", threading.Lock())
+        if not lock.acquire(timeout=self.lock_timeout):
+            raise die(f"cfs-lock 'storage-{sid}' error: got lock request timeout")
+        try:
+            self.sleep(self.durations.get("storage_alloc", 0.0))
+            yield
+        finally:
+            lock.release()
 
     # ------------------------------------------------------------------ permissions
     def check_perm(self, caller: Caller, path: str, privs: list[str] | tuple[str, ...],

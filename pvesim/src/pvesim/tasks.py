@@ -173,7 +173,16 @@ class TaskManager:
             if fault is not None:
                 if not self.b.sleep(float(fault.get("after", 0.0))):
                     return None
-                raise TaskFailure(str(fault.get("exitstatus", "injected task failure")))
+                status = str(fault.get("exitstatus", "injected task failure"))
+                if is_error_status(status):
+                    raise TaskFailure(status)
+                # A PVE task that ends in "WARNINGS: n" (or OK) has done its work: run the
+                # worker, log the injected warnings, and let the normal cleanup happen.
+                worker(ctx)
+                m = re.fullmatch(r"WARNINGS: (\d+)", status)
+                for i in range(max(0, int(m.group(1)) - ctx.warnings) if m else 0):
+                    ctx.warn(f"injected warning {i + 1}")
+                return f"WARNINGS: {ctx.warnings}" if ctx.warnings else "OK"
             if not self.b.sleep(self.duration(typ)):
                 return None
             worker(ctx)

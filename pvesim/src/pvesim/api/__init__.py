@@ -37,6 +37,12 @@ def load_all() -> dict[tuple[str, str], Handler]:
         cluster,
         mapping,
         qemu,
+        qemu_agent,
+        qemu_clone,
+        qemu_cloudinit,
+        qemu_config,
+        qemu_disk,
+        qemu_migrate,
         qemu_power,
         tasks_api,
     )

@@ -295,3 +295,6 @@ def wait_for_task(b: Backend, upid: str, seconds: float) -> dict[str, Any] | Non
                 return dict(task)
         time.sleep(0.02)
     return None
+
+def _vmid(p: dict[str, Any]) -> int:
+    return int(p["vmid"])

@@ -7,8 +7,10 @@ from typing import Any
 
 from pvesim import vmconfig
 from pvesim.api import route
-from pvesim.api.qemu import _agent_enabled, _start_in_task, _vmid, regenerate_cloudinit
-from pvesim.api.qemu_common import apply_pending
+from pvesim.api.qemu import _start_in_task
+from pvesim.api.qemu_agent import _agent_enabled
+from pvesim.api.qemu_cloudinit import regenerate_cloudinit
+from pvesim.api.qemu_common import _vmid, apply_pending
 from pvesim.apierror import TaskFailure, die, param_error
 from pvesim.auth import Caller
 from pvesim.backend import Backend, vm_status_entry
