@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from skyrig.errors import OwnershipError
+from skyrig.errors import OwnershipError, ProxmoxError
 from skyrig.plan import build_plan
 from skyrig.pulumi.providers import GpuVmProvider, PciMappingProvider
 from skyrig.pulumi.providers.gpu_vm import spec_to_dict
@@ -89,7 +89,8 @@ def test_providers_lifecycle(sim: Any, tmp_path: Path) -> None:
     assert sim.vm(301)["pending"]["hostpci0"] == "mapping=a4000-pve1-x,pcie=1"
     done = vp.update("301", pend.outs, {**swapped, "reboot_policy": "when-required"})
     assert sim.vm(301)["conf"]["hostpci0"] == "mapping=a4000-pve1-x,pcie=1"
-    mp.delete("a4000-pve1-x", {"spec": mapping_dict(alt), **conn(sim)})
+    with pytest.raises(ProxmoxError, match=r"still used by gpu-w-1 \(vmid 301 on pve1\)"):
+        mp.delete("a4000-pve1-x", {"spec": mapping_dict(alt), **conn(sim)})
 
     # node/template/vmid changes replace, deleting first (fixed vmids)
     moved = {**props, "spec": spec_to_dict(replace(vm, node="pve2", template_vmid=9002))}
@@ -104,6 +105,7 @@ def test_providers_lifecycle(sim: Any, tmp_path: Path) -> None:
 
     vp.delete("301", done.outs)
     assert sim.vm(301) is None
+    mp.delete("a4000-pve1-x", {"spec": mapping_dict(alt), **conn(sim)})  # unused now
     assert vp.read("301", done.outs).id is None
     mp.delete("a4000-pve1-0", m_new)
     assert mp.read("a4000-pve1-0", m_new).id is None

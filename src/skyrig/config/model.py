@@ -161,6 +161,12 @@ class PciMapping(Strict):
     model: str = Field("rtx-a4000", description="GPU model key from the compatibility data.")
     description: str = Field("", description="Free text shown in the PVE UI.")
     entries: list[PciMappingEntry] = Field(min_length=1, description="One entry per node.")
+    adopt_existing: bool = Field(
+        False,
+        description="Take over a mapping with this id that skyrig did not create (made by hand "
+        "or by another stack): skyrig then rewrites it, records it as its own and deletes it on "
+        "`down`. Without it skyrig refuses to touch a foreign mapping.",
+    )
 
 
 class VmClass(Strict):

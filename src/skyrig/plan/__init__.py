@@ -19,6 +19,13 @@ class Plan:
     pci_mappings: list[PciMappingSpec]
     vms: list[GpuVmSpec]
     inventory: Inventory
+    #: The tag that marks what this stack owns in PVE (``skyrig-<stack>``); the reconcile core
+    #: takes it from here for reconcile, prune and destroy alike.
+    owner_tag: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.owner_tag:
+            object.__setattr__(self, "owner_tag", owner_tag(self.stack))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -28,7 +35,7 @@ def build_plan(stack: Stack) -> Plan:
     return Plan(
         stack=stack.name,
         environment=stack.config.environment,
-        pci_mappings=pci_mappings(stack.config),
+        pci_mappings=pci_mappings(stack.config, stack.name),
         vms=gpu_vms(stack),
         inventory=build_inventory(stack),
     )

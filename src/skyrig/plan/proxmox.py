@@ -47,6 +47,8 @@ class PciMappingSpec:
     description: str
     model: str
     entries: tuple[PciMappingEntrySpec, ...]
+    owner_tag: str = ""
+    adopt_existing: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,8 @@ def vm_config(cfg: StackConfig, vm: GpuVm, stack_name: str) -> dict[str, str | i
     return conf
 
 
-def pci_mappings(cfg: StackConfig) -> list[PciMappingSpec]:
+def pci_mappings(cfg: StackConfig, stack_name: str | None = None) -> list[PciMappingSpec]:
+    """The stack's cluster PCI mappings; ``stack_name`` sets their owner tag."""
     out = []
     for m in cfg.pci_mappings:
         model = gpu_model(m.model) or {}
@@ -149,6 +152,8 @@ def pci_mappings(cfg: StackConfig) -> list[PciMappingSpec]:
                 description=m.description or f"{m.model} ({m.id})",
                 model=m.model,
                 entries=entries,
+                owner_tag=owner_tag(stack_name) if stack_name else "",
+                adopt_existing=m.adopt_existing,
             )
         )
     return out

@@ -20,6 +20,7 @@ from skyrig.plan import Plan
 from skyrig.plan.proxmox import GpuVmSpec
 from skyrig.proxmox.client import PveClient
 from skyrig.proxmox.mappings import MappingReconciler
+from skyrig.proxmox.ownership import parse_tags
 from skyrig.proxmox.state import ProvisionRecord
 from skyrig.proxmox.vms import VmOutcome, VmReconciler
 
@@ -105,8 +106,9 @@ def apply_plan(plan: Plan, client: PveClient, *, parallelism: int = 4,
     client.reset_counts()
     result = ApplyResult(stack=plan.stack, path="direct")
     report = progress or (lambda _n, _s: None)
-    mr = MappingReconciler(client)
+    mr = MappingReconciler(client, recorded=record.mappings() if record is not None else ())
     measured = mr.measure(plan.pci_mappings)  # PreflightError before anything changes
+    remapped: list[str] = []
     for spec in plan.pci_mappings:
         out = mr.ensure(spec, measured[spec.id])
         key = f"pci-mapping/{spec.id}"
@@ -114,10 +116,14 @@ def apply_plan(plan: Plan, client: PveClient, *, parallelism: int = 4,
          "unchanged": result.unchanged}[out.action].append(key)
         if out.changes and out.action == "updated":
             result.details[key] = out.changes
+            if "map" in out.changes:
+                remapped.append(spec.id)
         if record is not None:
             record.put_mapping(spec.id)
     vr = VmReconciler(client, task_timeout_s=task_timeout_s, reboot_policy=reboot_policy,
                       progress=report)
+    if record is not None:
+        vr.before_clone = record.put_vm
     vr.index(refresh=True)
     failures: dict[str, Exception] = {}
 
@@ -125,6 +131,8 @@ def apply_plan(plan: Plan, client: PveClient, *, parallelism: int = 4,
         recorded = record.vm(spec.vmid) if record is not None else None
         try:
             out = vr.ensure(spec, recorded=recorded)
+        except OwnershipError:
+            raise  # someone else's VM at that vmid: never recorded as ours
         except Exception:
             if record is not None and recorded is None:
                 record.put_vm(spec)
@@ -143,6 +151,8 @@ def apply_plan(plan: Plan, client: PveClient, *, parallelism: int = 4,
             except Exception as exc:
                 failures[f"vm/{vm.name}"] = exc
                 report(vm.name, f"failed: {str(exc).splitlines()[0]}")
+    if remapped:
+        _mapping_reboots(remapped, vr, mr, result, report)
     if prune and not failures:
         _prune(plan, vr, mr, record, result, report)
     result.api_calls = client.call_counts()
@@ -154,15 +164,50 @@ def apply_plan(plan: Plan, client: PveClient, *, parallelism: int = 4,
     return result
 
 
+def _mapping_reboots(remapped: list[str], vr: VmReconciler, mr: MappingReconciler,
+                     result: ApplyResult, report: Callable[[str, str], None]) -> None:
+    """Running VMs that use a mapping whose devices changed keep the old device until they
+    restart (PVE resolves a mapping at VM start): report them as pending reboot."""
+    running = {int(v): str(e.get("status")) for v, e in vr.index(refresh=True).items()}
+    for mid in remapped:
+        for user in mr.users(mid):
+            vmid = int(user.split("(vmid ", 1)[1].split()[0])
+            name = user.split(" (vmid", 1)[0]
+            if running.get(vmid) != "running":
+                continue
+            if name not in result.pending_reboot:
+                result.pending_reboot.append(name)
+            result.details.setdefault(f"vm/{name}", []).append(
+                f"pending reboot: PCI mapping {mid} changed")
+            report(name, f"pending reboot: PCI mapping {mid} changed")
+
+
+def _delete_mapping(mr: MappingReconciler, mid: str, tag: str, result: ApplyResult,
+                    record: ProvisionRecord | None) -> None:
+    """Delete one mapping if this stack owns it and no VM uses it; otherwise say why not."""
+    key = f"pci-mapping/{mid}"
+    try:
+        if mr.delete(mid, tag):
+            result.deleted.append(key)
+    except OwnershipError as exc:
+        result.details.setdefault(key, []).append(f"left alone: {exc.message}")
+    except ProxmoxError as exc:
+        if "still used by" not in exc.message:
+            raise
+        result.details.setdefault(key, []).append(f"kept: {exc.message}")
+        return  # still ours: stays in the record, a later run deletes it
+    if record is not None:
+        record.drop_mapping(mid)
+
+
 def _prune(plan: Plan, vr: VmReconciler, mr: MappingReconciler,
            record: ProvisionRecord | None, result: ApplyResult,
            report: Callable[[str, str], None]) -> None:
     """Delete VMs the stack owns but no longer wants, then mappings it made and left."""
     wanted = {s.vmid for s in plan.vms}
-    tag = next((s.owner_tag for s in plan.vms), f"skyrig-{plan.stack}")
+    tag = plan.owner_tag
     for vmid, entry in sorted(vr.index().items()):
-        tags = {t for t in str(entry.get("tags", "")).replace(",", ";").split(";") if t}
-        if vmid in wanted or tag not in tags:
+        if vmid in wanted or tag.lower() not in parse_tags(entry.get("tags")):
             continue
         name = str(entry.get("name", vmid))
         report(name, "delete (left the stack)")
@@ -174,9 +219,7 @@ def _prune(plan: Plan, vr: VmReconciler, mr: MappingReconciler,
         keep = {m.id for m in plan.pci_mappings}
         for mid in record.mappings():
             if mid not in keep:
-                if mr.delete(mid):
-                    result.deleted.append(f"pci-mapping/{mid}")
-                record.drop_mapping(mid)
+                _delete_mapping(mr, mid, tag, result, record)
 
 
 def destroy_plan(plan: Plan, client: PveClient, *, parallelism: int = 4,
@@ -189,19 +232,19 @@ def destroy_plan(plan: Plan, client: PveClient, *, parallelism: int = 4,
     result = ApplyResult(stack=plan.stack, path="direct")
     report = progress or (lambda _n, _s: None)
     vr = VmReconciler(client, task_timeout_s=task_timeout_s, progress=report)
-    tag = next((s.owner_tag for s in plan.vms), f"skyrig-{plan.stack}")
+    tag = plan.owner_tag
     descriptions = {s.vmid: str(s.config.get("description", "")) for s in plan.vms}
     names = {s.vmid: s.name for s in plan.vms}
     targets: dict[int, str] = {}
     for vmid, entry in vr.index(refresh=True).items():
-        tags = {t for t in str(entry.get("tags", "")).replace(",", ";").split(";") if t}
-        if tag in tags or vmid in names:
+        if tag.lower() in parse_tags(entry.get("tags")) or vmid in names:
             targets[vmid] = names.get(vmid, str(entry.get("name", vmid)))
     failures: dict[str, Exception] = {}
 
     def one(vmid: int) -> bool:
         try:
-            return vr.delete(vmid, tag, descriptions.get(vmid), name=targets[vmid])
+            return vr.delete(vmid, tag, descriptions.get(vmid), name=targets[vmid],
+                             recorded=record is not None and record.vm(vmid) is not None)
         except OwnershipError as exc:
             key = f"vm/{targets[vmid]}"
             result.unchanged.append(key)
@@ -221,13 +264,10 @@ def destroy_plan(plan: Plan, client: PveClient, *, parallelism: int = 4,
             except Exception as exc:
                 failures[f"vm/{targets[vmid]}"] = exc
     if not failures:
-        mr = MappingReconciler(client)
+        mr = MappingReconciler(client, recorded=record.mappings() if record else ())
         ids = [m.id for m in plan.pci_mappings] + (record.mappings() if record else [])
         for mid in dict.fromkeys(ids):
-            if mr.delete(mid):
-                result.deleted.append(f"pci-mapping/{mid}")
-            if record is not None:
-                record.drop_mapping(mid)
+            _delete_mapping(mr, mid, tag, result, record)
     result.deleted.sort()
     result.api_calls = client.call_counts()
     result.elapsed_s = time.monotonic() - started

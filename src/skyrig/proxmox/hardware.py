@@ -6,8 +6,8 @@ preflight refuses (``PreflightError``) when
 
 * the device is missing at the path, or is another device than the stack's GPU model;
 * the node has no IOMMU (``iommugroup`` −1);
-* the card shares its IOMMU group with a device that is not part of the mapping (bridges, class
-  ``06xx``, are ignored as PVE's lspci hides them by default).
+* the card shares its IOMMU group with a device that is not part of the mapping, including
+  another GPU (:func:`group_blockers`: a group attaches to one VM; PCI bridges may stay).
 """
 
 from __future__ import annotations
@@ -17,6 +17,39 @@ from typing import Any
 
 from skyrig.errors import PreflightError
 from skyrig.plan.proxmox import PciMappingSpec
+
+#: PCI classes that may stay in a passed-through card's IOMMU group: PCI-to-PCI bridges (the
+#: kernel's vfio group viability check lets bridges stay with the host).
+BRIDGE_CLASSES = ("0x0604",)
+
+
+def group_blockers(unit: set[str], members: list[tuple[str, str]],
+                   bridge_classes: tuple[str, ...] | list[str] = BRIDGE_CLASSES) -> list[str]:
+    """THE IOMMU-group rule, stated once: an IOMMU group is attached to exactly one VM, as a
+    whole, so every member of the group of a passed-through unit (the PCI functions that go to
+    one VM) must be a function of that same unit or a PCI bridge. Every other member, another
+    device or a function of another requested card alike, blocks the passthrough.
+
+    ``unit``: the function addresses (``0000:01:00.0``) that go to the VM; ``members``: the
+    group's ``(address, class)`` pairs (class as sysfs or PVE write it, ``0x030000`` /
+    ``030000``). Returns the blocking addresses (empty: safe). Source: the kernel's VFIO group
+    viability (Documentation/driver-api/vfio.rst) and PVE's PCI passthrough guide.
+
+    roles/proxmox_gpu_host/library/proxmox_gpu_host_facts.py carries this function verbatim
+    (an Ansible module cannot import skyrig on the target); tests/proxmox/test_iommu_rule.py
+    asserts the two are the same code and agree on one fixture table.
+    """
+    blockers = []
+    for address, pci_class in members:
+        if address in unit:
+            continue
+        cls = pci_class.lower()
+        if not cls.startswith("0x"):
+            cls = "0x" + cls
+        if any(cls.startswith(prefix.lower()) for prefix in bridge_classes):
+            continue
+        blockers.append(address)
+    return blockers
 
 
 @dataclass(frozen=True)
@@ -62,10 +95,11 @@ def measure_entry(spec: PciMappingSpec, node: str, path: str, expected: str,
                          "fix": "enable IOMMU (intel_iommu=on / amd_iommu=on) and reboot: "
                                 "run the host-prep playbook"})
         return None, problems
-    others = [d for d in devices
-              if int(d.get("iommugroup", -2)) == group
-              and not str(d.get("id", "")).startswith(path + ".")
-              and not _hex(d.get("class")).startswith("06")]
+    in_group = [d for d in devices if int(d.get("iommugroup", -2)) == group]
+    blocking = set(group_blockers({str(d["id"]) for d in functions},
+                                  [(str(d.get("id", "")), str(d.get("class", "")))
+                                   for d in in_group]))
+    others = [d for d in in_group if str(d.get("id", "")) in blocking]
     if others:
         names = ", ".join(f"{d['id']} ({d.get('device_name', _hex(d.get('class')))})"
                           for d in others)
@@ -82,20 +116,37 @@ def measure_entry(spec: PciMappingSpec, node: str, path: str, expected: str,
                          map_string=entry.as_map_string(group, subsystem)), problems
 
 
-def measure_mappings(specs: list[PciMappingSpec], hardware: dict[str, list[dict[str, Any]]]
-                     ) -> dict[str, list[MeasuredEntry]]:
-    """Measure every mapping; raise one PreflightError listing every problem."""
+def _node_problem(node: str, error: str | None) -> tuple[str, str, str]:
+    """(problem, detail, fix) for a node whose hardware could not be read."""
+    text = (error or "").lower()
+    if error is None or text.startswith("not in the cluster") or "hostname lookup" in text:
+        return ("node missing", f"node {node} is not in the cluster"
+                + (f" ({error})" if error else ""),
+                "fix skyrig:nodes or the mapping's node")
+    if error.startswith("403") or "permission check failed" in text:
+        return ("permission denied", f"cannot read {node}'s PCI hardware (PVE: {error})",
+                "grant Sys.Audit on /nodes/" + node + " to skyrig's token")
+    return ("node unreachable", f"node {node} did not answer (PVE: {error})",
+            f"bring {node} online (pvecm status) or remove its entries from the stack")
+
+
+def measure_mappings(specs: list[PciMappingSpec], hardware: dict[str, list[dict[str, Any]]],
+                     errors: dict[str, str] | None = None) -> dict[str, list[MeasuredEntry]]:
+    """Measure every mapping; raise one PreflightError listing every problem.
+
+    ``hardware``: node → ``/nodes/{node}/hardware/pci`` rows; ``errors``: node → PVE's error
+    for nodes that could not be read (each becomes a problem of its own entry)."""
     out: dict[str, list[MeasuredEntry]] = {}
     problems: list[dict[str, Any]] = []
+    errors = errors or {}
     for spec in specs:
         entries: list[MeasuredEntry] = []
         for e in spec.entries:
             devices = hardware.get(e.node)
             if devices is None:
+                problem, detail, fix = _node_problem(e.node, errors.get(e.node))
                 problems.append({"mapping": spec.id, "node": e.node, "path": e.path,
-                                 "problem": "node missing",
-                                 "detail": f"node {e.node} is not in the cluster",
-                                 "fix": "fix skyrig:nodes or the mapping's node"})
+                                 "problem": problem, "detail": detail, "fix": fix})
                 continue
             m, p = measure_entry(spec, e.node, e.path, e.vendor_device, devices)
             problems.extend(p)

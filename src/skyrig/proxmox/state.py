@@ -1,8 +1,15 @@
-"""The direct apply's record of what it made (``.skyrig/<stack>/provision.json``).
+"""The provisioning record of a stack (``.skyrig/<stack>/provision.json``).
 
 PVE shows the live config but not how a VM came to be: the record keeps the inputs that force a
-replacement (template, storage) and the mappings skyrig created, so that a later apply can replace
-a VM whose template changed and prune mappings that left the stack. It holds no secrets.
+replacement (template, storage), the mappings skyrig created (ownership: a mapping is deleted
+only when this stack made it), the VMs skyrig started cloning (proof that a stale clone
+placeholder is skyrig's) and the VMs' addresses as the last apply saw them. Both provisioning
+paths (direct and Pulumi) write it; the Ansible inventory reads the addresses from it. Shape::
+
+    {"mappings": ["a4000-pve1-0"], "vms": {"301": {"name": .., "node": .., "template_vmid": ..,
+     "storage": ..}}, "ips": {"gpu-w-1": "10.0.0.31"}}
+
+It holds no secrets.
 """
 
 from __future__ import annotations
@@ -19,12 +26,14 @@ class ProvisionRecord:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self.data: dict[str, Any] = {"mappings": [], "vms": {}}
+        self.data: dict[str, Any] = {"mappings": [], "vms": {}, "ips": {}}
         if path.is_file():
             try:
                 loaded = json.loads(path.read_text())
                 self.data["mappings"] = list(loaded.get("mappings", []))
                 self.data["vms"] = dict(loaded.get("vms", {}))
+                self.data["ips"] = {str(k): str(v) for k, v in
+                                    dict(loaded.get("ips", {})).items()}
             except (OSError, ValueError):
                 pass
 
@@ -47,6 +56,17 @@ class ProvisionRecord:
     def drop_vm(self, vmid: int) -> None:
         with self._lock:
             self.data["vms"].pop(str(vmid), None)
+        self.save()
+
+    def ips(self) -> dict[str, str]:
+        """VM name → IPv4 address, as the last apply (either path) reported them."""
+        with self._lock:
+            return dict(self.data["ips"])
+
+    def set_ips(self, ips: dict[str, str]) -> None:
+        """Replace the recorded addresses (an apply reports every VM of the stack)."""
+        with self._lock:
+            self.data["ips"] = {str(k): str(v) for k, v in ips.items()}
         self.save()
 
     def mappings(self) -> list[str]:

@@ -7,6 +7,7 @@ skyrig never changes or deletes a VM it does not own (:class:`OwnershipError`).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 import threading
@@ -18,12 +19,30 @@ from typing import Any, Literal
 from skyrig.errors import OwnershipError, ProxmoxError, ProxmoxTaskError
 from skyrig.plan.proxmox import GpuVmSpec
 from skyrig.proxmox.client import PveClient, is_missing
+from skyrig.proxmox.ownership import parse_tags, vm_owned
 from skyrig.proxmox.tasks import TaskResult, WaitPolicy, wait_for_task
 from skyrig.proxmox.vmdiff import VmDiff, diff_config
 
 Progress = Callable[[str, str], None]
 RebootPolicy = Literal["never", "when-required"]
 Action = Literal["created", "updated", "replaced", "unchanged", "deleted"]
+
+#: Back-off before each re-run of a clone task that failed on a lock (bounded: 3 retries).
+CLONE_LOCK_RETRY_S = (0.5, 1.0, 2.0)
+#: Task exit statuses of a clone that lost a race for a lock, not a real failure (PVE's
+#: ``PVE::Tools::lock_file`` and ``PVE::Cluster::cfs_lock_storage`` messages); a failed clone
+#: removes its placeholder, so running it again is safe.
+_LOCK_TIMEOUTS = (re.compile(r"can't lock file '[^']+' - got timeout"),
+                  re.compile(r"cfs-lock '[^']+' error: got lock request timeout"))
+
+
+def is_lock_timeout(exitstatus: str) -> bool:
+    """Whether a task's exit status is a lock timeout (worth a bounded retry)."""
+    return any(p.search(exitstatus) for p in _LOCK_TIMEOUTS)
+
+
+#: Disk-like config keys (a new value may allocate a volume and move the old one to unusedN).
+_DISK_KEY = re.compile(r"^(efidisk|tpmstate|scsi|virtio|sata|ide)\d+$")
 
 #: One reboot at a time across the whole apply (``reboot_policy: when-required``).
 REBOOT_LOCK = threading.Lock()
@@ -50,7 +69,7 @@ class VmState:
 
     @property
     def tags(self) -> set[str]:
-        return {t for t in re.split(r"[;,\s]+", str(self.config.get("tags", "")).lower()) if t}
+        return parse_tags(self.config.get("tags"))
 
     @property
     def lock(self) -> str | None:
@@ -71,15 +90,12 @@ class VmOutcome:
 
 
 def owned(state: VmState, spec_or_tag: GpuVmSpec | str, description: str | None = None) -> bool:
-    """Whether the stack owns the VM (owner tag, or skyrig's description on a half-made clone)."""
+    """Whether the stack owns the VM (:func:`skyrig.proxmox.ownership.vm_owned`)."""
     if isinstance(spec_or_tag, GpuVmSpec):
         tag, description = spec_or_tag.owner_tag, str(spec_or_tag.config.get("description", ""))
     else:
         tag = spec_or_tag
-    if tag and tag.lower() in state.tags:
-        return True
-    live_desc = str(state.config.get("description", "")).strip()
-    return bool(description) and live_desc == str(description).strip() and not state.tags
+    return vm_owned(state.config, tag, description)
 
 
 class VmReconciler:
@@ -95,6 +111,9 @@ class VmReconciler:
         self.shutdown_timeout_s = shutdown_timeout_s
         self.progress = progress or _noop
         self._index: dict[int, dict[str, Any]] | None = None
+        #: Called right before a clone is requested (the direct apply records the VM there, so
+        #: a placeholder left by a clone that dies with this process is provably skyrig's).
+        self.before_clone: Callable[[GpuVmSpec], None] | None = None
 
     # ------------------------------------------------------------------ reads
     def index(self, refresh: bool = False) -> dict[int, dict[str, Any]]:
@@ -214,6 +233,8 @@ class VmReconciler:
         params["description"] = spec.config.get("description", "")
         path = f"nodes/{spec.node}/qemu/{spec.template_vmid}/clone"
         self.progress(spec.name, f"full clone of template {spec.template_vmid}")
+        if self.before_clone is not None:
+            self.before_clone(spec)
         try:
             upid = self.c.request("POST", path, params, node=spec.node, vmid=spec.vmid)
         except ProxmoxError as exc:
@@ -232,8 +253,18 @@ class VmReconciler:
                 raise OwnershipError(
                     f"VM {spec.vmid} appeared on {spec.node} but is not skyrig's",
                     hint="pick another vmid or remove that VM by hand") from exc
-        wait_for_task(self.c, str(upid), policy=self.policy, vmid=spec.vmid,
-                      what=f"clone of {spec.name}")
+        for delay in [*CLONE_LOCK_RETRY_S, None]:
+            try:
+                wait_for_task(self.c, str(upid), policy=self.policy, vmid=spec.vmid,
+                              what=f"clone of {spec.name}")
+                break
+            except ProxmoxTaskError as exc:
+                if delay is None or not is_lock_timeout(exc.pve_message or ""):
+                    raise
+                self.progress(spec.name, f"clone hit a lock timeout ({exc.pve_message}); "
+                                         f"retrying in {delay:g}s")
+                time.sleep(delay)
+                upid = self.c.request("POST", path, params, node=spec.node, vmid=spec.vmid)
         self._wait_unlocked(spec.node, spec.vmid)
 
     def _exists(self, spec: GpuVmSpec) -> bool:
@@ -285,6 +316,10 @@ class VmReconciler:
                allow_replace: bool = True) -> VmOutcome:
         """Make the live VM match ``spec``; create or replace it if needed."""
         state = self.read(spec.vmid)
+        if state is not None and state.lock == "clone" and not owned(state, spec):
+            state = self.settle_clone(state, spec.template_vmid, spec.name,
+                                      str(spec.config.get("description", "")),
+                                      recorded is not None, spec_node=spec.node)
         if state is None:
             return self.create(spec)
         if not owned(state, spec):
@@ -329,6 +364,8 @@ class VmReconciler:
             self.configure(spec, d, digest)
         if d.resize:
             self.resize(spec, d.resize)
+        if any(_DISK_KEY.match(k) and k in state.current for k in d.set):
+            self.drop_leftovers(spec, state.config)  # a re-allocated volume went to unusedN
         if changed and action == "unchanged":
             action = "updated"
         out = VmOutcome(name=spec.name, vmid=spec.vmid, node=spec.node, action=action,
@@ -342,6 +379,8 @@ class VmReconciler:
         if running and pending:
             if self.reboot_policy == "when-required":
                 self.reboot(spec)
+                if any(_DISK_KEY.match(k) for k in pending):
+                    self.drop_leftovers(spec, state.current)
                 out.rebooted = True
                 if action == "unchanged":
                     out.action = "updated"
@@ -360,6 +399,88 @@ class VmReconciler:
             out.ip = self.guest_ip(spec.node, spec.vmid, spec.ip)
         self.progress(spec.name, f"{out.action}" + (f" ({out.ip})" if out.ip else ""))
         return out
+
+    def drop_leftovers(self, spec: GpuVmSpec, before: dict[str, Any]) -> list[str]:
+        """Delete the ``unusedN`` entries a write just produced (PVE moves the old volume of a
+        replaced disk-like key, e.g. a re-allocated ``efidisk0``, to ``unusedN``); deleting
+        ``unusedN`` destroys the volume. Entries that were there before are left alone."""
+        conf = self.c.request("GET", f"nodes/{spec.node}/qemu/{spec.vmid}/config",
+                              {"current": 1}, node=spec.node, vmid=spec.vmid) or {}
+        new = sorted(k for k in conf if re.fullmatch(r"unused\d+", str(k)) and k not in before
+                     and f"-{spec.vmid}-" in str(conf[k]))
+        if new:
+            self._task("POST", f"nodes/{spec.node}/qemu/{spec.vmid}/config", spec.name,
+                       spec.node, spec.vmid, f"destroy replaced volumes ({', '.join(new)})",
+                       {"delete": ",".join(new)})
+        return new
+
+    # ------------------------------------------------------------------ clone placeholders
+    def active_clones(self, nodes: set[str], ids: set[int]) -> list[tuple[str, str]]:
+        """Running ``qmclone`` tasks whose id (PVE: the *source* vmid) is in ``ids``:
+        ``(node, upid)``."""
+        out = []
+        for node in sorted(nodes):
+            rows = self.c.request("GET", f"nodes/{node}/tasks", {"source": "active",
+                                                                 "typefilter": "qmclone"},
+                                  node=node) or []
+            out += [(node, str(r["upid"])) for r in rows
+                    if str(r.get("id", "")) in {str(i) for i in ids}]
+        return out
+
+    def settle_clone(self, state: VmState, template_vmid: int | None, name: str,
+                     description: str, recorded: bool, *,
+                     spec_node: str | None = None) -> VmState | None:
+        """Resolve a clone placeholder (config ``lock: clone`` and no owner tag yet).
+
+        * a ``qmclone`` task from the template (or for the vmid) still runs: wait for it and
+          return the VM as it is then (None if the clone failed and PVE removed it);
+        * no such task: a stale placeholder (the clone's process died). When the provisioning
+          record (``recorded``) or the description proves it is skyrig's, remove it
+          (``skiplock``, purge, unreferenced disks) and return None so it is cloned again;
+          otherwise raise :class:`ProxmoxError` with the commands that clean it up.
+        """
+        nodes = {state.node, *([spec_node] if spec_node else [])}
+        ids = {state.vmid, *([template_vmid] if template_vmid is not None else [])}
+        running = self.active_clones(nodes, ids)
+        if running:
+            for _node, upid in running:
+                self.progress(name, f"waiting for the running clone task {upid}")
+                # a failed clone removes its own placeholder: re-read either way
+                with contextlib.suppress(ProxmoxTaskError):
+                    wait_for_task(self.c, upid, policy=self.policy, vmid=state.vmid,
+                                  what=f"clone of {name} (started earlier)")
+            return self.read(state.vmid, state.node)
+        live_desc = str(state.config.get("description", "")).strip()
+        proven = recorded or (bool(description) and live_desc == description.strip())
+        node, vmid = state.node, state.vmid
+        cleanup = (f"`qm unlock {vmid} && qm destroy {vmid} --purge "
+                   f"--destroy-unreferenced-disks 1` on {node}")
+        if not proven:
+            raise ProxmoxError(
+                f"VM {vmid} on {node} is a stale clone placeholder (lock: clone, no clone task "
+                "running) that neither its description nor the provisioning record shows to be "
+                "skyrig's; skyrig will not remove it",
+                node=node, vmid=vmid,
+                hint=f"if nothing else is cloning to it, clean it up: {cleanup}; then re-run")
+        self.progress(name, f"removing stale clone placeholder {vmid} on {node}")
+        try:
+            self._task("DELETE", f"nodes/{node}/qemu/{vmid}", name, node, vmid,
+                       "destroy stale clone placeholder",
+                       {"skiplock": 1, "purge": 1, "destroy-unreferenced-disks": 1})
+        except ProxmoxError as exc:
+            if "Only root may use this option" not in str(exc):
+                raise
+            raise ProxmoxError(
+                f"VM {vmid} on {node} is a stale clone placeholder skyrig made (lock: clone, no "
+                "clone task running; the clone's process died). Removing it needs PVE's "
+                "skiplock, which PVE grants only to root@pam, never to an API token",
+                node=node, vmid=vmid,
+                hint=f"run {cleanup} (or `pvesh delete /nodes/{node}/qemu/{vmid} --skiplock 1 "
+                     "--purge 1 --destroy-unreferenced-disks 1` as root), then re-run: the "
+                     "VM is cloned again") from exc
+        if self._index is not None:
+            self._index.pop(vmid, None)
+        return None
 
     # ------------------------------------------------------------------ delete
     def destroy(self, state: VmState, owner_tag: str, description: str | None = None, *,
@@ -389,11 +510,16 @@ class VmReconciler:
             self._index.pop(vmid, None)
 
     def delete(self, vmid: int, owner_tag: str, description: str | None = None,
-               name: str | None = None) -> bool:
-        """Delete the VM if it exists (False if it was already gone)."""
+               name: str | None = None, recorded: bool = False) -> bool:
+        """Delete the VM if it exists (False if it was already gone). A clone placeholder
+        skyrig half-made is settled first (:meth:`settle_clone`)."""
         state = self.read(vmid)
+        if state is not None and state.lock == "clone" and not owned(state, owner_tag,
+                                                                     description):
+            state = self.settle_clone(state, None, name or str(vmid), description or "",
+                                      recorded)
         if state is None:
-            return False
+            return True
         self.destroy(state, owner_tag, description, name=name)
         return True
 
