@@ -207,7 +207,8 @@ def apply_pending(b: Backend, vm: dict[str, Any], vmid: int,
             old = conf.pop(key)
             if vmconfig.is_drive(key):
                 _drop_volume(b, vm["node"], conf, key, old, bool(force))
-            elif key.startswith("unused") and force:
+            elif key.startswith("unused"):
+                # PVE's try_deallocate_drive: deleting unusedN destroys the volume
                 b.free_volume(vm["node"], old)
     vm["pending_delete"] = {}
     for key, value in sorted(vm.get("pending", {}).items()):
@@ -238,7 +239,7 @@ def hotplug_pending(b: Backend, vm: dict[str, Any], vmid: int,
     features = _hotplug_features(conf)
 
     def pluggable(key: str, value: str | None) -> bool:
-        if vmconfig.is_fast_plug(key):
+        if vmconfig.is_fast_plug(key) or key.startswith("unused"):
             return True
         if key.startswith("net") and "network" in features:
             return True
@@ -255,6 +256,8 @@ def hotplug_pending(b: Backend, vm: dict[str, Any], vmid: int,
             old = conf.pop(key, None)
             if old is not None and vmconfig.is_drive(key):
                 _drop_volume(b, vm["node"], conf, key, old, bool(force))
+            elif old is not None and key.startswith("unused"):
+                b.free_volume(vm["node"], old)  # destroyed at once, running or not
             del vm["pending_delete"][key]
     for key, value in sorted(list(vm.get("pending", {}).items())):
         if pluggable(key, value):
