@@ -17,8 +17,9 @@ description:
     C(/proc/cpuinfo), C(/etc/default/grub), C(/etc/kernel/cmdline) and, when present,
     C(proxmox-boot-tool status). Changes nothing.
   - For every requested card it lists the card's functions, their IOMMU groups and every other
-    member of those groups, and judges each group safe or unsafe. A group is safe when all its
-    members are functions of requested cards or PCI bridges (allowed classes).
+    member of those groups, and judges each group safe or unsafe. A group attaches to one VM as
+    a whole, so it is safe only when all its members are functions of that one card or PCI
+    bridges (allowed classes); two requested cards in one group are unsafe.
 options:
   pci_addresses:
     description: Card addresses (C(0000:01:00), all functions) or function addresses (C(0000:01:00.0)).
@@ -177,6 +178,28 @@ def cpu_vendor(procfs):
     return match.group(1) if match else "unknown"
 
 
+BRIDGE_CLASSES = ("0x0604",)
+
+
+def group_blockers(unit, members, bridge_classes=BRIDGE_CLASSES):
+    """THE IOMMU-group rule, a verbatim copy of skyrig.proxmox.hardware.group_blockers (the
+    module cannot import skyrig on the target; skyrig's tests keep the two identical): an IOMMU
+    group is attached to exactly one VM, as a whole, so every member of the group of a
+    passed-through unit must be a function of that same unit or a PCI bridge. Every other
+    member, another device or a function of another requested card alike, blocks it."""
+    blockers = []
+    for address, pci_class in members:
+        if address in unit:
+            continue
+        cls = pci_class.lower()
+        if not cls.startswith("0x"):
+            cls = "0x" + cls
+        if any(cls.startswith(prefix.lower()) for prefix in bridge_classes):
+            continue
+        blockers.append(address)
+    return blockers
+
+
 def examine(params):
     sysfs = params["sysfs_root"]
     devices_dir = os.path.join(sysfs, "bus", "pci", "devices")
@@ -227,22 +250,30 @@ def examine(params):
             seen_groups.add(group)
             members = []
             group_devices = os.path.join(groups_dir, group, "devices")
-            for member in sorted(os.listdir(group_devices)) if os.path.isdir(group_devices) else []:
-                minfo = device_info(sysfs, member)
-                cls = (minfo["class"] or "").lower()
-                if member in requested_functions:
+            infos = [device_info(sysfs, m) for m in (
+                sorted(os.listdir(group_devices)) if os.path.isdir(group_devices) else [])]
+            blockers = group_blockers(set(functions),
+                                      [(i["address"], i["class"] or "") for i in infos], allowed)
+            for minfo in infos:
+                member = minfo["address"]
+                if member in functions:
                     minfo["role"] = "requested"
-                elif any(cls.startswith(prefix) for prefix in allowed):
+                elif member not in blockers:
                     minfo["role"] = "bridge"
                 else:
                     minfo["role"] = "other"
                     entry["safe"] = False
+                    if member in requested_functions:
+                        why = ("which is a function of another requested card: a group "
+                               "attaches to one VM, so the two cards cannot be passed through "
+                               "separately")
+                    else:
+                        why = ("which is not a function of the card: passing the card through "
+                               "would hand that device to the VM too")
                     entry["problems"].append(
-                        "IOMMU group %s of %s also holds %s (id %s, class %s, driver %s), which "
-                        "is not a function of a requested card: passing the card through would "
-                        "hand that device to the VM too" % (
+                        "IOMMU group %s of %s also holds %s (id %s, class %s, driver %s), %s" % (
                             group, function, member, minfo["id"], minfo["class"],
-                            minfo["driver"] or "none"))
+                            minfo["driver"] or "none", why))
                 members.append(minfo)
             entry["iommu_groups"].append({"group": group, "members": members})
         problems.extend(entry["problems"])
