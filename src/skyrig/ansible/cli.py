@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,16 +26,11 @@ PLAYBOOK_HELP = "site, host-prep, gpu-guests, k8s, ray, monitoring, upgrade, res
 
 
 def _provisioned_ips(state_dir: Path) -> dict[str, str]:
-    """VM addresses recorded by the last `skyrig up` (they override the stack's planned ones)."""
-    last = state_dir / "last-up.json"
-    if not last.is_file():
-        return {}
-    try:
-        data = json.loads(last.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    ips = (data.get("infra") or {}).get("ips") or {}
-    return {str(k): str(v) for k, v in ips.items()}
+    """VM addresses from the stack's provisioning record (``provision.json``, written by both
+    the direct and the Pulumi path); they override the stack's planned ones."""
+    from skyrig.proxmox.state import ProvisionRecord
+
+    return ProvisionRecord(state_dir / "provision.json").ips()
 
 
 def _extra_vars(pairs: list[str]) -> dict[str, Any]:

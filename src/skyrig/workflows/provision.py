@@ -100,6 +100,11 @@ def provision(stack: Stack, plan: Plan, *, console: Console,
                       "(Automation API, local file backend under "
                       f"{stack.state_dir / 'pulumi'})")
         result = pulumi_up(stack, console=console, endpoint=endpoint_override)
+        record = provision_record(stack)
+        for spec in plan.pci_mappings:  # in this stack's Pulumi state: its own
+            record.put_mapping(spec.id)
+        for vm in plan.vms:
+            record.put_vm(vm)
     else:
         endpoint = resolve_endpoint(stack, endpoint_override)
         console.print(f"[bold]provisioning {stack.name}[/] through the [cyan]direct apply[/] "
@@ -115,6 +120,7 @@ def provision(stack: Stack, plan: Plan, *, console: Console,
             except ApplyFailed as exc:
                 console.print(summary_table(exc.result))
                 raise
+    provision_record(stack).set_ips(result.ips)  # the addresses Ansible uses, both paths
     console.print(summary_table(result))
     console.print(("[green]✓[/] " if not result.pending_reboot else "[yellow]![/] ")
                   + result.summary())
@@ -130,6 +136,11 @@ def deprovision(stack: Stack, plan: Plan, *, console: Console,
 
         console.print(f"[bold]destroying {stack.name}[/] through [cyan]pulumi destroy[/]")
         result = pulumi_destroy(stack, console=console, endpoint=endpoint_override)
+        record = provision_record(stack)
+        for mid in record.mappings():
+            record.drop_mapping(mid)
+        for vmid in record.vms():
+            record.drop_vm(vmid)
     else:
         endpoint = resolve_endpoint(stack, endpoint_override)
         console.print(f"[bold]destroying {stack.name}[/] through the [cyan]direct apply[/] at "
@@ -139,6 +150,7 @@ def deprovision(stack: Stack, plan: Plan, *, console: Console,
                                   parallelism=stack.config.proxmox.parallelism,
                                   task_timeout_s=stack.config.proxmox.task_timeout_s,
                                   record=provision_record(stack), progress=report)
+    provision_record(stack).set_ips({})  # nothing left to reach
     console.print(f"[green]✓[/] {len(result.deleted)} resources deleted "
                   f"({result.elapsed_s:.1f}s)" if result.deleted else
                   "[green]✓[/] nothing to delete")
