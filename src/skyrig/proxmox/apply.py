@@ -170,9 +170,7 @@ def _mapping_reboots(remapped: list[str], vr: VmReconciler, mr: MappingReconcile
     restart (PVE resolves a mapping at VM start): report them as pending reboot."""
     running = {int(v): str(e.get("status")) for v, e in vr.index(refresh=True).items()}
     for mid in remapped:
-        for user in mr.users(mid):
-            vmid = int(user.split("(vmid ", 1)[1].split()[0])
-            name = user.split(" (vmid", 1)[0]
+        for name, vmid, _node in mr.user_vms(mid):
             if running.get(vmid) != "running":
                 continue
             if name not in result.pending_reboot:

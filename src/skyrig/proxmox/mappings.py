@@ -147,8 +147,14 @@ class MappingReconciler:
                  "and deletes it on down)")
 
     def users(self, mapping_id: str) -> list[str]:
-        """VMs whose ``hostpciN`` references the mapping (pending values included), as
-        ``'<name> (vmid <id> on <node>)'``. One ``/config`` read per VM in the cluster."""
+        """VMs whose ``hostpciN`` references the mapping, as ``'<name> (vmid <id> on <node>)'``
+        (see :meth:`user_vms`)."""
+        return [f"{name} (vmid {vmid} on {node})" for name, vmid, node in
+                self.user_vms(mapping_id)]
+
+    def user_vms(self, mapping_id: str) -> list[tuple[str, int, str]]:
+        """``(name, vmid, node)`` of every VM whose ``hostpciN`` references the mapping
+        (pending values included). One ``/config`` read per VM in the cluster."""
         rows = self.c.get("cluster/resources", type="vm") or []
         out = []
         for r in sorted(rows, key=lambda r: int(r.get("vmid", 0))):
@@ -160,12 +166,10 @@ class MappingReconciler:
                                       vmid=vmid) or {}
             except ProxmoxError:
                 continue  # gone meanwhile
-            for key, value in conf.items():
-                if _HOSTPCI.match(str(key)) and \
-                        parse_prop("hostpci", str(value)).get("mapping") == mapping_id:
-                    out.append(f"{conf.get('name', r.get('name', vmid))} (vmid {vmid} on "
-                               f"{node})")
-                    break
+            if any(_HOSTPCI.match(str(key)) and
+                   parse_prop("hostpci", str(value)).get("mapping") == mapping_id
+                   for key, value in conf.items()):
+                out.append((str(conf.get("name", r.get("name", vmid))), vmid, node))
         return out
 
     def diff(self, spec: PciMappingSpec, measured: list[MeasuredEntry]) -> list[str]:
