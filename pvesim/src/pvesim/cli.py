@@ -66,7 +66,9 @@ def serve(
         }), 0o600)
     typer.echo(f"pvesim listening on {sim.url}")
     typer.echo(f"CA certificate: {sim.ca_path}")
-    typer.echo(f"root token: {token_id}={secret}")
+    # Never print the secret: this output usually goes to a log file.
+    typer.echo(f"root token: {token_id} (secret in "
+               f"{endpoint_file if endpoint_file is not None else 'the state file'}, 0600)")
     typer.echo(f"state: {state}  hardware: {sim.backend.hw.source}  nodes: {', '.join(sim.nodes)}")
     done = threading.Event()
 

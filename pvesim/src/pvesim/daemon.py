@@ -88,7 +88,9 @@ def ensure_running(state_dir: Path, hardware: str = "local",
                    port: int | None = None) -> SimEndpoint:
     """Start pvesim for ``state_dir`` in the background unless it already runs; wait for it."""
     state_dir = Path(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    # The state dir holds the root token, the CA key and the log: private to its owner.
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(state_dir, 0o700)
     ep = running(state_dir)
     if ep is not None:
         return ep
@@ -102,7 +104,9 @@ def ensure_running(state_dir: Path, hardware: str = "local",
     cmd = [sys.executable, "-m", "pvesim", "serve", "--state",
            str(state_dir / "state.json"), "--hardware", str(hardware), "--port",
            str(port if port is not None else 0), "--endpoint-file", str(endpoint_file)]
-    log = open(state_dir / "pvesim.log", "ab")  # noqa: SIM115 - handed to the child
+    log_fd = os.open(state_dir / "pvesim.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(log_fd, 0o600)
+    log = os.fdopen(log_fd, "ab")
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True, close_fds=True)

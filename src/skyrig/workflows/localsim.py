@@ -12,8 +12,10 @@ from pathlib import Path
 from rich.console import Console
 
 from skyrig.config import Stack
+from skyrig.config.checks import pvesim_hardware_path
 from skyrig.errors import SkyrigConfigError, SkyrigError
 from skyrig.proxmox.endpoint import Endpoint
+from skyrig.workflows.runlock import private_dir
 
 
 def pvesim_dir(stack: Stack) -> Path:
@@ -29,6 +31,8 @@ def ensure_pvesim(stack: Stack, console: Console) -> Endpoint | None:
     """
     if not stack.config.proxmox.embedded:
         return None
+    profile = pvesim_hardware_path(stack.config.proxmox.pvesim_hardware, stack.root)
+    hardware = str(profile) if profile is not None else stack.config.proxmox.pvesim_hardware
     try:
         from pvesim.apierror import PveSimError
         from pvesim.daemon import ensure_running
@@ -36,8 +40,8 @@ def ensure_pvesim(stack: Stack, console: Console) -> Endpoint | None:
         raise SkyrigError("the local stack needs pvesim, which is not installed",
                           hint="pip install -e pvesim (make venv does this)") from exc
     try:
-        sim = ensure_running(stack.state_dir / "pvesim",
-                             hardware=stack.config.proxmox.pvesim_hardware)
+        private_dir(stack.state_dir)
+        sim = ensure_running(stack.state_dir / "pvesim", hardware=hardware)
     except PveSimError as exc:
         if exc.exit_code == 2:
             raise SkyrigConfigError(str(exc), file=str(stack.file)) from exc
