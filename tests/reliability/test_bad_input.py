@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import REPO, make_root
 
 from skyrig.cli import main
 from skyrig.config import load_stack
 from skyrig.config.source import MAX_STACK_BYTES
 from skyrig.errors import SkyrigConfigError
+from support import REPO, make_root
 
 pytestmark = pytest.mark.unit
 

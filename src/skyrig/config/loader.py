@@ -16,7 +16,7 @@ from skyrig.config.source import StackSource, read_stack_file
 from skyrig.errors import ConfigIssue, SkyrigConfigError
 
 SECRET_KEY_RE = re.compile(
-    r"(secret|password|passwd|pwd|api_?key|private_?key|api_?token|access_?key|credentials?)$",
+    r"(secret|secret_?key|password|passwd|pwd|api_?key|private_?key|api_?token|access_?key|credentials?)$",
     re.I,
 )
 #: A stack named on the command line (not a path): letters, digits, `.`, `_`, `-`.
