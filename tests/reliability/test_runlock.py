@@ -82,7 +82,7 @@ def test_reused_pid_and_other_host(tmp_path: Path) -> None:
     # Another host: its PID cannot be checked from here, so never taken over.
     lock.write_text(json.dumps({"pid": 1, "host": "elsewhere.example", "command": "skyrig up",
                                 "since": time.time()}))
-    with pytest.raises(RunLockError, match="elsewhere.example"), run_lock(tmp_path, "new"):
+    with pytest.raises(RunLockError, match=r"elsewhere\.example"), run_lock(tmp_path, "new"):
         pass
     assert lock.exists()
 

@@ -11,6 +11,7 @@ import importlib.metadata as md
 import json
 import shlex
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,11 +164,13 @@ def stop_jobs(client: Any, job_ids: list[str], console: Console) -> None:
 
 
 def submission_id(stack: Stack) -> str:
-    """``skyrig-<stack>-<workload>-<version>-<UTC time>``: derived from stack and release
-    (Ray keeps ids of finished jobs, so the start time keeps each run's id unique)."""
+    """``skyrig-<stack>-<workload>-<version>-<UTC time>-<6 hex>``: derived from stack and
+    release (Ray keeps the ids of finished jobs, so time + a random tail keep each run's id
+    unique; the running run of a release is found by its metadata, :func:`active_jobs`)."""
     w = stack.config.workload
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in f"{stack.name}-{w.name}")
-    return f"skyrig-{safe}-{w.version}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return f"skyrig-{safe}-{w.version}-{stamp}-{uuid.uuid4().hex[:6]}"
 
 
 def start_job(stack: Stack, client: Any, cmd: str, *, console: Console,
