@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from skyrig.proxmox.privileges import MINIMAL_PRIVILEGES
 from support import REPO
 
 pytestmark = pytest.mark.integration
@@ -35,10 +36,15 @@ def slow_pvesim(tmp_path: Path) -> Iterator[Path]:
     pdir = state / "local" / "pvesim"
     pdir.mkdir(parents=True)
     ep = pdir / "endpoint.json"
+    # the same least-privilege token skyrig's localsim asks for, so skyrig reuses this pvesim
+    spec = {"userid": "skyrig@pve", "tokenid": "provision",
+            "acl": {k: list(v) for k, v in MINIMAL_PRIVILEGES.items()}}
+    (pdir / "bootstrap.json").write_text(json.dumps(spec))
     log = open(pdir / "pvesim.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "pvesim", "serve", "--state",
                              str(pdir / "state.json"), "--hardware", "local", "--port", "0",
-                             "--endpoint-file", str(ep), "--task-duration", "clone=8"],
+                             "--endpoint-file", str(ep), "--task-duration", "clone=8",
+                             "--bootstrap-token", str(pdir / "bootstrap.json")],
                             stdout=log, stderr=log, start_new_session=True)
     deadline = time.monotonic() + 60
     while not ep.exists() and time.monotonic() < deadline:
@@ -51,6 +57,10 @@ def slow_pvesim(tmp_path: Path) -> Iterator[Path]:
         proc.terminate()
         proc.wait(timeout=20)
         log.close()
+
+
+def slow_pvesim_pid(state: Path) -> int:
+    return int(json.loads((state / "local" / "pvesim" / "endpoint.json").read_text())["pid"])
 
 
 def _up(stack: Path, state: Path) -> subprocess.Popen[str]:
@@ -76,7 +86,8 @@ def test_signal_mid_infra_exits_130(sig: signal.Signals, tmp_path: Path,
     stack = _stack(tmp_path)
     proc = _up(stack, slow_pvesim)
     try:
-        _wait_for(proc, "pvesim:")
+        seen = _wait_for(proc, "pvesim:")
+        assert f"pid {slow_pvesim_pid(slow_pvesim)}" in seen[-1]  # the slow pvesim is reused
         time.sleep(2.0)  # clones (8 s each) are running now
         # A twin `up` meanwhile is refused, naming the holder.
         twin = subprocess.run([sys.executable, "-m", "skyrig.cli", "up", "--stack", str(stack),
