@@ -96,6 +96,12 @@ def test_signal_mid_infra_exits_130(sig: signal.Signals, tmp_path: Path,
                               timeout=120)
         assert twin.returncode == 1, twin.stderr
         assert f"pid {proc.pid}" in twin.stderr and "skyrig up --stack local" in twin.stderr
+        # ... and so is a `down`, which would otherwise delete the VMs under the running `up`.
+        twin = subprocess.run([sys.executable, "-m", "skyrig.cli", "down", "--stack",
+                               str(stack), "--only", "infra"], cwd=REPO, capture_output=True,
+                              text=True, timeout=120,
+                              env={**os.environ, "SKYRIG_STATE_DIR": str(slow_pvesim)})
+        assert twin.returncode == 1 and f"pid {proc.pid}" in twin.stderr, twin.stderr
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=120)
     finally:

@@ -240,7 +240,8 @@ STILL_RUNNING = {
     "infra": "Proxmox tasks already started (clone, start, ...) are not cancelled by PVE and may"
              " still be running; `skyrig up` again waits for them and reconciles",
     "platform": "a Ray head that was starting is stopped; a running head is left as it was",
-    "workload": "the Ray job this run submitted was stopped (see the lines above)",
+    "workload": "the Ray job was stopped if this run submitted it; a job it only followed"
+                " keeps running (the lines above say which, and how to stop it)",
 }
 
 
