@@ -86,7 +86,8 @@ def test_unusual_file_types(kind: str, tmp_path: Path, monkeypatch: pytest.Monke
     (b"config:\n  skyrig:environment: lo\x07cal\n", "not valid YAML"),
     (b"config:\n  skyrig:environment: local\x00\n", "not valid YAML"),
     (b"config: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nesting"),
-    (b"config:\n" + b"".join(b"  " * i + b"k:\n" for i in range(1, 400)), "nesting"),
+    (b"config:\n" + b"".join(b"  " * i + b"k:\n" for i in range(1, 200)), "nesting"),
+    (b"config:\n" + b"".join(b"  " * i + b"k:\n" for i in range(1, 60)), "nesting"),
     (b"config: {a: 1\n", "not valid YAML"),
     (b"config:\n  skyrig:x: &a [*a]\n", ""),
 ])

@@ -23,12 +23,13 @@ from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 from skyrig.errors import ConfigIssue, SkyrigConfigError
 
 NAMESPACE = "skyrig"
-#: Largest stack file read (bytes); real ones are a few kilobytes.
-MAX_STACK_BYTES = 1024 * 1024
+#: Largest stack file read (bytes): real ones are 2-8 KiB; the YAML reader needs about a second
+#: for this much on a loaded CI machine.
+MAX_STACK_BYTES = 64 * 1024
 #: Deepest nesting of maps and lists accepted.
 MAX_NESTING = 32
 #: Most values (map keys, map values, list items, scalars) once aliases are expanded.
-MAX_EXPANDED_NODES = 100_000
+MAX_EXPANDED_NODES = 20_000
 KeyPath = tuple[str | int, ...]
 
 
@@ -172,7 +173,46 @@ def _expanded_size(root: Node) -> tuple[int, int]:
     return walk(root, 0)
 
 
+#: Widest indentation accepted (columns): far beyond any real stack file, and it keeps the YAML
+#: scanner away from pathological block nesting.
+MAX_INDENT = 256
+
+
+def _prescan(text: str, shown: str) -> None:
+    """Refuse flow nesting deeper than MAX_NESTING and indentation wider than MAX_INDENT
+    before the YAML scanner sees the text (its cost grows with the square of the flow depth).
+
+    One pass: brackets inside quotes and comments are not counted.
+    """
+    depth = 0
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        indent = len(line) - len(line.lstrip(" \t-"))
+        if indent > MAX_INDENT:
+            raise _refuse(shown, f"indentation of {indent} columns (nesting too deep; the"
+                          f" limit is {MAX_INDENT})", "flatten the structure", lineno)
+        quote = ""
+        prev = " "
+        for ch in line:
+            if quote:
+                if ch == quote:
+                    quote = ""
+            elif ch in "'\"" and (prev in " \t,[{:" or depth):
+                quote = ch
+            elif ch == "#" and prev in " \t":
+                break
+            elif ch in "[{":
+                depth += 1
+                if depth > MAX_NESTING:
+                    raise _refuse(shown, f"nesting deeper than {MAX_NESTING} levels",
+                                  "a stack file nests a few levels; flatten the structure",
+                                  lineno)
+            elif ch in "]}":
+                depth = max(0, depth - 1)
+            prev = ch
+
+
 def _parse(text: str, shown: str) -> Any:
+    _prescan(text, shown)
     yaml = YAML(typ="rt")
     try:
         node = yaml.compose(text)
@@ -185,7 +225,8 @@ def _parse(text: str, shown: str) -> Any:
         if total > MAX_EXPANDED_NODES:
             raise _refuse(shown, f"more than {MAX_EXPANDED_NODES} values once aliases are"
                           " expanded (an alias bomb?)", "remove the nested anchors/aliases")
-        return YAML(typ="rt").load(text)
+        # construct from the graph already composed (one pass of the YAML reader, not two)
+        return yaml.constructor.construct_document(node)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
