@@ -160,15 +160,18 @@ def _deep(depth: int, flow: bool) -> str:
 _MALFORMED = st.one_of(
     st.builds(_bomb, st.integers(6, 12), st.integers(6, 12)),
     st.builds(_deep, st.integers(40, 3000), st.booleans()),
-    # random bytes around a valid file: encodings, control characters, broken syntax
-    st.builds(lambda pre, post: pre + LOCAL.encode() + post,
-              st.binary(min_size=1, max_size=40), st.binary(min_size=1, max_size=40)),
+    # random bytes around a valid file, with at least one byte that is not UTF-8 or that YAML
+    # does not allow (C0 controls other than tab/newline, DEL)
+    st.builds(lambda pre, bad, post: pre + bad + LOCAL.encode() + post,
+              st.binary(max_size=40),
+              st.sampled_from([b"\xff", b"\xc3\x28", b"\x00", b"\x07", b"\x1b", b"\x7f"]),
+              st.binary(max_size=40)),
     # structure: config that is not a map, keys of the wrong shape, wrong value types
     st.builds(lambda v: "config: " + repr(v) + "\n", _SCALARS),
     st.builds(lambda k, v: LOCAL + f"  skyrig:{k}: {v!r}\n",
               st.sampled_from(["vms", "proxmox", "ray", "nodes", "unknown_key"]), _SCALARS),
-    # truncations of a valid file at random points, with a tab spliced in
-    st.integers(10, len(LOCAL) - 10).map(lambda n: LOCAL[:n] + "\t:{\n"),
+    # truncations of a valid file at random points, ending in an unclosed flow sequence
+    st.integers(10, len(LOCAL) - 10).map(lambda n: LOCAL[:n] + "\n  skyrig:zz: [unclosed\n"),
 )
 
 
