@@ -1,7 +1,7 @@
 """The ``skyrig`` command line (typer + rich).
 
-Exit codes: 0 ok, 1 failure, 2 usage or configuration error. Errors print one message; ``--debug``
-adds the traceback.
+Exit codes: 0 ok, 1 failure, 2 usage or configuration error, 130 interrupted (SIGINT/SIGTERM).
+Errors print one message; ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from skyrig.errors import SkyrigError
+from skyrig.errors import SkyrigConfigError, SkyrigError
 
 app = typer.Typer(
     name="skyrig",
@@ -128,7 +128,15 @@ def render(
     from skyrig.config import load_stack
     from skyrig.workflows.render import render_stack
 
-    written = render_stack(load_stack(stack), out)
+    if out.exists() and not out.is_dir():
+        raise SkyrigConfigError(f"--out {out} exists and is not a directory",
+                                file=str(out))
+    st = load_stack(stack)
+    try:
+        written = render_stack(st, out)
+    except (NotADirectoryError, FileExistsError, PermissionError) as exc:
+        raise SkyrigConfigError(f"--out {out}: cannot write there ({exc.strerror or exc})",
+                                file=str(out)) from None
     console.print(f"[green]✓[/] wrote {len(written)} files under {out}")
     for f in written:
         console.print(f"  {f}")
@@ -140,13 +148,17 @@ def up(
     only: Annotated[
         str, typer.Option(help="One layer: infra, os, platform, workload, monitor; or all.")
     ] = "all",
+    replace_job: Annotated[
+        bool, typer.Option("--replace-job", help="Stop the release's running Ray job and start"
+                           " a new run (default: follow the running one).")
+    ] = False,
 ) -> None:
     """Bring a stack up layer by layer: infra → os → platform → workload → monitor."""
     from skyrig.workflows.up import LAYERS, run_up
 
     if only not in (*LAYERS, "all"):
         raise typer.BadParameter(f"--only must be one of {', '.join(LAYERS)} or `all`")
-    run_up(stack, only=only, console=console)
+    run_up(stack, only=only, console=console, options={"replace_job": replace_job})
 
 
 @app.command()
@@ -181,22 +193,45 @@ _mount("pvesim.cli", "pvesim", "Run the embedded Proxmox VE API emulator.")
 _mount("skyrig.ansible.cli", "ansible", "Run playbooks with an inventory derived from a stack.")
 
 
+def _exit_code(value: object) -> int:
+    """The process exit status for what click/typer returned or raised (None → 0)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    return 1
+
+
 def main() -> None:
-    """Console-script entry point: one clear message per error, exit codes 0/1/2."""
+    """Console-script entry point: one clear message per error, exit codes 0/1/2/130.
+
+    With ``standalone_mode=False`` click *returns* the code of a ``typer.Exit`` instead of
+    raising it, so the returned value is the exit status. SIGTERM is turned into the same
+    interrupt as Ctrl-C (SIGINT): the running command stops at its next safe point and the
+    process exits 130.
+    """
+    import signal
+
+    from skyrig.workflows.runlock import install_signal_handlers
+
     debug = "--debug" in sys.argv
+    install_signal_handlers()
     try:
-        app(standalone_mode=False)
+        code = _exit_code(app(standalone_mode=False))
     except SkyrigError as exc:
         if debug:
             traceback.print_exc()
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(exc.exit_code)
     except (typer.Exit, SystemExit) as exc:
-        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
-        sys.exit(code if isinstance(code, int) else 0)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(1)
+        sys.exit(_exit_code(getattr(exc, "exit_code", getattr(exc, "code", 0))))
+    except (typer.Abort, KeyboardInterrupt):
+        # click turns Ctrl-C (and our SIGTERM) outside a guarded run into Abort.
+        err_console.print("[bold yellow]interrupted[/]: nothing was left half-done")
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        sys.exit(130)
     except Exception as exc:  # click usage errors (typer may vendor click) and the unexpected
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
@@ -209,6 +244,7 @@ def main() -> None:
                 " (run with --debug for the traceback)"
             )
         sys.exit(1)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -109,3 +109,13 @@ class AnsibleRunError(SkyrigError):
 
 class WorkloadError(SkyrigError):
     """Submitting or running a workload failed."""
+
+
+class RunInterrupted(SkyrigError):
+    """A run was stopped by SIGINT/SIGTERM at a safe point (exit status 130)."""
+
+    exit_code = 130
+
+
+class RunLockError(SkyrigError):
+    """Another skyrig command holds the stack's run lock (names the holder)."""

@@ -47,6 +47,10 @@ def serve(
         0.0, "--auth-failure-delay", help="delay 401 answers like PVE (which uses 3 s)"),
     endpoint_file: Path | None = typer.Option(
         None, "--endpoint-file", help="write url/CA/token/pid as JSON (0600) once listening"),
+    bootstrap_token: Path | None = typer.Option(
+        None, "--bootstrap-token",
+        help="JSON {userid, tokenid, acl: {path: [privileges]}}: create that user and"
+             " privilege-separated token with exactly those grants (secret: endpoint file)"),
 ) -> None:
     """Serve the PVE API until interrupted (Ctrl-C / SIGTERM)."""
     from pvesim.sim import PveSim
@@ -59,14 +63,28 @@ def serve(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from exc
     token_id, secret = sim.root_token
+    tokens: dict[str, str] = {}
+    if bootstrap_token is not None:
+        try:
+            spec = json.loads(bootstrap_token.read_text())
+            tokens[f"{spec['userid']}!{spec['tokenid']}"] = sim.bootstrap_token(
+                str(spec["userid"]), str(spec["tokenid"]), dict(spec["acl"]))
+        except (OSError, ValueError, KeyError, TypeError, PveSimError) as exc:
+            sim.stop()
+            typer.echo(f"error: bootstrap token file {bootstrap_token}: {exc}", err=True)
+            raise typer.Exit(2) from exc
     if endpoint_file is not None:
         write_atomic(endpoint_file, json.dumps({
             "url": sim.url, "ca_path": str(sim.ca_path), "token_id": token_id,
-            "token_secret": secret, "pid": os.getpid(), "port": sim.port,
+            "token_secret": secret, "pid": os.getpid(), "port": sim.port, "tokens": tokens,
         }), 0o600)
     typer.echo(f"pvesim listening on {sim.url}")
     typer.echo(f"CA certificate: {sim.ca_path}")
-    typer.echo(f"root token: {token_id}={secret}")
+    # Never print the secret: this output usually goes to a log file.
+    typer.echo(f"root token: {token_id} (secret in "
+               f"{endpoint_file if endpoint_file is not None else 'the state file'}, 0600)")
+    for authid in tokens:
+        typer.echo(f"bootstrapped token: {authid} (privilege-separated; secret not shown)")
     typer.echo(f"state: {state}  hardware: {sim.backend.hw.source}  nodes: {', '.join(sim.nodes)}")
     done = threading.Event()
 

@@ -14,8 +14,9 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -32,6 +33,8 @@ class SimEndpoint:
     token_id: str
     token_secret: str
     pid: int
+    #: bootstrapped least-privilege tokens: ``user@realm!name`` → secret
+    tokens: dict[str, str] = field(default_factory=dict)
 
     @property
     def host(self) -> str:
@@ -71,7 +74,8 @@ def _read_endpoint(state_dir: Path) -> SimEndpoint | None:
     try:
         raw = json.loads(path.read_text())
         return SimEndpoint(raw["url"], Path(raw["ca_path"]), raw["token_id"],
-                           raw["token_secret"], int(raw["pid"]))
+                           raw["token_secret"], int(raw["pid"]),
+                           {str(k): str(v) for k, v in dict(raw.get("tokens") or {}).items()})
     except (OSError, ValueError, KeyError):
         return None
 
@@ -85,13 +89,24 @@ def running(state_dir: Path) -> SimEndpoint | None:
 
 
 def ensure_running(state_dir: Path, hardware: str = "local",
-                   port: int | None = None) -> SimEndpoint:
-    """Start pvesim for ``state_dir`` in the background unless it already runs; wait for it."""
+                   port: int | None = None,
+                   bootstrap: dict[str, Any] | None = None) -> SimEndpoint:
+    """Start pvesim for ``state_dir`` in the background unless it already runs; wait for it.
+
+    ``bootstrap`` (``{userid, tokenid, acl: {path: [privileges]}}``) has the new pvesim create
+    that user and privilege-separated token with exactly those grants; its secret is in the
+    returned endpoint's ``tokens``. A running pvesim without that token is restarted.
+    """
     state_dir = Path(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    # The state dir holds the root token, the CA key and the log: private to its owner.
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(state_dir, 0o700)
     ep = running(state_dir)
-    if ep is not None:
+    authid = f"{bootstrap['userid']}!{bootstrap['tokenid']}" if bootstrap else None
+    if ep is not None and (authid is None or authid in ep.tokens):
         return ep
+    if ep is not None:
+        stop(state_dir)
     old = _read_endpoint(state_dir)
     if old is not None and _alive(old.pid):
         raise PveSimError(
@@ -102,7 +117,12 @@ def ensure_running(state_dir: Path, hardware: str = "local",
     cmd = [sys.executable, "-m", "pvesim", "serve", "--state",
            str(state_dir / "state.json"), "--hardware", str(hardware), "--port",
            str(port if port is not None else 0), "--endpoint-file", str(endpoint_file)]
-    log = open(state_dir / "pvesim.log", "ab")  # noqa: SIM115 - handed to the child
+    if bootstrap is not None:
+        write_atomic(state_dir / "bootstrap.json", json.dumps(bootstrap), 0o600)
+        cmd += ["--bootstrap-token", str(state_dir / "bootstrap.json")]
+    log_fd = os.open(state_dir / "pvesim.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(log_fd, 0o600)
+    log = os.fdopen(log_fd, "ab")
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True, close_fds=True)

@@ -166,6 +166,32 @@ class PveSim:
                                 "propagate": int(propagate)})
         self.backend.store.commit()
 
+    def bootstrap_token(self, userid: str, tokenid: str,
+                        acl: dict[str, list[str] | tuple[str, ...]]) -> str:
+        """Create (once) ``userid`` and its privilege-separated token ``userid!tokenid`` and
+        give both exactly the privileges in ``acl`` (path → privileges, propagated), replacing
+        any other grants they had. Idempotent: an existing token keeps its secret. Returns the
+        token's secret. This is the one thing root is used for on a local stack."""
+        authid = f"{userid}!{tokenid}"
+        with self.backend.store.lock:
+            exists = userid in self.backend.data["users"]
+        if not exists:
+            self.add_user(userid)
+        with self.backend.store.lock:
+            user = self.backend.data["users"][userid]
+            token = user.setdefault("tokens", {}).get(tokenid)
+            if token is None:
+                token = user["tokens"][tokenid] = {"secret": str(uuid.uuid4()), "privsep": 1}
+            token["privsep"] = 1
+            secret = str(token["secret"])
+            data = self.backend.data
+            data["acl"] = [e for e in data["acl"] if e["ugid"] not in (userid, authid)]
+        self.backend.store.commit()
+        for path, privs in acl.items():
+            self.set_acl(path, list(privs), userid=userid)
+            self.set_acl(path, list(privs), tokenid=authid)  # privsep: token ∩ user
+        return secret
+
     def add_snippet(self, node: str, storage: str, name: str, size: int = 1024,
                     executable: bool = True) -> str:
         """Put a snippet file (e.g. a hookscript or cloud-init user-data) on a storage with

@@ -607,6 +607,76 @@ def workload_release(s: Sections, src: StackSource, root: Path) -> Iterator[Conf
         )
 
 
+#: Hardware profiles shipped inside pvesim (``pvesim/src/pvesim/profiles``).
+PVESIM_PROFILES = ("local", "lab", "faulty")
+#: Hosts a Ray dashboard / Jobs API may bind to without authentication.
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def pvesim_hardware_path(value: str, root: Path) -> Path | None:
+    """The profile file named by ``proxmox.pvesim_hardware`` (relative to the project root),
+    or None for a profile shipped with pvesim."""
+    if value in PVESIM_PROFILES:
+        return None
+    path = Path(value)
+    return path if path.is_absolute() else root / path
+
+
+@check
+def pvesim_hardware_profile(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
+    """An embedded pvesim's hardware profile must exist and look like one (pvesim/hardware.py:
+    a YAML map with a non-empty ``nodes`` map), so a typo fails at validate (exit 2), not at
+    run time."""
+    p = s.proxmox
+    if p is None or not p.embedded:
+        return
+    path = pvesim_hardware_path(p.pvesim_hardware, root)
+    if path is None:
+        return
+    key = ("proxmox", "pvesim_hardware")
+    hint = f"use one of {', '.join(PVESIM_PROFILES)} or the path of a profile YAML file"
+    if not path.is_file():
+        yield src.issue(key, f"hardware profile {path} does not exist or is not a file", hint)
+        return
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        if path.stat().st_size > 1024 * 1024:
+            raise ValueError("larger than 1 MiB")
+        raw = YAML(typ="safe").load(path.read_text("utf-8"))
+    except (OSError, ValueError, YAMLError) as exc:
+        yield src.issue(key, f"hardware profile {path} cannot be read: {exc}", hint)
+        return
+    if not isinstance(raw, dict) or not isinstance(raw.get("nodes"), dict) or not raw["nodes"]:
+        yield src.issue(key, f"{path} is not a pvesim hardware profile (no `nodes:` map)", hint)
+
+
+@check
+def ray_exposure(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
+    """The Ray Jobs API runs arbitrary code: off loopback it needs token authentication and an
+    explicit acknowledgement (``ray.auth_mode: token`` + ``ray.dashboard_exposed: true``).
+    Applies to heads skyrig starts on a machine (``local``, ``vm``)."""
+    r = s.ray
+    # KubeRay: the head binds inside its pod; exposure is the Service/NetworkPolicy's business.
+    if r is None or r.mode == "kuberay" or r.dashboard_host in LOOPBACK_HOSTS:
+        return
+    if r.auth_mode != "token":
+        yield src.issue(
+            ("ray", "dashboard_host"),
+            f"the Ray dashboard/Jobs API would listen on {r.dashboard_host} without"
+            " authentication; anyone who reaches it can run code on the cluster",
+            "bind it to 127.0.0.1 (reach it through an SSH tunnel), or set ray.auth_mode: token"
+            " and ray.dashboard_exposed: true",
+        )
+    elif not r.dashboard_exposed:
+        yield src.issue(
+            ("ray", "dashboard_exposed"),
+            f"ray.dashboard_host {r.dashboard_host} exposes the Jobs API beyond this machine",
+            "set ray.dashboard_exposed: true to acknowledge it",
+        )
+
+
 def run_checks(sections: Sections, src: StackSource, root: Path) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
     for fn in CHECKS:

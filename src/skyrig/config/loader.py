@@ -15,7 +15,12 @@ from skyrig.config.model import SecretRef, StackConfig
 from skyrig.config.source import StackSource, read_stack_file
 from skyrig.errors import ConfigIssue, SkyrigConfigError
 
-SECRET_KEY_RE = re.compile(r"(secret|password|passwd|api_key|private_key)$", re.I)
+SECRET_KEY_RE = re.compile(
+    r"(secret|secret_?key|password|passwd|pwd|api_?key|private_?key|api_?token|access_?key|credentials?)$",
+    re.I,
+)
+#: A stack named on the command line (not a path): letters, digits, `.`, `_`, `-`.
+STACK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -60,10 +65,27 @@ def project_root(start: Path | None = None) -> Path:
 
 
 def stack_file(stack: str | Path, root: Path) -> Path:
-    """``local`` → ``<root>/stacks/Pulumi.local.yaml``; a path is taken as it is."""
+    """``local`` → ``<root>/stacks/Pulumi.local.yaml``; a path is taken as it is.
+
+    Raises :class:`SkyrigConfigError` for a name that is neither a stack name
+    (:data:`STACK_NAME_RE`) nor a usable path (empty, NUL bytes, longer than 4096 bytes).
+    """
     text = str(stack)
+    if not text or "\x00" in text or len(text.encode("utf-8", "replace")) > 4096:
+        raise SkyrigConfigError(ConfigIssue(
+            repr(text[:80]), None, "", "not a stack name or a stack file path",
+            "pass a stack name such as `local` or the path of a Pulumi.<stack>.yaml file"))
     if text.endswith((".yaml", ".yml")) or os.sep in text:
-        return Path(text).resolve()
+        try:
+            return Path(text).resolve()
+        except (OSError, RuntimeError) as exc:
+            raise SkyrigConfigError(ConfigIssue(
+                text, None, "", f"cannot resolve the stack file path: {exc}",
+                "pass an existing Pulumi.<stack>.yaml file")) from None
+    if not STACK_NAME_RE.match(text):
+        raise SkyrigConfigError(ConfigIssue(
+            repr(text[:80]), None, "", "not a stack name (letters, digits, `.`, `_`, `-`)",
+            "pass a stack name such as `local` or the path of a Pulumi.<stack>.yaml file"))
     return root / "stacks" / f"Pulumi.{text}.yaml"
 
 
@@ -122,10 +144,67 @@ def _field_hint(loc: tuple[str | int, ...]) -> str:
     return desc
 
 
+def _foreign_secrets(src: StackSource, out: list[ConfigIssue]) -> None:
+    """Plain-text secrets under the other namespaces (``proxmox:password: hunter2``)."""
+
+    def walk(value: Any, shown: str, key: str) -> None:
+        if isinstance(value, dict):
+            if set(value) == {"secure"}:
+                return  # Pulumi's own secret form; its ciphertext is checked by SecretRef rules
+            for k, v in value.items():
+                walk(v, f"{shown}.{k}", str(k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{shown}[{i}]", key)
+        elif SECRET_KEY_RE.search(key) and isinstance(value, str | int | float) and value != "":
+            out.append(ConfigIssue(
+                str(src.file), src.other_lines.get(shown.split(".")[0].split("[")[0]), shown,
+                "plain-text secret in a stack file",
+                f"use `pulumi config set --secret {shown.split('.')[0]} ...` (a `secure:` value)"
+                " or the provider's environment variable"))
+        elif isinstance(value, str) and URI_CREDENTIALS_RE.search(value):
+            out.append(ConfigIssue(
+                str(src.file), src.other_lines.get(shown.split(".")[0].split("[")[0]), shown,
+                "a URI with credentials (user:password@) in a stack file",
+                "move the credentials to a secret and keep only the host in the URI"))
+
+    for full_key, value in src.other_namespaces.items():
+        name = full_key.partition(":")[2] or full_key
+        walk(value, full_key, name)
+
+
+#: ``scheme://user:password@host`` (credentials inside a URI).
+URI_CREDENTIALS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@\s]*:[^/@\s]*@")
+
+
+def _uri_credentials(values: Any, path: tuple[str | int, ...], src: StackSource,
+                     out: list[ConfigIssue]) -> None:
+    """No ``user:password@`` inside any URI-valued skyrig key (``workload.tracking_uri``, ...)."""
+    if isinstance(values, dict):
+        for key, value in values.items():
+            _uri_credentials(value, (*path, key), src, out)
+    elif isinstance(values, list):
+        for i, value in enumerate(values):
+            _uri_credentials(value, (*path, i), src, out)
+    elif isinstance(values, str) and URI_CREDENTIALS_RE.search(values):
+        out.append(src.issue(
+            path, "a URI with credentials (user:password@): they would reach the console, the"
+            " job log and the Ray job's metadata",
+            "remove them from the URI and give them to the service through its own secret"
+            " variables (for MLflow: MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)"))
+
+
 def validate_source(src: StackSource, name: str, root: Path) -> Stack:
-    """Validate every section, then the cross-field rules; raise once with every issue."""
+    """Validate every section, then the cross-field rules; raise once with every issue.
+
+    Secrets: plain-text values under secret-like keys are refused in every namespace, URIs
+    carrying ``user:password@`` are refused, and ``secure:`` values must have Pulumi's
+    ciphertext form.
+    """
     issues: list[ConfigIssue] = []
     _plaintext_secrets(src.values, (), src, issues)
+    _foreign_secrets(src, issues)
+    _uri_credentials(src.values, (), src, issues)
     validated: dict[str, Any] = {}
     fields = StackConfig.model_fields
     for key in src.values:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 PCI_CARD_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}$")
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -21,10 +21,63 @@ SEMVER_RE = r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$"
 Name = Annotated[str, Field(pattern=NAME_RE, description="DNS-label style name")]
 
 
-class Strict(BaseModel):
-    """Base: unknown keys are errors, values are not coerced silently."""
+#: PVE's ``pve-tag`` format (PVE::JSONSchema ``pve_verify_tag``, the rule behind the vendored
+#: schema's ``pve-tag-list`` format; the same rule pvesim enforces). Vendored here because
+#: skyrig's core never imports pvesim and the schema JSON names the format, not its rule.
+PVE_TAG_RE = r"^(?i:[a-z0-9_][a-z0-9_\-+.]*)$"
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+def pulumi_ciphertext_problem(value: str) -> str | None:
+    """Why ``value`` is not Pulumi ciphertext, or None when it has the form.
+
+    Pulumi stores ``pulumi config set --secret`` values as ``v1:<nonce>:<ciphertext>``, both
+    standard base64 (AES-256-GCM: a 12-byte nonce, ciphertext at least the 16-byte tag), see
+    Pulumi's ``symmetricCrypter.EncryptValue``.
+    """
+    import base64
+    import binascii
+
+    parts = value.split(":")
+    if len(parts) != 3 or parts[0] != "v1":
+        return "`secure:` is not Pulumi ciphertext (expected `v1:<nonce>:<ciphertext>`)"
+    try:
+        nonce = base64.b64decode(parts[1], validate=True)
+        body = base64.b64decode(parts[2], validate=True)
+    except (binascii.Error, ValueError):
+        return "`secure:` is not Pulumi ciphertext (nonce and ciphertext must be base64)"
+    if len(nonce) != 12 or len(body) < 16:
+        return "`secure:` is not Pulumi ciphertext (AES-GCM: 12-byte nonce, >= 16-byte body)"
+    return None
+
+
+def _text_or_parsed(kind: type) -> Any:
+    def check(v: Any) -> Any:
+        if isinstance(v, (kind, str)):
+            return v
+        raise ValueError(f"expected text such as '10.0.0.1' or '10.0.0.0/24',"
+                         f" not {type(v).__name__}")
+
+    return BeforeValidator(check)
+
+
+#: IPv4 address / network given as text: parsed from a string (strict mode would refuse the
+#: string), never from a number.
+IPv4Addr = Annotated[ipaddress.IPv4Address, _text_or_parsed(ipaddress.IPv4Address),
+                     Field(strict=False)]
+IPv4Net = Annotated[ipaddress.IPv4Network, _text_or_parsed(ipaddress.IPv4Network),
+                    Field(strict=False)]
+
+
+class Strict(BaseModel):
+    """Base: unknown keys are errors, values are not coerced silently.
+
+    ``strict=True``: no bool/float into an int, no number into a string; ``allow_inf_nan=False``:
+    ``.inf``/``.nan`` are refused for every float. Fields that parse text (IP addresses,
+    networks) opt back into lax parsing of *strings* only.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True,
+                              allow_inf_nan=False)
 
 
 class SecretRef(Strict):
@@ -40,6 +93,15 @@ class SecretRef(Strict):
         pattern=r"^[A-Z_][A-Z0-9_]*$",
         description="Environment variable that holds the secret when Pulumi is not the caller.",
     )
+
+    @field_validator("secure")
+    @classmethod
+    def _ciphertext(cls, v: str | None) -> str | None:
+        if v is not None:
+            problem = pulumi_ciphertext_problem(v)
+            if problem:
+                raise ValueError(problem + "; set it with `pulumi config set --secret`")
+        return v
 
     @model_validator(mode="after")
     def _one_source(self) -> SecretRef:
@@ -95,9 +157,9 @@ class Network(Strict):
 
     bridge: str = Field("vmbr0", pattern=r"^vmbr\d+$", description="Proxmox bridge.")
     vlan: int | None = Field(None, ge=1, le=4094, description="VLAN tag on the bridge.")
-    subnet: ipaddress.IPv4Network = Field(description="Guest subnet (CIDR).")
-    gateway: ipaddress.IPv4Address = Field(description="Default gateway for the guests.")
-    nameservers: list[ipaddress.IPv4Address] = Field(
+    subnet: IPv4Net = Field(description="Guest subnet (CIDR).")
+    gateway: IPv4Addr = Field(description="Default gateway for the guests.")
+    nameservers: list[IPv4Addr] = Field(
         default_factory=list, max_length=3, description="DNS servers for cloud-init."
     )
     search_domain: str | None = Field(None, description="DNS search domain for cloud-init.")
@@ -183,7 +245,8 @@ class VmClass(Strict):
     efi_disk: bool = Field(True, description="An efidisk0 (4m, no pre-enrolled keys).")
     pcie: bool = Field(True, description="Attach GPUs as PCIe (needs q35).")
     numa: bool = Field(False, description="Expose NUMA topology to the guest.")
-    tags: list[str] = Field(default_factory=list, description="Extra PVE tags.")
+    tags: list[Annotated[str, Field(pattern=PVE_TAG_RE)]] = Field(
+        default_factory=list, description="Extra PVE tags (PVE's pve-tag format).")
     onboot: bool = Field(True, description="Start the VM when the node boots.")
 
 
@@ -194,7 +257,7 @@ class GpuVm(Strict):
     vmid: int = Field(ge=100, le=999_999_999, description="Fixed VM id (changing it replaces).")
     node: Name = Field(description="Node the VM runs on (changing it replaces).")
     vm_class: str = Field(alias="class", description="Key in `skyrig:vm_classes`.")
-    ip: ipaddress.IPv4Address = Field(description="Static address set by cloud-init.")
+    ip: IPv4Addr = Field(description="Static address set by cloud-init.")
     gpus: list[str] = Field(default_factory=list, description="PCI mapping ids to pass through.")
     roles: list[
         Literal["kube_control_plane", "kube_node", "ray_head", "ray_worker", "monitoring"]
@@ -243,10 +306,10 @@ class Kubernetes(Strict):
         pattern=r"^v\d+\.\d+\.\d+(\+k3s\d+)?$",
         description="Pinned Kubernetes (k3s) release.",
     )
-    pod_cidr: ipaddress.IPv4Network = Field(
+    pod_cidr: IPv4Net = Field(
         ipaddress.IPv4Network("10.244.0.0/16"), description="Pod network."
     )
-    service_cidr: ipaddress.IPv4Network = Field(
+    service_cidr: IPv4Net = Field(
         ipaddress.IPv4Network("10.96.0.0/12"), description="Service network."
     )
     install_binary: bool = Field(True, description="Off for air-gapped tests (artifact dir).")
@@ -275,6 +338,15 @@ class Ray(Strict):
     gpu_workers_max: int = Field(1, ge=0, description="Autoscaler maximum GPU workers.")
     gpus_per_worker: int = Field(1, ge=0, le=8, description="GPUs per Ray worker pod.")
     object_store_memory_mib: int = Field(512, ge=64, description="Ray object store size.")
+    auth_mode: Literal["disabled", "token"] = Field(
+        "disabled",
+        description="Ray's authentication (RAY_AUTH_MODE); `token` needs RAY_AUTH_TOKEN set.",
+    )
+    dashboard_exposed: bool = Field(
+        False,
+        description="Acknowledge a dashboard/Jobs API bound beyond loopback (needs auth_mode"
+        " token).",
+    )
 
 
 class Workload(Strict):

@@ -12,7 +12,13 @@ from skyrig.config.model import StackConfig
 
 
 def _type_name(ann: Any) -> str:
-    text = str(ann) if getattr(ann, "__args__", None) else getattr(ann, "__name__", str(ann))
+    if getattr(ann, "__metadata__", None) is not None:  # Annotated[T, ...]: show T
+        return _type_name(ann.__origin__)
+    args = getattr(ann, "__args__", None)
+    if args and any(getattr(a, "__metadata__", None) is not None for a in args):
+        inner = ", ".join(_type_name(a) for a in args)
+        return f"{getattr(ann, '__name__', str(getattr(ann, '__origin__', ann)))}[{inner}]"
+    text = str(ann) if args else getattr(ann, "__name__", str(ann))
     return re.sub(r"\b[\w]+\.", "", text.replace("typing.", "")).replace("NoneType", "None")
 
 

@@ -4,6 +4,7 @@ kept in the stack's state directory, so skyrig only ever stops the processes it 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,6 +19,12 @@ from pathlib import Path
 
 from skyrig.config.model import Ray
 from skyrig.errors import WorkloadError
+from skyrig.workflows.runlock import private_dir, write_atomic
+
+#: Environment marker carried by every process of a stack's local Ray (head, raylet, workers,
+#: job drivers): its value is the stack's Ray state directory. `stop_head` sweeps by it, so
+#: job drivers that Ray starts in their own sessions are stopped too.
+MARKER = "SKYRIG_RAY_STATE"
 
 
 @dataclass(frozen=True)
@@ -74,7 +81,7 @@ def running_head(state_dir: Path) -> RayHead | None:
 
 def ensure_head(cfg: Ray, state_dir: Path, *, timeout_s: float = 180.0) -> RayHead:
     """Start the head unless the one this state dir started is still serving."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(state_dir)
     pid_file = state_dir / "ray-head.pgid"
     url = f"http://127.0.0.1:{cfg.dashboard_port}"
     address = f"127.0.0.1:{cfg.head_port}"
@@ -114,7 +121,8 @@ def ensure_head(cfg: Ray, state_dir: Path, *, timeout_s: float = 180.0) -> RayHe
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     # Jobs run `python ...` like on a real cluster: put this environment's interpreter first.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.setdefault("RAY_AUTH_MODE", "disabled")
+    env["RAY_AUTH_MODE"] = cfg.auth_mode
+    env[MARKER] = str(state_dir.resolve())
     # A single-node head: keep every Ray address on loopback. Without this Ray replaces
     # 127.0.0.1 with the address of the machine's outward interface.
     env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
@@ -126,7 +134,19 @@ def ensure_head(cfg: Ray, state_dir: Path, *, timeout_s: float = 180.0) -> RayHe
         start_new_session=True,
         env=env,
     )
-    pid_file.write_text(str(proc.pid))
+    write_atomic(pid_file, str(proc.pid))
+    try:
+        return _wait_started(proc, state_dir, pid_file, url, address, timeout_s)
+    except KeyboardInterrupt:
+        # Interrupted while the head was starting: do not leave a half-started head behind.
+        _stop_group(proc.pid)
+        _sweep(state_dir)
+        pid_file.unlink(missing_ok=True)
+        raise
+
+
+def _wait_started(proc: subprocess.Popen[bytes], state_dir: Path, pid_file: Path, url: str,
+                  address: str, timeout_s: float) -> RayHead:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -137,8 +157,8 @@ def ensure_head(cfg: Ray, state_dir: Path, *, timeout_s: float = 180.0) -> RayHe
                 hint=f"see {state_dir / 'ray-head.log'}",
             )
         if _dashboard_up(url):
-            (state_dir / "ray-head.json").write_text(
-                json.dumps({"address": address, "dashboard": url}) + "\n")
+            write_atomic(state_dir / "ray-head.json",
+                         json.dumps({"address": address, "dashboard": url}) + "\n")
             return RayHead(address, url, proc.pid, started=True)
         time.sleep(1.0)
     _stop_group(proc.pid)
@@ -161,14 +181,51 @@ def _stop_group(pgid: int, timeout_s: float = 30.0) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+def stack_processes(state_dir: Path) -> list[int]:
+    """PIDs of live processes carrying this state dir's :data:`MARKER` (read from /proc)."""
+    want = f"{MARKER}={state_dir.resolve()}".encode()
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            env = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if want in env.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def _sweep(state_dir: Path, timeout_s: float = 15.0) -> list[int]:
+    """SIGTERM, then SIGKILL, every process of this stack's Ray that is still alive."""
+    pids = stack_processes(state_dir)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and stack_processes(state_dir):
+        time.sleep(0.3)
+    for pid in stack_processes(state_dir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return pids
+
+
 def stop_head(state_dir: Path) -> bool:
-    """Stop the head this state dir started; False when none was running."""
+    """Stop the head this state dir started and every process of it (job drivers included);
+    False when none was running."""
     pid_file = state_dir / "ray-head.pgid"
-    if not pid_file.exists():
-        return False
-    pgid = int(pid_file.read_text().strip() or 0)
-    running = bool(pgid) and _alive(pgid)
-    if running:
-        _stop_group(pgid)
-    pid_file.unlink(missing_ok=True)
+    running = False
+    if pid_file.exists():
+        try:
+            pgid = int(pid_file.read_text().strip() or 0)
+        except ValueError:
+            pgid = 0
+        running = bool(pgid) and _alive(pgid)
+        if running:
+            _stop_group(pgid)
+        pid_file.unlink(missing_ok=True)
+    if state_dir.exists() and _sweep(state_dir):
+        running = True
     return running

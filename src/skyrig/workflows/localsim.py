@@ -12,8 +12,11 @@ from pathlib import Path
 from rich.console import Console
 
 from skyrig.config import Stack
+from skyrig.config.checks import pvesim_hardware_path
 from skyrig.errors import SkyrigConfigError, SkyrigError
 from skyrig.proxmox.endpoint import Endpoint
+from skyrig.proxmox.privileges import MINIMAL_PRIVILEGES
+from skyrig.workflows.runlock import private_dir
 
 
 def pvesim_dir(stack: Stack) -> Path:
@@ -29,6 +32,8 @@ def ensure_pvesim(stack: Stack, console: Console) -> Endpoint | None:
     """
     if not stack.config.proxmox.embedded:
         return None
+    profile = pvesim_hardware_path(stack.config.proxmox.pvesim_hardware, stack.root)
+    hardware = str(profile) if profile is not None else stack.config.proxmox.pvesim_hardware
     try:
         from pvesim.apierror import PveSimError
         from pvesim.daemon import ensure_running
@@ -36,14 +41,39 @@ def ensure_pvesim(stack: Stack, console: Console) -> Endpoint | None:
         raise SkyrigError("the local stack needs pvesim, which is not installed",
                           hint="pip install -e pvesim (make venv does this)") from exc
     try:
-        sim = ensure_running(stack.state_dir / "pvesim",
-                             hardware=stack.config.proxmox.pvesim_hardware)
+        private_dir(stack.state_dir)
+        sim = ensure_running(stack.state_dir / "pvesim", hardware=hardware,
+                             bootstrap=bootstrap_spec(stack))
     except PveSimError as exc:
         if exc.exit_code == 2:
             raise SkyrigConfigError(str(exc), file=str(stack.file)) from exc
         raise SkyrigError(exc.message, hint=exc.hint) from exc
-    console.print(f"  pvesim: {sim.url} (CA {sim.ca_path}, pid {sim.pid})")
-    return Endpoint.from_pvesim(sim)
+    token_id = stack.config.proxmox.token_id
+    if token_id.startswith("root@pam!"):
+        console.print(f"  pvesim: {sim.url} (CA {sim.ca_path}, pid {sim.pid}; as root)")
+        return Endpoint.from_pvesim(sim)
+    secret = sim.tokens.get(token_id)
+    if secret is None:
+        raise SkyrigError(f"pvesim did not bootstrap the token {token_id}",
+                          hint=f"`skyrig down --stack {stack.name}` and retry; see"
+                          f" {pvesim_dir(stack) / 'pvesim.log'}")
+    console.print(f"  pvesim: {sim.url} (CA {sim.ca_path}, pid {sim.pid}; token {token_id},"
+                  f" least privilege: docs/provisioning.md)")
+    return Endpoint.from_dict({"url": str(sim.url).removesuffix("/api2/json"),
+                               "token_id": token_id, "token_secret": secret,
+                               "ca_path": str(sim.ca_path)})
+
+
+def bootstrap_spec(stack: Stack) -> dict[str, object] | None:
+    """The user + privilege-separated token pvesim creates for the stack (root is used only
+    for that): ``proxmox.token_id`` with exactly :data:`MINIMAL_PRIVILEGES`. None when the
+    stack still names a root token."""
+    token_id = stack.config.proxmox.token_id
+    if token_id.startswith("root@pam!"):
+        return None
+    userid, _, tokenid = token_id.partition("!")
+    return {"userid": userid, "tokenid": tokenid,
+            "acl": {path: list(privs) for path, privs in MINIMAL_PRIVILEGES.items()}}
 
 
 def stop_pvesim(stack: Stack) -> bool:

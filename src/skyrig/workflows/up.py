@@ -28,6 +28,7 @@ from skyrig.config import Stack, load_stack
 from skyrig.errors import SkyrigConfigError, SkyrigError
 from skyrig.plan import Plan, build_plan
 from skyrig.proxmox.endpoint import Endpoint
+from skyrig.workflows.runlock import guarded_run, write_atomic
 
 LAYERS = ("infra", "os", "platform", "workload", "monitor")
 
@@ -43,6 +44,7 @@ class RunContext:
     endpoint: Endpoint | None = None
     ran: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,8 @@ def _workload_up(ctx: RunContext) -> None:
             "address": head.address, "dashboard": head.dashboard_url, "started": False}
     w = ctx.stack.config.workload
     ctx.console.print(f"  workload {w.name} {w.version}, model alias {w.model_alias}")
-    job = submit_and_wait(ctx.stack, ray["dashboard"], console=ctx.console)
+    job = submit_and_wait(ctx.stack, ray["dashboard"], console=ctx.console,
+                          replace=bool(ctx.options.get("replace_job")))
     ctx.summary["workload"] = {
         "job_id": job.job_id,
         "status": job.status,
@@ -182,7 +185,13 @@ def _workload_up(ctx: RunContext) -> None:
 
 
 def _workload_down(ctx: RunContext) -> None:
-    """Workload runs end with their job; their results stay under the stack's state dir."""
+    """Stop the stack's unfinished Ray jobs; results stay under the stack's state dir."""
+    from skyrig.workflows.localray import running_head
+    from skyrig.workflows.workload import stop_stack_jobs
+
+    head = running_head(ctx.stack.state_dir / "ray")
+    if head is not None:
+        stop_stack_jobs(ctx.stack, head.dashboard_url, ctx.console)
 
 
 # -------------------------------------------------------------------------------- monitor
@@ -225,7 +234,8 @@ def _context(stack_name: str, console: Console) -> RunContext:
                       summary={"stack": stack.name, "environment": stack.config.environment})
 
 
-def run_up(stack_name: str, *, only: str = "all", console: Console) -> dict[str, Any]:
+def run_up(stack_name: str, *, only: str = "all", console: Console,
+           options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the main job for a stack; returns the summary that is also printed and saved.
 
     ``only`` is ``all`` or one layer name (:data:`LAYERS`). Raises
@@ -236,28 +246,33 @@ def run_up(stack_name: str, *, only: str = "all", console: Console) -> dict[str,
     layers = _selected(only)
     console.rule("[bold]validate and plan")
     ctx = _context(stack_name, console)
+    ctx.options.update(options or {})
     console.print(
         f"  stack [bold]{ctx.stack.name}[/] ({ctx.stack.file}): {len(ctx.plan.pci_mappings)} PCI"
         f" mappings, {len(ctx.plan.vms)} VMs"
     )
-    for n, layer in enumerate(layers, start=1):
-        why = layer.skip(ctx)
-        if why:
-            ctx.skipped[layer.name] = why
-            console.print(f"[dim]{layer.name}: skipped ({why})[/]")
-            continue
-        console.rule(f"[bold]{n}. {layer.name}: {layer.title}")
-        layer.up(ctx)
-        ctx.ran.append(layer.name)
-    ctx.summary["layers"] = {"ran": ctx.ran, "skipped": ctx.skipped}
-    return _finish(ctx.stack, ctx.summary, console, t0)
+    with guarded_run(ctx.stack.state_dir, f"skyrig up --stack {ctx.stack.name}",
+                     [la.name for la in layers], console=console, summary=ctx.summary) as guard:
+        for n, layer in enumerate(layers, start=1):
+            why = layer.skip(ctx)
+            if why:
+                ctx.skipped[layer.name] = why
+                console.print(f"[dim]{layer.name}: skipped ({why})[/]")
+                guard.end(layer.name)
+                continue
+            console.rule(f"[bold]{n}. {layer.name}: {layer.title}")
+            guard.begin(layer.name)
+            layer.up(ctx)
+            ctx.ran.append(layer.name)
+            guard.end(layer.name)
+        ctx.summary["layers"] = {"ran": ctx.ran, "skipped": ctx.skipped}
+        return _finish(ctx.stack, ctx.summary, console, t0)
 
 
 def _finish(stack: Stack, summary: dict[str, Any], console: Console, t0: float) -> dict[str, Any]:
     summary["elapsed_s"] = round(time.monotonic() - t0, 1)
     out = stack.state_dir / "last-up.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_atomic(out, json.dumps(summary, indent=2, default=str) + "\n")
     _print_summary(summary, console)
     console.print(f"summary saved to {out}")
     return summary
@@ -354,10 +369,14 @@ def run_down(stack_name: str, *, only: str = "all", console: Console) -> list[st
     layers = list(reversed(_selected(only)))
     ctx = _context(stack_name, console)
     done: list[str] = []
-    for layer in layers:
-        if layer.skip(ctx):
-            continue
-        console.rule(f"[bold]down: {layer.name}")
-        layer.down(ctx)
-        done.append(layer.name)
+    with guarded_run(ctx.stack.state_dir, f"skyrig down --stack {ctx.stack.name}",
+                     [la.name for la in layers], console=console) as guard:
+        for layer in layers:
+            if layer.skip(ctx):
+                continue
+            console.rule(f"[bold]down: {layer.name}")
+            guard.begin(layer.name)
+            layer.down(ctx)
+            done.append(layer.name)
+            guard.end(layer.name)
     return done
