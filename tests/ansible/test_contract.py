@@ -344,3 +344,21 @@ def test_ray_plays_run_the_role_only_when_the_stack_runs_ray_on_vms(playbook: st
 def test_inventory_never_holds_the_k3s_token(sid: str) -> None:
     text = yaml.safe_dump(INVENTORIES[sid])
     assert "k8s_node_token" not in text and "token:" not in text
+
+
+def test_driver_install_follows_the_pin_and_upgrade_reboots_one_guest_at_a_time() -> None:
+    """17.5: apt installs the pinned version (state latest + the 1001 pin, so a new pin is an
+    upgrade that reports changed); upgrade.yml reboots a guest whose driver changed, serially."""
+    tasks = yaml.safe_load((ROLES_DIR / "nvidia_driver" / "tasks" / "install.yml").read_text())
+    (install,) = [t for t in tasks if "ansible.builtin.apt" in t]
+    apt = install["ansible.builtin.apt"]
+    assert apt["state"] == "latest" and apt["allow_downgrade"] is True
+    assert install["register"] == "_nvidia_driver_apt"
+    assert role_defaults("nvidia_driver")["nvidia_driver_pin_priority"] > 1000  # pin wins
+    (reboot,) = [t for t in tasks if "ansible.builtin.reboot" in t]
+    assert "_nvidia_driver_apt is changed" in reboot["when"]
+    assert "nvidia_driver_reboot_on_change" in reboot["when"]
+    (guests,) = [p for p in plays("upgrade") if p.hosts.startswith("gpu_guests")]
+    assert guests.serial == 1
+    assert ("nvidia_driver", {"nvidia_driver_reboot_on_change": True,
+                              ONLY_GROUP: "gpu_guests"}) in guests.roles
