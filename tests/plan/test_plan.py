@@ -72,14 +72,18 @@ def test_inventory_groups_and_vars(prod) -> None:  # type: ignore[no-untyped-def
     assert set(groups["k8s_cluster"]["children"]) == {"kube_control_plane", "kube_node"}
     hv = inv["hosts"]["gpu-w-01"]
     assert hv["ansible_host"] == "10.42.10.31" and hv["k8s_node_role"] == "agent"
-    assert hv["k8s_node_labels"] == {"nvidia.com/gpu.product": "NVIDIA-RTX-A4000"}
-    assert hv["ray_node_role"] == "worker" and hv["ray_node_num_gpus"] == 1
+    assert hv["k8s_node_gpu_labels"]["nvidia.com/gpu.product"] == "NVIDIA-RTX-A4000"
+    assert "ray_node_role" not in hv  # prod runs Ray on KubeRay, not on the VMs
     assert inv["hosts"]["pve04"]["proxmox_gpu_host_pci_addresses"] == ["0000:01:00", "0000:41:00"]
-    assert inv["hosts"]["pve01"]["proxmox_gpu_host_pci_addresses"] == []
+    assert "proxmox_gpu_host_pci_addresses" not in inv["hosts"]["pve01"]
+    assert set(groups["proxmox_gpu_hosts"]["hosts"]) == {"pve04", "pve05", "pve06", "pve07"}
     assert inv["hosts"]["pve01"]["ansible_host"] == "pve01.astro-lab.internal"
     assert inv["hosts"]["pve01"]["ansible_user"] == "root"
-    assert inv["vars"]["k8s_node_server_url"] == "https://10.42.10.21:6443"
-    assert inv["vars"]["nvidia_driver_version"] == "580.126.20"
+    assert groups["k8s_cluster"]["vars"]["k8s_node_server_url"] == (
+        "https://10.42.10.21:{{ k8s_node_api_port }}"
+    )
+    assert inv["hosts"]["k8s-cp-01"]["k8s_node_cluster_init"] is True
+    assert groups["gpu_guests"]["vars"]["nvidia_driver_version"] == "580.126.20"
 
 
 def test_inventory_uses_provisioned_ips() -> None:

@@ -77,7 +77,8 @@ class Guest:
             ),
             **hostvars,
         }
-        return {"all": {"children": {"proxmox_hosts": {"hosts": {"pve-vm": host}}}}}
+        return {"all": {"children": {"proxmox_hosts": {"hosts": {"pve-vm": host}},
+                                      "proxmox_gpu_hosts": {"hosts": {"pve-vm": {}}}}}}
 
 
 def _free_loopback_port() -> int:

@@ -59,6 +59,7 @@ def run(
 ) -> None:
     """Run PLAYBOOK against the inventory generated from the stack; exit non-zero on failure."""
     from skyrig.ansible.runner import resolve_playbook, run_playbook
+    from skyrig.ansible.secrets import k3s_token_file
     from skyrig.config import load_stack
     from skyrig.plan.inventory import build_inventory
 
@@ -74,6 +75,7 @@ def run(
         str(path),
         inventory,
         private_data_dir=state_dir / "ansible",
+        extravars_files=[k3s_token_file(state_dir)],
         extravars=_extra_vars(extra_var or []) or None,
         limit=limit,
         console=console,

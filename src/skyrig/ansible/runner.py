@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import uuid
 from collections.abc import Callable
@@ -74,6 +75,7 @@ def run_playbook(
     *,
     private_data_dir: Path,
     extravars: dict[str, Any] | None = None,
+    extravars_files: list[Path] | None = None,
     limit: str | None = None,
     on_event: Callable[[Event], None] | None = None,
     console: Console | None = None,
@@ -83,9 +85,11 @@ def run_playbook(
     """Run ``playbook`` against ``inventory`` (a YAML-inventory-shaped dict) with ansible-runner.
 
     Progress per host and task goes to ``console`` (unless ``quiet``); every raw event is passed
-    to ``on_event``. The run's artifacts stay in ``private_data_dir/artifacts/<ident>``. Returns
-    the summary when every host succeeded; raises :class:`AnsibleRunFailed` (an
-    ``AnsibleRunError``) naming each failed host and task otherwise.
+    to ``on_event``. ``extravars_files`` are passed as ``-e @FILE`` (secrets such as the k3s
+    token: never copied into the private data dir). The run's artifacts stay in
+    ``private_data_dir/artifacts/<ident>``. Returns the summary when every host succeeded;
+    raises :class:`AnsibleRunFailed` (an ``AnsibleRunError``) naming each failed host and task
+    otherwise.
     """
     import ansible_runner
 
@@ -117,6 +121,8 @@ def run_playbook(
     }
     if extravars:
         kwargs["extravars"] = extravars
+    if extravars_files:
+        kwargs["cmdline"] = " ".join(f"-e @{shlex.quote(str(f))}" for f in extravars_files)
     if limit:
         kwargs["limit"] = limit
     if timeout:

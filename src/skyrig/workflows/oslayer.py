@@ -18,6 +18,7 @@ def run_site(stack: Stack, *, console: Console, playbook: str = "site") -> dict[
     """
     from skyrig.ansible.cli import _provisioned_ips
     from skyrig.ansible.runner import resolve_playbook, run_playbook
+    from skyrig.ansible.secrets import k3s_token_file
     from skyrig.plan.inventory import build_inventory
 
     state_dir = Path(stack.state_dir)
@@ -25,5 +26,5 @@ def run_site(stack: Stack, *, console: Console, playbook: str = "site") -> dict[
     path = resolve_playbook(playbook)
     console.print(f"  ansible: {path.name} on stack [bold]{stack.name}[/]")
     result = run_playbook(str(path), inventory, private_data_dir=state_dir / "ansible",
-                          console=console)
+                          extravars_files=[k3s_token_file(state_dir)], console=console)
     return {"playbook": result.playbook, "hosts": len(result.hosts), "changed": result.changed}
