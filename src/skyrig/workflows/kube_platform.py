@@ -102,7 +102,8 @@ def api_server(text: str, source: str) -> str:
         doc: dict[str, Any] = yaml.safe_load(text) or {}
         ctx_name = str(doc.get("current-context"))
         contexts: dict[str, Any] = {c["name"]: c["context"] for c in doc.get("contexts", [])}
-        cluster = (contexts.get(ctx_name) or next(iter(contexts.values()), {})).get("cluster")
+        context: dict[str, Any] = contexts.get(ctx_name) or next(iter(contexts.values()), {})
+        cluster = str(context.get("cluster"))
         clusters: dict[str, Any] = {c["name"]: c["cluster"] for c in doc.get("clusters", [])}
         server = (clusters.get(cluster) or next(iter(clusters.values())))["server"]
     except (yaml.YAMLError, AttributeError, KeyError, TypeError, StopIteration) as exc:
