@@ -81,3 +81,46 @@ def test_kubeconfig_file_is_found_and_its_server_named(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert f"127.0.0.1:{port}" in proc.stderr and "kubeconfig from" in proc.stdout
     assert _files(state) == [state / "dev" / "kubeconfig"]
+
+
+def _listening_kubeconfig() -> tuple[socket.socket, str]:
+    """A loopback TCP listener standing in for an API server that accepts connections."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    port = srv.getsockname()[1]
+    return srv, (
+        "apiVersion: v1\nkind: Config\ncurrent-context: dev\n"
+        f"clusters: [{{name: dev, cluster: {{server: 'https://127.0.0.1:{port}'}}}}]\n"
+        "contexts: [{name: dev, context: {cluster: dev, user: admin}}]\n")
+
+
+def test_without_pulumi_cli_platform_exits_2_with_the_offline_path(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch
+                                                                     ) -> None:
+    root, state = make_root(tmp_path), tmp_path / "state"
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))  # no `pulumi` on PATH
+    srv, kubeconfig = _listening_kubeconfig()
+    with srv:
+        proc = _up(root, state, kubeconfig=kubeconfig)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    err = " ".join(proc.stderr.split())
+    assert "the Pulumi CLI is not installed" in err
+    assert "skyrig render --stack dev" in err and "kubectl apply --server-side" in err
+    assert _files(state) == []
+
+
+def test_workload_without_kubernetes_client_exits_2(tmp_path: Path) -> None:
+    pytest.importorskip("pulumi")
+    try:
+        import kubernetes  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("the kubernetes client is installed: this checks the message without it")
+    root, state = make_root(tmp_path), tmp_path / "state"
+    srv, kubeconfig = _listening_kubeconfig()
+    with srv:
+        proc = _up(root, state, kubeconfig=kubeconfig, only="workload")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "needs the `kubernetes` Python client" in " ".join(proc.stderr.split())
