@@ -79,3 +79,19 @@ bench: venv
 
 clean-state:
 	rm -rf .skyrig
+
+# The workload image, CPU variant, from the project's Debian base (no registry pulls); versions
+# come from the stack (STACK, default prod) and the compatibility matrix. Tag <version>-cpu.
+STACK ?= prod
+IMAGE_REPO ?= localhost/skyrig/qso-anomaly
+.PHONY: image-cpu
+image-cpu: venv
+	bash tests/images/setup-podman.sh
+	bash tests/images/build-debian12-systemd.sh
+	args="$$($(BIN)/python -c "from skyrig.config import load_stack; \
+	  c = load_stack('$(STACK)').config; w = c.workload; \
+	  print(f'--build-arg WORKLOAD_VERSION={w.version} --build-arg RAY_VERSION={c.ray.version}' \
+	        f' --build-arg TORCH_VERSION={w.torch_version} --build-arg JAX_VERSION={w.jax_version}' \
+	        f' --build-arg CUDA_VERSION={c.gpu_stack.cuda_version} --tag $(IMAGE_REPO):{w.version}-cpu')")"; \
+	podman build --network host --pull=never --build-arg VARIANT=cpu $$args \
+	  -f $(WORKLOAD)/Containerfile $(WORKLOAD)

@@ -12,10 +12,20 @@ import os
 from typing import Any
 
 import pulumi
+
 from skyrig.config import load_stack
+from skyrig.kube import build_kube, has_platform
 from skyrig.plan import build_plan
 from skyrig.proxmox.endpoint import PVESIM_ENV, Endpoint, resolve_endpoint
 from skyrig.pulumi.components import GpuCluster, GpuClusterArgs
+from skyrig.pulumi.components.kube import (
+    GpuPlatform,
+    KubeComponentArgs,
+    RayClusterComponent,
+    WorkloadRelease,
+    kube_provider,
+)
+from skyrig.workflows.kube_platform import find_kubeconfig, kubeconfig_sources
 
 
 def _token(proxmox: Any) -> str | None:
@@ -52,3 +62,37 @@ pulumi.export("pending_reboot", cluster.pending_reboot)
 pulumi.export("pci_mappings", [m.id for m in plan.pci_mappings])
 pulumi.export("proxmox_endpoint", endpoint.apply(lambda e: e.url if isinstance(e, Endpoint)
                                                  else str(e)))
+
+# ---- Kubernetes platform and workload release (dev/prod), whenever a kubeconfig is available:
+# `secure:` in skyrig:platform.kubeconfig (pulumi config set --secret), the variable the stack
+# names, or .skyrig/<stack>/kubeconfig fetched by playbooks/k8s.yml.
+if has_platform(stack):
+    kubeconfig: Any = None
+    platform_cfg = pulumi.Config("skyrig").get_secret_object("platform")
+    ref = stack.config.platform.kubeconfig
+    if ref is not None and ref.secure and platform_cfg is not None:
+        kubeconfig = pulumi.Output.secret(platform_cfg).apply(
+            lambda cfg: (cfg.get("kubeconfig") or {}).get("secure")
+            if isinstance(cfg.get("kubeconfig"), dict) else cfg.get("kubeconfig"))
+    else:
+        access = find_kubeconfig(stack)
+        kubeconfig = pulumi.Output.secret(access.text) if access is not None else None
+    if kubeconfig is None:
+        pulumi.log.warn(
+            "no kubeconfig: the Kubernetes platform is not deployed. Give one in one of three"
+            " ways: " + "; ".join(kubeconfig_sources(stack)))
+        pulumi.export("platform", "not deployed: no kubeconfig")
+    else:
+        kube_plan = build_kube(stack)
+        provider = kube_provider(f"{stack.name}-k8s", kubeconfig,
+                                 opts=pulumi.ResourceOptions(depends_on=[cluster]))
+        kargs = KubeComponentArgs(plan=kube_plan, provider=provider)
+        platform = GpuPlatform(f"{stack.name}-platform", kargs)
+        ray_cluster = RayClusterComponent(f"{stack.name}-ray", kargs,
+                                          opts=pulumi.ResourceOptions(depends_on=[platform]))
+        release = WorkloadRelease(f"{stack.name}-release", kargs,
+                                  opts=pulumi.ResourceOptions(depends_on=[platform]))
+        pulumi.export("platform", "deployed")
+        pulumi.export("kubeconfig", pulumi.Output.secret(kubeconfig))
+        pulumi.export("rayjob", release.rayjob_name)
+        pulumi.export("kubernetes_objects", len(kube_plan.objects()))

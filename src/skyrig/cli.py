@@ -84,9 +84,14 @@ def plan(
     from skyrig.plan import build_plan
     from skyrig.plan.proxmox import summary_rows
 
-    p = build_plan(load_stack(stack))
+    st = load_stack(stack)
+    p = build_plan(st)
+    from skyrig.workflows.kube_render import platform_rows
+
+    kube_rows = platform_rows(st)
     if as_json:
-        sys.stdout.write(json.dumps(p.to_dict(), indent=2, default=str) + "\n")
+        doc = {**p.to_dict(), "kubernetes": kube_rows}
+        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
         return
     t = Table(title=f"PCI mappings ({p.stack})")
     for col in ("id", "node", "path", "vendor:device"):
@@ -115,6 +120,13 @@ def plan(
         members = ", ".join(body.get("hosts", {})) or ", ".join(body.get("children", {}))
         t.add_row(g, members or "-")
     console.print(t)
+    if kube_rows:
+        t = Table(title=f"Kubernetes objects ({p.stack}; `skyrig render` writes them)")
+        for col in ("component", "kind", "namespace", "name"):
+            t.add_column(col)
+        for row in kube_rows:
+            t.add_row(*(str(row[c]) for c in ("component", "kind", "namespace", "name")))
+        console.print(t)
 
 
 @app.command()

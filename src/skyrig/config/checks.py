@@ -53,6 +53,7 @@ class Sections:
     governance: Governance | None
     cloud_init: Any
     monitoring: Any
+    platform: Any = None
 
 
 Check = Callable[[Sections, StackSource, Path], Iterator[ConfigIssue]]
@@ -682,3 +683,176 @@ def run_checks(sections: Sections, src: StackSource, root: Path) -> list[ConfigI
     for fn in CHECKS:
         issues.extend(fn(sections, src, root))
     return issues
+
+
+# ------------------------------------------------------------------ Kubernetes platform (dev/prod)
+
+
+def _gpu_worker_vms(s: Sections) -> list[tuple[int, GpuVm]]:
+    return [(i, vm) for i, vm in enumerate(s.vms or []) if vm.gpus and "ray_worker" in vm.roles]
+
+
+@check
+def platform_versions(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
+    """Ray image CUDA variant and device-plugin release form a supported combination."""
+    k, r, g, p = s.kubernetes, s.ray, s.gpu_stack, s.platform
+    if k is None or r is None or p is None or not k.enabled or r.mode != "kuberay":
+        return
+    m = matrix()
+    images = m["ray_images"].get(r.version)
+    if images is None:
+        yield src.issue(
+            ("ray", "version"),
+            f"no Ray container image is known for Ray {r.version}",
+            f"use one of {sorted(m['ray_images'])}",
+        )
+    elif g is not None and g.cuda_version not in images["cuda"]:
+        yield src.issue(
+            ("gpu_stack", "cuda_version"),
+            f"Ray {r.version} publishes no image for CUDA {g.cuda_version}",
+            f"CUDA variants of rayproject/ray:{r.version}: {images['cuda']}",
+        )
+    dp = m["nvidia_device_plugin"].get(p.device_plugin_version)
+    if dp is None:
+        yield src.issue(
+            ("platform", "device_plugin_version"),
+            f"NVIDIA device plugin {p.device_plugin_version} is not supported",
+            f"use one of {sorted(m['nvidia_device_plugin'])}",
+        )
+    elif minor(k.version) not in dp["kubernetes"]:
+        yield src.issue(
+            ("kubernetes", "version"),
+            f"Kubernetes {minor(k.version)} is not supported by the NVIDIA device plugin"
+            f" {p.device_plugin_version}",
+            f"use one of {dp['kubernetes']}",
+        )
+
+
+@check
+def gpu_workers_fit(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
+    """Ray GPU worker pods fit their VMs; GPUs and replicas fit the GPU worker VMs."""
+    r, p, k = s.ray, s.platform, s.kubernetes
+    if r is None or p is None or s.vms is None or r.mode != "kuberay":
+        return
+    if k is not None and not k.enabled:
+        return
+    workers = _gpu_worker_vms(s)
+    if not workers:
+        yield src.issue(
+            ("ray", "mode"),
+            "ray.mode kuberay needs at least one VM with GPUs and role ray_worker",
+            "give the GPU VMs the ray_worker role",
+        )
+        return
+    if r.gpu_workers_max > len(workers):
+        yield src.issue(
+            ("ray", "gpu_workers_max"),
+            f"{r.gpu_workers_max} GPU worker replicas but {len(workers)} GPU worker VMs"
+            " (one worker pod per VM)",
+            f"lower gpu_workers_max to {len(workers)} or add GPU worker VMs",
+        )
+    fewest = min(len(vm.gpus) for _, vm in workers)
+    if r.gpus_per_worker > fewest:
+        yield src.issue(
+            ("ray", "gpus_per_worker"),
+            f"gpus_per_worker {r.gpus_per_worker} but a GPU worker VM has only {fewest} GPU(s)",
+            f"lower gpus_per_worker to {fewest} or pass more GPUs to each worker VM",
+        )
+    if s.vm_classes is None:
+        return
+    for _, vm in workers:
+        cls = s.vm_classes.get(vm.vm_class)
+        if cls is None:
+            continue
+        cores, mem, _ = effective(vm, cls)
+        cpu = cores * cls.sockets - p.system_reserve_cpu
+        memory = mem - p.system_reserve_memory_mib
+        if cpu < 1:
+            yield src.issue(
+                ("platform", "system_reserve_cpu"),
+                f"GPU worker VM {vm.name} has {cores * cls.sockets} vCPUs; after the system"
+                f" reserve of {p.system_reserve_cpu} none is left for the Ray worker",
+                "lower system_reserve_cpu or give the VM more cores",
+            )
+        if memory < r.object_store_memory_mib + 2048:
+            yield src.issue(
+                ("platform", "system_reserve_memory_mib"),
+                f"GPU worker VM {vm.name} leaves {memory} MiB for the Ray worker after the"
+                f" {p.system_reserve_memory_mib} MiB reserve; the object store alone needs"
+                f" {r.object_store_memory_mib} MiB (+2048 MiB for the worker processes)",
+                "lower object_store_memory_mib or the reserve, or give the VM more memory",
+            )
+    heads = [
+        effective(vm, s.vm_classes[vm.vm_class])
+        for vm in s.vms
+        if "kube_control_plane" in vm.roles and vm.vm_class in s.vm_classes
+    ]
+    if heads and p.head_memory_mib > max(mem for _, mem, _ in heads) - 2048:
+        yield src.issue(
+            ("platform", "head_memory_mib"),
+            f"the Ray head wants {p.head_memory_mib} MiB; the largest CPU (control-plane) VM"
+            f" has {max(mem for _, mem, _ in heads)} MiB and keeps 2048 MiB for k3s",
+            "lower head_memory_mib or give the control-plane VMs more memory",
+        )
+
+
+@check
+def platform_settings(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
+    """Data volume, MLflow mode and workload image are complete and consistent."""
+    p, w, r, k = s.platform, s.workload, s.ray, s.kubernetes
+    if p is None or r is None or r.mode != "kuberay" or (k is not None and not k.enabled):
+        return
+    d = p.data
+    if d.kind == "pvc" and not d.claim_name:
+        yield src.issue(
+            ("platform", "data", "claim_name"),
+            "data.kind pvc needs claim_name",
+            "name the PersistentVolumeClaim that holds the survey",
+        )
+    if d.kind == "nfs" and not (d.nfs_server and d.nfs_path):
+        yield src.issue(
+            ("platform", "data", "nfs_server" if not d.nfs_server else "nfs_path"),
+            "data.kind nfs needs nfs_server and nfs_path",
+            "name the NFS server and the exported path",
+        )
+    if d.kind == "pvc" and (d.nfs_server or d.nfs_path):
+        yield src.issue(
+            ("platform", "data", "kind"),
+            "nfs_server/nfs_path are set but data.kind is pvc",
+            "set kind: nfs or remove the NFS keys",
+        )
+    if d.mount_path == p.results.mount_path:
+        yield src.issue(
+            ("platform", "results", "mount_path"),
+            f"data and results are both mounted at {d.mount_path}",
+            "use two mount points (data is read-only, results writable)",
+        )
+    if w is None:
+        return
+    if p.mlflow.mode == "external" and not w.tracking_uri:
+        yield src.issue(
+            ("workload", "tracking_uri"),
+            "platform.mlflow.mode is external but workload.tracking_uri is not set",
+            "set workload.tracking_uri to the MLflow server, or platform.mlflow.mode: in-cluster",
+        )
+    if p.mlflow.mode == "in-cluster" and w.tracking_uri:
+        yield src.issue(
+            ("workload", "tracking_uri"),
+            "platform.mlflow.mode is in-cluster, so the RayJob reports to the in-cluster server;"
+            f" tracking_uri {w.tracking_uri} would be ignored",
+            "remove workload.tracking_uri or use platform.mlflow.mode: external",
+        )
+    tag = p.image.tag
+    if tag is not None and not (tag == w.version or tag.startswith(f"{w.version}-")):
+        yield src.issue(
+            ("platform", "image", "tag"),
+            f"image tag {tag} is not the pinned workload version {w.version}",
+            f"use `{w.version}-{p.image.variant}` (the tag `make image-cpu` / the Containerfile"
+            " produces) or pin a digest",
+        )
+    if p.image.variant == "cpu" and w.use_gpu:
+        yield src.issue(
+            ("platform", "image", "variant"),
+            "the CPU image cannot run with workload.use_gpu: true",
+            "use variant: cuda or set use_gpu: false",
+        )

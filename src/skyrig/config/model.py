@@ -394,6 +394,118 @@ class Governance(Strict):
     human_review_top_k: int = Field(100, ge=0, description="Flagged spectra reviewed by people.")
 
 
+class DataVolume(Strict):
+    """Where the survey data lives in the cluster; Ray workers mount it read-only."""
+
+    kind: Literal["pvc", "nfs"] = Field("pvc", description="An existing PVC, or an NFS export.")
+    claim_name: str | None = Field(
+        None, pattern=NAME_RE, description="PersistentVolumeClaim name (kind pvc)."
+    )
+    size_gib: int = Field(100, ge=1, description="Size of the claim skyrig creates (kind pvc).")
+    storage_class: str | None = Field(None, description="StorageClass of the claim (kind pvc).")
+    nfs_server: str | None = Field(None, description="NFS server host name (kind nfs).")
+    nfs_path: str | None = Field(None, pattern=r"^/", description="Exported path (kind nfs).")
+    mount_path: str = Field("/data", pattern=r"^/", description="Mount point in Ray pods.")
+
+
+class ResultsVolume(Strict):
+    """The writable volume the workload writes reports, metrics and model cards to."""
+
+    claim_name: str = Field("qso-results", pattern=NAME_RE, description="PVC name.")
+    size_gib: int = Field(50, ge=1, description="PVC size.")
+    storage_class: str | None = Field(None, description="StorageClass (default class if unset).")
+    mount_path: str = Field("/results", pattern=r"^/", description="Mount point in Ray pods.")
+
+
+class MlflowServer(Strict):
+    """The MLflow tracking server the RayJob reports to."""
+
+    mode: Literal["external", "in-cluster"] = Field(
+        "external",
+        description="`external`: skyrig:workload.tracking_uri; `in-cluster`: skyrig deploys one.",
+    )
+    image: str = Field(
+        "ghcr.io/mlflow/mlflow:v3.6.0",
+        pattern=r"^[a-z0-9.\-/:]+(:[A-Za-z0-9._-]+|@sha256:[0-9a-f]{64})$",
+        description="Image of the in-cluster server (immutable tag or digest).",
+    )
+    port: int = Field(5000, ge=1024, le=65535, description="Port of the in-cluster server.")
+    storage_gib: int = Field(
+        20, ge=1, description="PVC of the in-cluster store (sqlite + artifacts)."
+    )
+
+
+class WorkloadImage(Strict):
+    """The container image the RayJob runs (built by workloads/qso_anomaly/Containerfile)."""
+
+    repository: str = Field(
+        "registry.astro-lab.internal/skyrig/qso-anomaly",
+        pattern=r"^[a-z0-9.\-/:]+$",
+        description="Image repository (no tag).",
+    )
+    tag: str | None = Field(
+        None,
+        pattern=r"^[0-9A-Za-z._-]+$",
+        description="Immutable tag `<workload version>-<variant>`; default from the workload"
+        " version and `variant`.",
+    )
+    variant: Literal["cuda", "cpu"] = Field("cuda", description="CUDA or CPU build.")
+    digest: str | None = Field(
+        None, pattern=r"^sha256:[0-9a-f]{64}$", description="Pin by digest (wins over the tag)."
+    )
+
+
+class Platform(Strict):
+    """The Kubernetes platform layer (dev/prod): namespaces, GPU add-ons, KubeRay, volumes."""
+
+    kubeconfig: SecretRef | None = Field(
+        None,
+        description="Kubeconfig secret: `secure:` (pulumi config set --secret) or `env:`"
+        " (a variable holding the kubeconfig text); else .skyrig/<stack>/kubeconfig.",
+    )
+    namespace: str = Field("skyrig-ray", pattern=NAME_RE, description="Workload namespace.")
+    operator_namespace: str = Field(
+        "kuberay-system", pattern=NAME_RE, description="KubeRay operator namespace."
+    )
+    device_plugin_version: str = Field(
+        "0.20.0", pattern=SEMVER_RE, description="NVIDIA k8s-device-plugin release."
+    )
+    gpu_feature_discovery: bool = Field(False, description="Deploy GPU Feature Discovery.")
+    system_reserve_cpu: int = Field(
+        2, ge=1, description="vCPUs a GPU worker VM keeps for k3s, kubelet and DaemonSets."
+    )
+    system_reserve_memory_mib: int = Field(
+        8192, ge=1024, description="RAM a GPU worker VM keeps for the OS, k3s and DaemonSets."
+    )
+    head_cpu: int = Field(2, ge=1, description="CPU request/limit of the Ray head pod.")
+    head_memory_mib: int = Field(4096, ge=1024, description="Memory of the Ray head pod.")
+    data: DataVolume = Field(DataVolume(), description="Survey data volume (read-only).")
+    results: ResultsVolume = Field(ResultsVolume(), description="Writable results volume.")
+    mlflow: MlflowServer = Field(MlflowServer(), description="MLflow tracking server.")
+    image: WorkloadImage = Field(WorkloadImage(), description="Workload image of the RayJob.")
+    job_ttl_seconds_after_finished: int = Field(
+        86400, ge=0, description="Seconds a finished RayJob's cluster objects are kept."
+    )
+    job_backoff_limit: int = Field(0, ge=0, le=10, description="RayJob retries.")
+    job_deadline_s: int = Field(
+        21600, ge=60, description="activeDeadlineSeconds of a RayJob (and the up wait)."
+    )
+    api_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Timeout of one Kubernetes API call (connect + read)."
+    )
+
+    @field_validator("kubeconfig", mode="before")
+    @classmethod
+    def _no_plaintext(cls, v: object) -> object:
+        if isinstance(v, str):
+            raise ValueError(
+                "a kubeconfig is a secret and never plain text in a stack file; use"
+                " `pulumi config set --secret skyrig:platform ...` (`secure:`) or"
+                " `{env: VARIABLE}`"
+            )
+        return v
+
+
 class StackConfig(Strict):
     """Everything one environment is (the ``skyrig:`` keys of ``stacks/Pulumi.<env>.yaml``)."""
 
@@ -413,3 +525,6 @@ class StackConfig(Strict):
     workload: Workload = Field(description="Pinned workload release and model alias.")
     monitoring: Monitoring = Field(Monitoring(), description="Metrics, alerts, dashboards.")
     governance: Governance = Field(description="NIST AI RMF governance settings.")
+    platform: Platform = Field(
+        Platform(), description="Kubernetes platform: namespaces, KubeRay, volumes, MLflow."
+    )

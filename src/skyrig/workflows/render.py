@@ -67,10 +67,16 @@ Writer = Callable[[Stack, Plan, Path], list[Path]]
 WRITERS: list[Writer] = []
 
 
+def _writers() -> list[Writer]:
+    from skyrig.workflows.kube_render import write_kubernetes
+
+    return [write_kubernetes, *WRITERS]
+
+
 def render_stack(stack: Stack, out: Path, plan: Plan | None = None) -> list[Path]:
     """Write everything derived from ``stack`` under ``out/<stack>/``; returns the files."""
     plan = plan or build_plan(stack)
     written = write_plan_files(plan, out)
-    for writer in WRITERS:
+    for writer in _writers():
         written.extend(writer(stack, plan, out / plan.stack))
     return written

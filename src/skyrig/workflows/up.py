@@ -137,12 +137,9 @@ def _platform_up(ctx: RunContext) -> None:
             "started": head.started,
         }
         return
-    raise SkyrigError(
-        f"stack {ctx.stack.name} runs Ray as `{ray_cfg.mode}`; the Kubernetes platform layer is"
-        " not built yet",
-        hint=f"use `skyrig up --stack {ctx.stack.name} --only infra`, then"
-        " `skyrig ansible run site --stack ...` (see runbooks/)",
-    )
+    from skyrig.workflows.kube_platform import platform_up
+
+    ctx.summary["platform"] = platform_up(ctx.stack, ctx.console)
 
 
 def _platform_down(ctx: RunContext) -> None:
@@ -159,6 +156,11 @@ def _platform_down(ctx: RunContext) -> None:
 def _workload_up(ctx: RunContext) -> None:
     from skyrig.workflows.workload import submit_and_wait
 
+    if ctx.stack.config.ray.mode == "kuberay":
+        from skyrig.workflows.kube_platform import workload_up
+
+        ctx.summary["rayjob"] = workload_up(ctx.stack, ctx.console)
+        return
     ray = ctx.summary.get("ray")
     if ray is None:
         from skyrig.workflows.localray import running_head

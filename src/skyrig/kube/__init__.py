@@ -1,0 +1,97 @@
+"""Pure plan → Kubernetes objects for the dev/prod platform (plain dicts, no I/O).
+
+``build_kube(stack) -> KubePlan``: one list of objects per component, in apply order:
+
+- ``platform``: namespaces (PSA labels), NVIDIA device plugin (+ GPU Feature Discovery), the
+  KubeRay operator and its CRDs at the stack's ``kuberay_version``, RBAC, NetworkPolicies,
+  ResourceQuota and LimitRange;
+- ``ray_cluster``: the RayCluster and its ServiceMonitor/PodMonitor;
+- ``workload``: data/results PVCs, the in-cluster MLflow server (if asked), one RayJob for the
+  pinned workload release;
+- ``monitoring``: ``skyrig.monitoring.kube_objects(stack)`` once that module exists.
+
+Validate them with :func:`skyrig.kube.validate.validate_objects`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from skyrig.config import Stack
+from skyrig.errors import SkyrigConfigError
+from skyrig.kube import objects as o
+from skyrig.kube.vendor import Obj
+
+COMPONENTS = ("platform", "ray_cluster", "workload", "monitoring")
+
+
+@dataclass(frozen=True)
+class KubePlan:
+    """Kubernetes objects of one stack, per component (apply in :data:`COMPONENTS` order)."""
+
+    stack: str
+    k8s_version: str
+    kuberay_version: str
+    platform: list[Obj] = field(default_factory=list)
+    ray_cluster: list[Obj] = field(default_factory=list)
+    workload: list[Obj] = field(default_factory=list)
+    monitoring: list[Obj] = field(default_factory=list)
+
+    def components(self) -> dict[str, list[Obj]]:
+        """``{component: objects}`` in apply order (empty components included)."""
+        return {c: list(getattr(self, c)) for c in COMPONENTS}
+
+    def objects(self) -> list[Obj]:
+        return [obj for objs in self.components().values() for obj in objs]
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        """One row per object: component, kind, namespace, name (for ``skyrig plan``)."""
+        return [
+            {"component": c, "kind": obj["kind"],
+             "namespace": obj["metadata"].get("namespace", "-"),
+             "name": obj["metadata"]["name"]}
+            for c, objs in self.components().items() for obj in objs
+        ]
+
+
+def _monitoring_objects(stack: Stack) -> list[Obj]:
+    """Objects of the monitoring issue's module, when it is installed in this tree."""
+    try:
+        mod = importlib.import_module("skyrig.monitoring")
+    except ImportError:
+        return []
+    fn: Callable[[Stack], list[Obj]] | None = getattr(mod, "kube_objects", None)
+    return list(fn(stack)) if fn is not None else []
+
+
+def build_kube(stack: Stack) -> KubePlan:
+    """All Kubernetes objects of a dev/prod stack. Raises :class:`SkyrigConfigError` when the
+    stack has no Kubernetes platform (``kubernetes.enabled: false`` or ``ray.mode`` not
+    ``kuberay``) or pins a release that is not vendored."""
+    cfg = stack.config
+    if not cfg.kubernetes.enabled or cfg.ray.mode != "kuberay":
+        raise SkyrigConfigError(
+            f"stack {stack.name} has no Kubernetes platform (kubernetes.enabled:"
+            f" {cfg.kubernetes.enabled}, ray.mode: {cfg.ray.mode})", file=str(stack.file))
+    platform = [*o.namespaces(stack), *o.device_plugin(stack), *o.kuberay_operator(stack),
+                *o.rbac(stack), *o.network_policies(stack), *o.quotas(stack)]
+    return KubePlan(
+        stack=stack.name,
+        k8s_version=o.k8s_version(stack),
+        kuberay_version=str(cfg.ray.kuberay_version),
+        platform=platform,
+        ray_cluster=o.ray_cluster(stack),
+        workload=[*o.volumes(stack), *o.mlflow_server(stack), o.rayjob(stack)],
+        monitoring=_monitoring_objects(stack),
+    )
+
+
+def has_platform(stack: Stack) -> bool:
+    """Whether the stack runs a Kubernetes platform (dev/prod; not local)."""
+    return stack.config.kubernetes.enabled and stack.config.ray.mode == "kuberay"
+
+
+__all__ = ["COMPONENTS", "KubePlan", "build_kube", "has_platform"]

@@ -1,0 +1,562 @@
+"""The Kubernetes objects of a stack's platform, Ray cluster and workload (plain dicts, no I/O).
+
+Every function takes the validated :class:`~skyrig.config.Stack` and returns objects ready for
+``kubectl apply`` or pulumi-kubernetes. Sources of the rules followed: Pod Security Standards
+(``restricted`` profile: non-root, no privilege escalation, all capabilities dropped,
+RuntimeDefault seccomp), KubeRay v1.7 RayCluster/RayJob API (``ray-operator/apis/ray/v1``), NVIDIA
+k8s-device-plugin static manifests, Kubernetes NetworkPolicy semantics (policies are additive;
+a pod selected by any policy only gets what some policy allows).
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+from urllib.parse import urlparse
+
+from skyrig.config import Stack
+from skyrig.config.checks import effective
+from skyrig.config.compat import gpu_model, matrix, version_tuple
+from skyrig.kube.vendor import Obj, device_plugin_manifests, kuberay_install
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "skyrig", "app.kubernetes.io/part-of": "skyrig"}
+DEVICE_PLUGIN_NAMESPACE = "nvidia-device-plugin"
+GPU_TAINT_KEY = "nvidia.com/gpu"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+WORKER_GROUP = "a4000"
+SUBMITTER = "skyrig-job-submitter"
+MLFLOW = "mlflow"
+RAY_UID = 1000  # the `ray` user of rayproject/ray and of the qso-anomaly image
+RAY_GID = 100
+HEAD_PORTS = {"gcs": 6379, "dashboard": 8265, "client": 10001}
+API_SERVER_PORT = 6443  # k3s supervisor/API port on the control-plane VMs
+WORKER_PROCESS_MEMORY_MIB = 2048  # Ray worker processes besides the object store (checks.py)
+
+
+def labels(stack: Stack, component: str, **extra: str) -> dict[str, str]:
+    """The labels every skyrig object carries (stack, component, managed-by)."""
+    return {**MANAGED_BY, "app.kubernetes.io/component": component,
+            "skyrig.io/stack": stack.name, **extra}
+
+
+def k8s_version(stack: Stack) -> str:
+    """``v1.33.4+k3s1`` → ``1.33.4`` (the Kubernetes release the manifests target)."""
+    return ".".join(str(p) for p in version_tuple(stack.config.kubernetes.version)[:3])
+
+
+def _meta(name: str, stack: Stack, component: str, namespace: str | None = None,
+          **extra: str) -> Obj:
+    meta: Obj = {"name": name, "labels": labels(stack, component, **extra)}
+    if namespace is not None:
+        meta["namespace"] = namespace
+    return meta
+
+
+def restricted_container() -> Obj:
+    """Container securityContext of the PSS ``restricted`` profile."""
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def restricted_pod(uid: int = RAY_UID, gid: int = RAY_GID) -> Obj:
+    """Pod securityContext of the PSS ``restricted`` profile (fixed non-root uid/gid)."""
+    return {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": gid, "fsGroup": gid,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def gpu_toleration() -> Obj:
+    """Tolerates the taint the k8s_node role puts on GPU nodes (``nvidia.com/gpu``)."""
+    return {"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
+
+
+def gpu_node_selector(stack: Stack) -> dict[str, str]:
+    """Node selector of the GPU model's product label (set by k8s_node and by GFD)."""
+    models = {m.model for m in stack.config.pci_mappings} or {"rtx-a4000"}
+    model = gpu_model(sorted(models)[0]) or {}
+    return {GPU_PRODUCT_LABEL: str(model.get("product_label", "NVIDIA-RTX-A4000"))}
+
+
+# ------------------------------------------------------------------------------ sizes
+
+
+def worker_resources(stack: Stack) -> dict[str, Any]:
+    """CPU (cores), memory (MiB) and GPUs of one GPU worker pod: the smallest GPU worker VM
+    minus the platform's system reserve (k3s, kubelet, DaemonSets), as checks.py validates."""
+    cfg = stack.config
+    p, r = cfg.platform, cfg.ray
+    sizes = []
+    for vm in cfg.vms:
+        if vm.gpus and "ray_worker" in vm.roles:
+            cls = cfg.vm_classes[vm.vm_class]
+            cores, mem, _ = effective(vm, cls)
+            sizes.append((cores * cls.sockets, mem))
+    cores = min(c for c, _ in sizes) if sizes else 1
+    mem = min(m for _, m in sizes) if sizes else 4096
+    return {"cpu": max(1, cores - p.system_reserve_cpu),
+            "memory_mib": max(1024, mem - p.system_reserve_memory_mib),
+            "gpus": r.gpus_per_worker}
+
+
+def _res(cpu: int | str, memory_mib: int, gpus: int = 0) -> Obj:
+    q: Obj = {"cpu": str(cpu), "memory": f"{memory_mib}Mi"}
+    if gpus:
+        q[GPU_RESOURCE] = str(gpus)
+    return {"requests": dict(q), "limits": dict(q)}
+
+
+# ------------------------------------------------------------------------------ images
+
+
+def ray_image(stack: Stack) -> str:
+    """``rayproject/ray:<ray>-<py>-cu<XY>``: the stack's Ray release, CUDA variant from the
+    compatibility matrix (``ray_images``)."""
+    r, g = stack.config.ray, stack.config.gpu_stack
+    info = matrix()["ray_images"][r.version]
+    return f"rayproject/ray:{r.version}-{info['python']}-cu{g.cuda_version.replace('.', '')}"
+
+
+def workload_image_tag(stack: Stack) -> str:
+    """The immutable tag the Containerfile build produces: ``<workload version>-<variant>``."""
+    img, w = stack.config.platform.image, stack.config.workload
+    return img.tag or f"{w.version}-{img.variant}"
+
+
+def workload_image(stack: Stack) -> str:
+    """The RayJob's image: ``repository@sha256:...`` when a digest is pinned, else
+    ``repository:<version>-<variant>``."""
+    img = stack.config.platform.image
+    if img.digest:
+        return f"{img.repository}@{img.digest}"
+    return f"{img.repository}:{workload_image_tag(stack)}"
+
+
+# ------------------------------------------------------------------------------ platform
+
+
+def namespaces(stack: Stack) -> list[Obj]:
+    """Workload and operator namespaces (PSA ``restricted``) and the device-plugin namespace
+    (PSA ``privileged``: its DaemonSet mounts the kubelet's device-plugin directory)."""
+    p = stack.config.platform
+    out = []
+    for name, level in ((p.operator_namespace, "restricted"), (p.namespace, "restricted"),
+                        (DEVICE_PLUGIN_NAMESPACE, "privileged")):
+        meta = _meta(name, stack, "namespace")
+        meta["labels"].update({f"pod-security.kubernetes.io/{mode}": level
+                               for mode in ("enforce", "audit", "warn")})
+        meta["labels"]["pod-security.kubernetes.io/enforce-version"] = "latest"
+        out.append({"apiVersion": "v1", "kind": "Namespace", "metadata": meta})
+    return out
+
+
+def device_plugin(stack: Stack) -> list[Obj]:
+    """NVIDIA device plugin (and GPU Feature Discovery when asked) from the vendored release,
+    on A4000 GPU nodes only, tolerating the GPU taint."""
+    p = stack.config.platform
+    dp, gfd = device_plugin_manifests(p.device_plugin_version)
+    dp["metadata"]["namespace"] = DEVICE_PLUGIN_NAMESPACE
+    dp["metadata"]["labels"] = labels(stack, "device-plugin")
+    spec = dp["spec"]["template"]["spec"]
+    spec["nodeSelector"] = gpu_node_selector(stack)
+    spec["tolerations"] = [gpu_toleration()]
+    spec["containers"][0]["resources"] = _res("50m", 64)
+    out = [dp]
+    if p.gpu_feature_discovery:
+        gfd["metadata"]["namespace"] = DEVICE_PLUGIN_NAMESPACE
+        gfd["metadata"]["labels"] = {**gfd["metadata"]["labels"],
+                                     **labels(stack, "gpu-feature-discovery")}
+        gspec = gfd["spec"]["template"]["spec"]
+        gspec["tolerations"] = [gpu_toleration()]
+        gspec["containers"][0]["resources"] = _res("50m", 64)
+        out.append(gfd)
+    return out
+
+
+def kuberay_operator(stack: Stack) -> list[Obj]:
+    """The KubeRay operator of the stack's ``kuberay_version``: CRDs and install objects from the
+    vendored kustomize render, moved into the operator namespace."""
+    r, p = stack.config.ray, stack.config.platform
+    ns = p.operator_namespace
+    out = []
+    for obj in kuberay_install(str(r.kuberay_version)):
+        meta = obj["metadata"]
+        meta.setdefault("labels", {}).update(labels(stack, "kuberay-operator"))
+        if obj["kind"] != "CustomResourceDefinition" and "namespace" in meta:
+            meta["namespace"] = ns
+        for subject in obj.get("subjects", []):
+            if "namespace" in subject:
+                subject["namespace"] = ns
+        if obj["kind"] == "Deployment":
+            c = obj["spec"]["template"]["spec"]["containers"][0]
+            c["resources"] = _res("100m", 512)
+        out.append(obj)
+    return out
+
+
+def rbac(stack: Stack) -> list[Obj]:
+    """Least privilege for the job submitter: RayJobs in the workload namespace only (plus read
+    access to the pods and logs it follows), with a token Secret for CI/operators."""
+    ns = stack.config.platform.namespace
+    sa = {"apiVersion": "v1", "kind": "ServiceAccount",
+          "metadata": _meta(SUBMITTER, stack, "rbac", ns), "automountServiceAccountToken": False}
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": _meta(SUBMITTER, stack, "rbac", ns),
+            "rules": [
+                {"apiGroups": ["ray.io"], "resources": ["rayjobs"],
+                 "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+                {"apiGroups": ["ray.io"], "resources": ["rayjobs/status"], "verbs": ["get"]},
+                {"apiGroups": ["ray.io"], "resources": ["rayclusters"],
+                 "verbs": ["get", "list", "watch"]},
+                {"apiGroups": [""], "resources": ["pods", "pods/log"],
+                 "verbs": ["get", "list", "watch"]},
+            ]}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": _meta(SUBMITTER, stack, "rbac", ns),
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                           "name": SUBMITTER},
+               "subjects": [{"kind": "ServiceAccount", "name": SUBMITTER, "namespace": ns}]}
+    token_meta = _meta(f"{SUBMITTER}-token", stack, "rbac", ns)
+    token_meta["annotations"] = {"kubernetes.io/service-account.name": SUBMITTER}
+    token = {"apiVersion": "v1", "kind": "Secret", "metadata": token_meta,
+             "type": "kubernetes.io/service-account-token"}
+    return [sa, role, binding, token]
+
+
+def _ray_pods() -> Obj:
+    return {"matchLabels": {"ray.io/is-ray-node": "yes"}}
+
+
+def _ns_selector(name: str) -> Obj:
+    return {"matchLabels": {"kubernetes.io/metadata.name": name}}
+
+
+def _ports(*ports: int, protocol: str = "TCP") -> list[Obj]:
+    return [{"protocol": protocol, "port": p} for p in ports]
+
+
+def tracking_uri(stack: Stack) -> str:
+    """The MLflow URI the RayJob reports to: the in-cluster Service, or the external URI."""
+    p, w = stack.config.platform, stack.config.workload
+    if p.mlflow.mode == "in-cluster":
+        return f"http://{MLFLOW}.{p.namespace}.svc.cluster.local:{p.mlflow.port}"
+    return str(w.tracking_uri)
+
+
+def network_policies(stack: Stack) -> list[Obj]:
+    """Default deny in the workload namespace, then only: DNS, Ray pod to Ray pod, clients of the
+    Ray head (submitter pods, the KubeRay operator), the metrics scrape from the monitoring
+    namespace, the autoscaler to the API server, and Ray to MLflow."""
+    cfg = stack.config
+    p, r, k = cfg.platform, cfg.ray, cfg.kubernetes
+    ns = p.namespace
+
+    def pol(name: str, spec: Obj) -> Obj:
+        return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": _meta(name, stack, "network-policy", ns), "spec": spec}
+
+    head = {"matchLabels": {"ray.io/node-type": "head"}}
+    cps = sorted(str(vm.ip) for vm in cfg.vms if "kube_control_plane" in vm.roles)
+    out = [
+        pol("default-deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+        pol("allow-dns", {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{
+            "to": [{"namespaceSelector": _ns_selector("kube-system"),
+                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+            "ports": _ports(53, protocol="UDP") + _ports(53)}]}),
+        pol("ray-internal", {"podSelector": _ray_pods(), "policyTypes": ["Ingress", "Egress"],
+                             "ingress": [{"from": [{"podSelector": _ray_pods()}]}],
+                             "egress": [{"to": [{"podSelector": _ray_pods()}]}]}),
+        pol("ray-head-clients", {
+            "podSelector": head, "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [{"podSelector": {}}], "ports": _ports(*HEAD_PORTS.values())},
+                {"from": [{"namespaceSelector": _ns_selector(p.operator_namespace)}],
+                 "ports": _ports(HEAD_PORTS["dashboard"], HEAD_PORTS["gcs"])},
+            ]}),
+        pol("submitter-to-ray-head", {
+            "podSelector": {}, "policyTypes": ["Egress"],
+            "egress": [{"to": [{"podSelector": head}], "ports": _ports(*HEAD_PORTS.values())}]}),
+        pol("metrics-scrape", {
+            "podSelector": _ray_pods(), "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"namespaceSelector": _ns_selector(cfg.monitoring.namespace)}],
+                         "ports": _ports(r.metrics_export_port)}]}),
+    ]
+    if cps:
+        out.append(pol("autoscaler-to-api-server", {
+            "podSelector": head, "policyTypes": ["Egress"],
+            "egress": [{"to": [{"ipBlock": {"cidr": f"{ip}/32"}} for ip in cps],
+                        "ports": _ports(API_SERVER_PORT)}]}))
+    if p.mlflow.mode == "in-cluster":
+        mlflow_pods = {"matchLabels": {"app.kubernetes.io/name": MLFLOW}}
+        out.append(pol("ray-to-mlflow", {
+            "podSelector": _ray_pods(), "policyTypes": ["Egress"],
+            "egress": [{"to": [{"podSelector": mlflow_pods}], "ports": _ports(p.mlflow.port)}]}))
+        out.append(pol("mlflow-from-ray", {
+            "podSelector": mlflow_pods, "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": _ray_pods()}],
+                         "ports": _ports(p.mlflow.port)}]}))
+    else:
+        uri = urlparse(tracking_uri(stack))
+        port = uri.port or (443 if uri.scheme == "https" else 80)
+        out.append(pol("ray-to-mlflow", {
+            "podSelector": _ray_pods(), "policyTypes": ["Egress"],
+            "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0",
+                                            "except": [str(k.pod_cidr), str(k.service_cidr)]}}],
+                        "ports": _ports(port)}]}))
+    return out
+
+
+def quotas(stack: Stack) -> list[Obj]:
+    """ResourceQuota (room for the standing RayCluster and one RayJob cluster at full size, the
+    GPUs the GPU worker VMs have, MLflow) and a LimitRange that gives every container
+    requests/limits (the quota requires them)."""
+    cfg = stack.config
+    p, r = cfg.platform, cfg.ray
+    ns = p.namespace
+    w = worker_resources(stack)
+    gpus = sum(len(vm.gpus) for vm in cfg.vms if vm.gpus and "ray_worker" in vm.roles)
+    clusters = 2
+    cpu = clusters * (p.head_cpu + 1 + r.gpu_workers_max * w["cpu"]) + 4
+    mem = clusters * (p.head_memory_mib + 1024 + r.gpu_workers_max * w["memory_mib"]) + 8192
+    hard = {"requests.cpu": str(cpu), "limits.cpu": str(cpu),
+            "requests.memory": f"{mem}Mi", "limits.memory": f"{mem}Mi",
+            f"requests.{GPU_RESOURCE}": str(gpus),
+            "pods": str(clusters * (1 + r.gpu_workers_max) + 10),
+            "persistentvolumeclaims": "5"}
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota",
+             "metadata": _meta("skyrig-workloads", stack, "quota", ns), "spec": {"hard": hard}}
+    limits = {"apiVersion": "v1", "kind": "LimitRange",
+              "metadata": _meta("skyrig-defaults", stack, "quota", ns),
+              "spec": {"limits": [{
+                  "type": "Container",
+                  "default": {"cpu": "500m", "memory": "512Mi"},
+                  "defaultRequest": {"cpu": "100m", "memory": "128Mi"},
+                  "max": {"cpu": str(max(w["cpu"], p.head_cpu)),
+                          "memory": f"{max(w['memory_mib'], p.head_memory_mib)}Mi"}}]}}
+    return [quota, limits]
+
+
+# ------------------------------------------------------------------------------ Ray
+
+
+def cluster_name(stack: Stack) -> str:
+    return f"{stack.name}-ray"
+
+
+def _volumes(stack: Stack, *, data: bool) -> tuple[list[Obj], list[Obj]]:
+    p, r = stack.config.platform, stack.config.ray
+    vols: list[Obj] = [{"name": "dshm", "emptyDir": {
+        "medium": "Memory", "sizeLimit": f"{r.object_store_memory_mib}Mi"}}]
+    mounts: list[Obj] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    if data:
+        d = p.data
+        if d.kind == "nfs":
+            vols.append({"name": "data", "nfs": {"server": d.nfs_server, "path": d.nfs_path,
+                                                 "readOnly": True}})
+        else:
+            vols.append({"name": "data", "persistentVolumeClaim": {
+                "claimName": d.claim_name, "readOnly": True}})
+        vols.append({"name": "results", "persistentVolumeClaim": {
+            "claimName": p.results.claim_name}})
+        mounts += [{"name": "data", "mountPath": d.mount_path, "readOnly": True},
+                   {"name": "results", "mountPath": p.results.mount_path}]
+    return vols, mounts
+
+
+def ray_cluster_spec(stack: Stack, image: str, *, data: bool = True) -> Obj:
+    """``RayCluster.spec``: head on a CPU node, one A4000 worker group sized to the GPU worker
+    VMs, autoscaler on, metrics port exposed, object store from the stack."""
+    cfg = stack.config
+    r, p = cfg.ray, cfg.platform
+    w = worker_resources(stack)
+    vols, mounts = _volumes(stack, data=data)
+    metrics = {"name": "metrics", "containerPort": r.metrics_export_port}
+    head_ports = [{"name": n, "containerPort": port} for n, port in HEAD_PORTS.items()]
+    cpu_nodes = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "nvidia.com/gpu.present", "operator": "DoesNotExist"}]}]}}}
+    head = {
+        "serviceType": "ClusterIP",
+        "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0", "num-gpus": "0",
+                           "metrics-export-port": str(r.metrics_export_port)},
+        "template": {"metadata": {"labels": labels(stack, "ray-head")}, "spec": {
+            "securityContext": restricted_pod(),
+            "affinity": cpu_nodes,
+            "containers": [{
+                "name": "ray-head", "image": image,
+                "ports": [*head_ports, metrics],
+                "resources": _res(p.head_cpu, p.head_memory_mib),
+                "securityContext": restricted_container(),
+                "volumeMounts": mounts}],
+            "volumes": vols}}}
+    worker = {
+        "groupName": WORKER_GROUP,
+        "replicas": r.gpu_workers_min, "minReplicas": r.gpu_workers_min,
+        "maxReplicas": r.gpu_workers_max,
+        "rayStartParams": {"num-gpus": str(w["gpus"]),
+                           "object-store-memory": str(r.object_store_memory_mib * 1024 * 1024),
+                           "metrics-export-port": str(r.metrics_export_port)},
+        "template": {"metadata": {"labels": labels(stack, "ray-worker")}, "spec": {
+            "securityContext": restricted_pod(),
+            "nodeSelector": gpu_node_selector(stack),
+            "tolerations": [gpu_toleration()],
+            "containers": [{
+                "name": "ray-worker", "image": image, "ports": [metrics],
+                "resources": _res(w["cpu"], w["memory_mib"], w["gpus"]),
+                "securityContext": restricted_container(),
+                "volumeMounts": mounts}],
+            "volumes": vols}}}
+    return {
+        "rayVersion": r.version,
+        "enableInTreeAutoscaling": True,
+        "autoscalerOptions": {"upscalingMode": "Default", "idleTimeoutSeconds": 600,
+                              "resources": _res("500m", 512),
+                              "securityContext": restricted_container()},
+        "headGroupSpec": head,
+        "workerGroupSpecs": [worker],
+    }
+
+
+def ray_cluster(stack: Stack) -> list[Obj]:
+    """The standing RayCluster (Ray image of the stack's Ray/CUDA) and its ServiceMonitor (head)
+    and PodMonitor (every Ray pod of the namespace, RayJob clusters included)."""
+    cfg = stack.config
+    ns = cfg.platform.namespace
+    cluster = {"apiVersion": "ray.io/v1", "kind": "RayCluster",
+               "metadata": _meta(cluster_name(stack), stack, "ray-cluster", ns),
+               "spec": ray_cluster_spec(stack, ray_image(stack))}
+    mon = {"skyrig.io/scrape": "true"}
+    interval = cfg.monitoring.scrape_interval
+    smon = {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+            "metadata": _meta("ray-head", stack, "monitoring", ns, **mon),
+            "spec": {"selector": {"matchLabels": {"ray.io/node-type": "head"}},
+                     "namespaceSelector": {"matchNames": [ns]},
+                     "endpoints": [{"port": "metrics", "interval": interval, "path": "/metrics"}],
+                     "targetLabels": ["ray.io/cluster"]}}
+    pmon = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
+            "metadata": _meta("ray-workers", stack, "monitoring", ns, **mon),
+            "spec": {"selector": {"matchLabels": {"ray.io/node-type": "worker"}},
+                     "namespaceSelector": {"matchNames": [ns]},
+                     "podMetricsEndpoints": [{"port": "metrics", "interval": interval,
+                                              "path": "/metrics"}],
+                     "podTargetLabels": ["ray.io/cluster", "ray.io/group"]}}
+    return [cluster, smon, pmon]
+
+
+# ------------------------------------------------------------------------------ workload
+
+
+def release_name(stack: Stack) -> str:
+    """The RayJob name: workload, version and model alias (two releases never collide), at most
+    47 characters (KubeRay derives cluster and Job names from it)."""
+    w = stack.config.workload
+    name = f"{w.name.replace('_', '-')}-v{w.version.replace('.', '-')}-{w.model_alias}"
+    return name.lower()[:47].rstrip("-")
+
+
+def entrypoint_args(stack: Stack) -> list[str]:
+    """Arguments of ``python -m qso_anomaly.pipeline`` the stack implies (parsed by the
+    workload's own ``build_parser`` in the tests)."""
+    cfg = stack.config
+    w, p, r = cfg.workload, cfg.platform, cfg.ray
+    args = ["--out", f"{p.results.mount_path}/{release_name(stack)}",
+            "--tracking-uri", tracking_uri(stack),
+            "--model-alias", w.model_alias,
+            "--n-spectra", str(w.n_spectra),
+            "--seed", str(w.seed),
+            "--framework", w.framework,
+            "--expect-version", w.version,
+            "--use-ray",
+            "--num-workers", str(max(1, r.gpu_workers_max))]
+    args.append("--use-gpu" if w.use_gpu else "--no-use-gpu")
+    return args
+
+
+def entrypoint(stack: Stack) -> str:
+    return shlex.join(["python", "-m", "qso_anomaly.pipeline", *entrypoint_args(stack)])
+
+
+def rayjob(stack: Stack) -> Obj:
+    """One RayJob for the pinned workload release: its own Ray cluster on the workload image,
+    shut down after the job, kept ``ttlSecondsAfterFinished``, retried ``backoffLimit`` times."""
+    cfg = stack.config
+    p, w = cfg.platform, cfg.workload
+    image = workload_image(stack)
+    meta = _meta(release_name(stack), stack, "workload", p.namespace,
+                 **{"skyrig.io/workload": w.name.replace("_", "-"),
+                    "skyrig.io/workload-version": w.version,
+                    "skyrig.io/model-alias": w.model_alias})
+    submitter = {"spec": {
+        "restartPolicy": "Never",
+        "serviceAccountName": SUBMITTER,
+        "securityContext": restricted_pod(),
+        "containers": [{"name": "ray-job-submitter", "image": image,
+                        "resources": _res("200m", 256),
+                        "securityContext": restricted_container()}]}}
+    return {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": meta, "spec": {
+        "entrypoint": entrypoint(stack),
+        "submissionMode": "K8sJobMode",
+        "shutdownAfterJobFinishes": True,
+        "ttlSecondsAfterFinished": p.job_ttl_seconds_after_finished,
+        "backoffLimit": p.job_backoff_limit,
+        "activeDeadlineSeconds": p.job_deadline_s,
+        "submitterPodTemplate": submitter,
+        "rayClusterSpec": ray_cluster_spec(stack, image),
+    }}
+
+
+def volumes(stack: Stack) -> list[Obj]:
+    """The data PVC (kind pvc; NFS needs no object) and the results PVC."""
+    p = stack.config.platform
+    out = []
+
+    def pvc(name: str, size_gib: int, storage_class: str | None, component: str) -> Obj:
+        spec: Obj = {"accessModes": ["ReadWriteMany"],
+                     "resources": {"requests": {"storage": f"{size_gib}Gi"}}}
+        if storage_class:
+            spec["storageClassName"] = storage_class
+        return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": _meta(name, stack, component, p.namespace), "spec": spec}
+
+    if p.data.kind == "pvc" and p.data.claim_name:
+        out.append(pvc(p.data.claim_name, p.data.size_gib, p.data.storage_class, "data"))
+    out.append(pvc(p.results.claim_name, p.results.size_gib, p.results.storage_class, "results"))
+    return out
+
+
+def mlflow_server(stack: Stack) -> list[Obj]:
+    """In-cluster MLflow (Deployment + Service + PVC) when ``platform.mlflow.mode`` says so."""
+    p = stack.config.platform
+    m = p.mlflow
+    if m.mode != "in-cluster":
+        return []
+    ns = p.namespace
+    sel = {"app.kubernetes.io/name": MLFLOW}
+    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+           "metadata": _meta(f"{MLFLOW}-store", stack, "mlflow", ns),
+           "spec": {"accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": f"{m.storage_gib}Gi"}}}}
+    cmd = ["mlflow", "server", "--host", "0.0.0.0", "--port", str(m.port),
+           "--backend-store-uri", "sqlite:////mlflow/mlflow.db",
+           "--artifacts-destination", "/mlflow/artifacts", "--serve-artifacts"]
+    dep = {"apiVersion": "apps/v1", "kind": "Deployment",
+           "metadata": _meta(MLFLOW, stack, "mlflow", ns),
+           "spec": {"replicas": 1, "strategy": {"type": "Recreate"},
+                    "selector": {"matchLabels": sel},
+                    "template": {"metadata": {"labels": {**sel, **labels(stack, "mlflow")}},
+                                 "spec": {
+                        "securityContext": restricted_pod(RAY_UID, RAY_UID),
+                        "containers": [{
+                            "name": MLFLOW, "image": m.image, "command": cmd,
+                            "env": [{"name": "HOME", "value": "/mlflow"}],
+                            "ports": [{"name": "http", "containerPort": m.port}],
+                            "resources": _res(1, 2048),
+                            "securityContext": restricted_container(),
+                            "readinessProbe": {"httpGet": {"path": "/health", "port": "http"},
+                                               "periodSeconds": 10},
+                            "volumeMounts": [{"name": "store", "mountPath": "/mlflow"}]}],
+                        "volumes": [{"name": "store", "persistentVolumeClaim": {
+                            "claimName": f"{MLFLOW}-store"}}]}}}}
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": _meta(MLFLOW, stack, "mlflow", ns),
+           "spec": {"selector": sel, "ports": [{"name": "http", "port": m.port,
+                                                "targetPort": "http"}]}}
+    return [pvc, dep, svc]

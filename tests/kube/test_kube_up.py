@@ -1,0 +1,126 @@
+"""`skyrig up --stack dev --only platform` preconditions: no kubeconfig → exit 2 naming the three
+ways to give one; a kubeconfig whose API server does not answer → exit 1 naming the server,
+within the configured timeout, nothing changed. (No Kubernetes API server can run here.)"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from support import edit_stack, make_root
+
+pytestmark = pytest.mark.unit
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _up(root: Path, state: Path, *, kubeconfig: str | None = None,
+        only: str = "platform") -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "SKYRIG_KUBECONFIG"}
+    env.update(SKYRIG_ROOT=str(root), SKYRIG_STATE_DIR=str(state), COLUMNS="200")
+    if kubeconfig is not None:
+        env["SKYRIG_KUBECONFIG"] = kubeconfig
+    return subprocess.run(
+        [sys.executable, "-m", "skyrig.cli", "up", "--stack", "dev", "--only", only],
+        cwd=root, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def _files(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.exists() else []
+
+
+@pytest.mark.parametrize("only", ["platform", "workload"])
+def test_no_kubeconfig_exits_2_naming_three_ways(tmp_path: Path, only: str) -> None:
+    root, state = make_root(tmp_path), tmp_path / "state"
+    proc = _up(root, state, only=only)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    err = " ".join(proc.stderr.split())
+    assert "no kubeconfig for stack dev" in err
+    assert "pulumi config set --secret" in err
+    assert "export SKYRIG_KUBECONFIG=" in err
+    assert f"{state / 'dev' / 'kubeconfig'}" in err and "skyrig ansible run k8s" in err
+    assert _files(state) == []
+
+
+def test_unanswering_api_server_exits_1_naming_it(tmp_path: Path) -> None:
+    root, state = make_root(tmp_path), tmp_path / "state"
+    edit_stack(root, "dev", "  skyrig:platform:\n", "  skyrig:platform:\n    api_timeout_s: 3\n")
+    port = _closed_port()
+    server = f"https://127.0.0.1:{port}"
+    kubeconfig = (
+        "apiVersion: v1\nkind: Config\ncurrent-context: dev\n"
+        f"clusters: [{{name: dev, cluster: {{server: '{server}'}}}}]\n"
+        "contexts: [{name: dev, context: {cluster: dev, user: admin}}]\n"
+        "users: [{name: admin, user: {token: not-a-real-token}}]\n")
+    proc = _up(root, state, kubeconfig=kubeconfig)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    err = " ".join(proc.stderr.split())
+    assert f"the Kubernetes API server {server}" in err
+    assert "did not answer within 3 s" in err and "nothing was changed" in err
+    assert "not-a-real-token" not in proc.stdout + proc.stderr
+    assert _files(state) == []
+
+
+def test_kubeconfig_file_is_found_and_its_server_named(tmp_path: Path) -> None:
+    root, state = make_root(tmp_path), tmp_path / "state"
+    (state / "dev").mkdir(parents=True)
+    port = _closed_port()
+    (state / "dev" / "kubeconfig").write_text(
+        "apiVersion: v1\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:"
+        f"{port}'}}}}]\ncontexts: [{{name: c, context: {{cluster: c}}}}]\ncurrent-context: c\n")
+    proc = _up(root, state)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"127.0.0.1:{port}" in proc.stderr and "kubeconfig from" in proc.stdout
+    assert _files(state) == [state / "dev" / "kubeconfig"]
+
+
+def _listening_kubeconfig() -> tuple[socket.socket, str]:
+    """A loopback TCP listener standing in for an API server that accepts connections."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    port = srv.getsockname()[1]
+    return srv, (
+        "apiVersion: v1\nkind: Config\ncurrent-context: dev\n"
+        f"clusters: [{{name: dev, cluster: {{server: 'https://127.0.0.1:{port}'}}}}]\n"
+        "contexts: [{name: dev, context: {cluster: dev, user: admin}}]\n")
+
+
+def test_without_pulumi_cli_platform_exits_2_with_the_offline_path(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch
+                                                                     ) -> None:
+    root, state = make_root(tmp_path), tmp_path / "state"
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))  # no `pulumi` on PATH
+    srv, kubeconfig = _listening_kubeconfig()
+    with srv:
+        proc = _up(root, state, kubeconfig=kubeconfig)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    err = " ".join(proc.stderr.split())
+    assert "the Pulumi CLI is not installed" in err
+    assert "skyrig render --stack dev" in err and "kubectl apply --server-side" in err
+    assert _files(state) == []
+
+
+def test_workload_without_kubernetes_client_exits_2(tmp_path: Path) -> None:
+    pytest.importorskip("pulumi")
+    try:
+        import kubernetes  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("the kubernetes client is installed: this checks the message without it")
+    root, state = make_root(tmp_path), tmp_path / "state"
+    srv, kubeconfig = _listening_kubeconfig()
+    with srv:
+        proc = _up(root, state, kubeconfig=kubeconfig, only="workload")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "needs the `kubernetes` Python client" in " ".join(proc.stderr.split())
