@@ -62,8 +62,9 @@ CASES: list[Case] = [
          eval_time="2m", labels=GPU_LABELS),
     Case("GpuNodeMissingFromDevicePlugin",
          fire=[_alloc(n, "1x20") for n in PROD_GPU_NODES if n != "gpu-w-03"]
-         + [_alloc("gpu-w-03", "1 1 0x18")],
-         quiet=[_alloc(n, "1x20") for n in PROD_GPU_NODES],
+         + [_alloc("gpu-w-03", "1 1 0x18"), ('kube_node_info{node="gpu-w-01"}', "1x20")],
+         quiet=[_alloc(n, "1x20") for n in PROD_GPU_NODES]
+         + [('kube_node_info{node="gpu-w-01"}', "1x20")],
          eval_time="15m", labels={"node": "gpu-w-03"}),
     Case("RayHeadDown",
          fire=[('up{job="ray-head",instance="10.0.0.5:8080"}', "1 0x10")],

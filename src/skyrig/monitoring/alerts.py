@@ -108,6 +108,8 @@ def alert_rules(stack: Stack) -> list[AlertRule]:
         ]
         + [f"max by (node) (absent({alloc % vm.name}))" for vm in gpu_vms]
     ) or "vector(0) > 1"
+    # only where kube-state-metrics reports nodes (stacks without Kubernetes stay quiet)
+    missing = f"({missing}) and on () (count(kube_node_info) > 0)"
     xids = "|".join(str(x) for x in CRITICAL_XIDS)
     workers = (
         f'count(up{{job="{JOB_RAY_WORKER}"}} == 1) < {n_workers}'
