@@ -171,3 +171,12 @@ def test_every_runbook_url_resolves_to_a_runbook_file(name: str) -> None:
         if not (_RUNBOOKS / rid).is_file():
             missing.append(f"{rule['alert']} -> runbooks/{rid}")
     assert not missing, missing
+
+
+def test_docs_monitoring_is_current() -> None:
+    from skyrig.monitoring.reference import render_doc
+
+    doc = (REPO / "docs" / "monitoring.md").read_text()
+    assert doc == render_doc(load_stack("prod"), load_stack("local")), (
+        "docs/monitoring.md is stale: run `python -m skyrig.monitoring.reference >"
+        " docs/monitoring.md`")
