@@ -129,3 +129,11 @@ def test_dashboards_are_grafana_models_with_prometheus_queries() -> None:
         json.dumps(d)
     gpu = json.dumps(ds["skyrig-gpu"])
     assert "DCGM_FI_DEV_GPU_TEMP" in gpu and "85" in gpu
+
+
+def test_counters_are_upstream_dcgm_fields() -> None:
+    """skyrig's CSV only uses fields of the vendored upstream list (active or commented out)."""
+    upstream = (VENDOR.parent / "dcgm-exporter" / "default-counters.csv").read_text()
+    fields = {line.lstrip("# ").split(",")[0].strip() for line in upstream.splitlines()
+              if line.lstrip("# ").startswith("DCGM_FI_")}
+    assert {c[0] for c in COUNTERS} <= fields
