@@ -26,6 +26,7 @@ from skyrig.config import Stack
 from skyrig.monitoring import RUNBOOK_IDS, local_ports
 from skyrig.workflows import localmon
 from skyrig.workflows.alertsink import read_alerts
+from skyrig.workflows.monreport import build_report
 from support import edit_stack, endpoint_of, make_root, stack
 
 pytestmark = [
@@ -180,6 +181,26 @@ def test_local_monitoring_stack_fires_and_resolves_vm_stopped(
         # fault removed: the alert resolves
         wait_task(prox.nodes("pve1").qemu(301).status.start.post())
         _until("SkyrigVmStopped resolved", lambda: notified("resolved"), 90)
+
+        # a run's anomaly_* metrics reach Prometheus through the Pushgateway; plots from them
+        prom = mon_stack.state_dir / "metrics.prom"
+        prom.write_text(
+            "# TYPE anomaly_throughput_spectra_per_second gauge\n"
+            'anomaly_throughput_spectra_per_second{model="qso-ae",version="1"} 850\n'
+            "# TYPE anomaly_score_psi gauge\n"
+            'anomaly_score_psi{window="run"} 0.05\n')
+        localmon.push_metrics(mon_stack, prom)
+
+        def psi() -> list[Any]:
+            r = requests.get(f"{mon.prometheus_url}/api/v1/query", timeout=5,
+                             params={"query": 'anomaly_score_psi{job="qso_anomaly"}'}).json()
+            return list(r["data"]["result"])
+
+        _until("pushed metrics scraped", psi, 30)
+        page = build_report(mon_stack, mon_stack.state_dir / "report.html", window_s=600)
+        text = page.read_text()
+        assert text.count("data:image/png;base64,") >= 5  # throughput, PSI, CPU, up, alerts
+        assert "Score drift (PSI)" in text and "no data in this window" in text  # no DCGM here
     finally:
         stopped = localmon.stop(mon_stack)
     assert set(stopped) == {"prometheus", "alertmanager", "pushgateway", "node_exporter",

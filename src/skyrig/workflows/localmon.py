@@ -348,3 +348,50 @@ def push_metrics(stack: Stack, metrics_file: Path) -> str:
     if r.status_code >= 400:
         raise SkyrigError(f"Pushgateway refused {metrics_file}: {r.status_code} {r.text[:300]}")
     return url
+
+
+# ------------------------------------------------------------------- `skyrig up` hooks
+
+
+def skip_reason(stack: Stack) -> str | None:
+    """Why the monitor layer does not apply to ``stack`` (None when it does)."""
+    if not stack.config.monitoring.enabled:
+        return "skyrig:monitoring.enabled is off"
+    if stack.config.ray.mode != "local":
+        return ("monitoring of this stack runs in Kubernetes (kube-prometheus-stack with the"
+                " objects of `skyrig render`)")
+    return None
+
+
+def platform_up(stack: Stack, endpoint: Endpoint | None, console: Console) -> dict[str, Any]:
+    """Start the local monitoring stack in the ``platform`` layer; returns summary fields."""
+    if skip_reason(stack) or endpoint is None:
+        return {}
+    t0 = time.monotonic()
+    mon = start(stack, endpoint, console)
+    return {"prometheus": mon.prometheus_url, "alertmanager": mon.alertmanager_url,
+            "started": mon.started, "start_s": round(time.monotonic() - t0, 2)}
+
+
+def monitor_up(stack: Stack, summary: dict[str, Any], console: Console) -> dict[str, Any]:
+    """The ``monitor`` layer: push the last run's ``anomaly_*`` metrics, then report targets
+    up/total and alerts firing (also printed)."""
+    w = summary.get("workload") or {}
+    pushed = None
+    if w.get("metrics") and Path(str(w["metrics"])).is_file():
+        pushed = push_metrics(stack, Path(str(w["metrics"])))
+    st = status(stack)
+    if pushed:
+        st["pushed"] = pushed
+    print_status(st, console)
+    return st
+
+
+def print_status(st: dict[str, Any], console: Console) -> None:
+    """Human lines for :func:`status`."""
+    console.print(f"  Prometheus {st['prometheus']}: targets up {st['targets_up']}/"
+                  f"{st['targets_total']}"
+                  + (f" (down: {', '.join(st['targets_down'])})" if st["targets_down"] else ""))
+    console.print("  alerts firing: " + (", ".join(st["alerts_firing"]) or "none")
+                  + (f"; pending: {', '.join(st['alerts_pending'])}"
+                     if st["alerts_pending"] else ""))
