@@ -12,6 +12,7 @@ import base64
 import html
 import io
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ from skyrig.monitoring.targets import LOOPBACK
 
 @dataclass(frozen=True)
 class Panel:
-    """One plot: a PromQL query, its legend label, unit and an optional threshold line."""
+    """One plot: a PromQL query, its legend (``{label}`` placeholders), unit and an optional
+    threshold line."""
 
     title: str
     query: str
@@ -39,17 +41,18 @@ def panels(stack: Stack) -> list[Panel]:
     """The report's panels for ``stack``."""
     psi = stack.config.monitoring.anomaly_drift_psi_alert
     return [
-        Panel("Scoring throughput", "anomaly_throughput_spectra_per_second", "version",
+        Panel("Scoring throughput", "anomaly_throughput_spectra_per_second",
+              "{model} v{version}",
               "spectra/s"),
-        Panel("Score drift (PSI)", "max by (window) (anomaly_score_psi)", "window", "PSI", psi),
-        Panel("Flagged ratio", "skyrig:anomaly_flagged:ratio", "job", "ratio"),
+        Panel("Score drift (PSI)", "max by (window) (anomaly_score_psi)", "{window}", "PSI", psi),
+        Panel("Flagged ratio", "skyrig:anomaly_flagged:ratio", "{job}", "ratio"),
         Panel("Host CPU use", '1 - avg(rate(node_cpu_seconds_total{mode="idle"}[1m]))',
               "", "ratio"),
-        Panel("Ray node CPU", "ray_node_cpu_utilization", "instance", "%"),
-        Panel("GPU use (DCGM)", "avg by (node) (DCGM_FI_DEV_GPU_UTIL)", "node", "%"),
-        Panel("Targets up by job", "skyrig:up:ratio_by_job", "job", "ratio"),
+        Panel("Ray node CPU", "ray_node_cpu_utilization", "{instance}", "%"),
+        Panel("GPU use (DCGM)", "avg by (node) (DCGM_FI_DEV_GPU_UTIL)", "{node}", "%"),
+        Panel("Targets up by job", "skyrig:up:ratio_by_job", "{job}", "ratio"),
         Panel("Alerts firing", 'count by (alertname) (ALERTS{alertstate="firing"})',
-              "alertname", "alerts"),
+              "{alertname}", "alerts"),
     ]
 
 
@@ -80,7 +83,8 @@ def _plot(panel: Panel, series: list[dict[str, Any]], end: float) -> str:
     for s in series:
         xs = [(float(t) - end) / 60 for t, _ in s["values"]]
         ys = [float(v) for _, v in s["values"]]
-        label = s["metric"].get(panel.legend, "") if panel.legend else panel.title
+        metric = defaultdict(str, s["metric"])
+        label = panel.legend.format_map(metric) if panel.legend else panel.title
         ax.plot(xs, ys, label=label or panel.title, linewidth=1.4)
     if panel.threshold is not None:
         ax.axhline(panel.threshold, color="tab:red", linestyle="--", linewidth=1,
