@@ -12,6 +12,8 @@ from proxmoxer.core import ResourceException
 from pvesim import PveSim
 from pvesim.testing import proxmox_client
 
+pytestmark = pytest.mark.integration
+
 
 def _auditor(prox: ProxmoxAPI) -> tuple[str, str]:
     prox.access.users.post(userid="monitor@pve", comment="metrics")

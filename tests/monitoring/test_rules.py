@@ -3,6 +3,7 @@ rules/config on every rendered file, a firing and a quiet promtool unit test per
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -38,10 +39,23 @@ CONTRACT = {
     "ScrapeTargetDown": "scrape-target-down",
 }
 STACKS = ("local", "dev", "prod")
-PROMTOOL = shutil.which("promtool")
+
+
+def _promtool() -> str | None:
+    """promtool, installed on first use like the local stack does (root only)."""
+    if shutil.which("promtool") is None and os.geteuid() == 0:
+        from rich.console import Console
+
+        from skyrig.workflows.localmon import ensure_installed
+
+        ensure_installed(Console(quiet=True))
+    return shutil.which("promtool")
+
+
+PROMTOOL = _promtool()
 AMTOOL = shutil.which("amtool")
 needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool missing: apt-get install prometheus")
+    PROMTOOL is None, reason="promtool missing: apt-get install prometheus (as root)")
 
 
 def _alerts(name: str) -> list[dict[str, object]]:
