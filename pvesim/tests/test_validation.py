@@ -176,4 +176,4 @@ def test_load_endpoint_schema_for_the_coordinator() -> None:
     same = load_endpoint_schema("/nodes/pve1/qemu/100/config", "POST")
     assert same == schema
     with pytest.raises(KeyError):
-        load_endpoint_schema("/nodes/{node}/lxc", "GET")
+        load_endpoint_schema("/nodes/{node}/network", "GET")

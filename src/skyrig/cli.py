@@ -203,6 +203,7 @@ def doctor() -> None:
 
 _mount("pvesim.cli", "pvesim", "Run the embedded Proxmox VE API emulator.")
 _mount("skyrig.ansible.cli", "ansible", "Run playbooks with an inventory derived from a stack.")
+_mount("skyrig.workflows.moncli", "monitor", "Monitoring: targets up, alerts firing.")
 
 
 def _exit_code(value: object) -> int:

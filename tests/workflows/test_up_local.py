@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,8 @@ def _stack(tmp_path: Path) -> Path:
     for a, b in (("head_port: 26379", "head_port: 46379"),
                  ("dashboard_port: 28265", "dashboard_port: 48265"),
                  ("metrics_export_port: 28080", "metrics_export_port: 48080"),
-                 ("n_spectra: 1500", "n_spectra: 400")):
+                 ("n_spectra: 1500", "n_spectra: 400"),
+                 ("dcgm_exporter: false", "dcgm_exporter: false\n    local_port_base: 47000")):
         assert a in text, a
         text = text.replace(a, b)
     f = tmp_path / "stacks" / "Pulumi.local.yaml"
@@ -54,6 +56,10 @@ def test_up_twice_then_down(tmp_path: Path) -> None:
         for key in ("report", "metrics", "model_card"):
             assert Path(w1[key]).is_file(), (key, w1[key])
         assert "report" in first.stdout and "model card" in first.stdout
+        m1 = s1["monitoring"]
+        assert m1["prometheus"] == "http://127.0.0.1:47000"
+        assert m1["targets_total"] == 6 and m1["pushed"], m1
+        assert "Prometheus" in first.stdout and "targets up" in first.stdout
 
         second = _skyrig("up", "--stack", str(stack), env=env)
         assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
@@ -67,3 +73,7 @@ def test_up_twice_then_down(tmp_path: Path) -> None:
         down = _skyrig("down", "--stack", str(stack), env=env)
     assert down.returncode == 0, down.stdout[-3000:] + down.stderr[-3000:]
     assert not (state / "local" / "ray" / "ray-head.pgid").exists()
+    assert not (state / "local" / "monitoring" / "pids.json").exists()
+    for port in range(47000, 47006):  # the monitoring stack's ports are closed again
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", port)) != 0, port

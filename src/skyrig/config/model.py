@@ -380,6 +380,19 @@ class Monitoring(Strict):
     dcgm_exporter_port: int = Field(9400, ge=1, le=65535, description="DCGM exporter port.")
     gpu_temp_alert_c: int = Field(85, ge=50, le=110, description="GPU temperature alert.")
     anomaly_drift_psi_alert: float = Field(0.2, gt=0, le=10, description="Score-drift alert.")
+    anomaly_rejected_ratio_alert: float = Field(
+        0.05, gt=0, le=1,
+        description="Alert when rejected / submitted spectra of a run exceeds this ratio (0-1).")
+    rayjob_deadline_s: int = Field(
+        3600, ge=60, description="Alert when a RayJob has run longer than this (seconds).")
+    runbook_base_url: str = Field(
+        "runbooks",
+        description="Base of every alert's runbook_url (`<base>/<runbook-id>.md`); a path or URL.")
+    local_port_base: int | None = Field(
+        None, ge=1024, le=65000,
+        description="First of 8 loopback ports of the local monitoring stack (Prometheus,"
+        " Alertmanager, Pushgateway, node/PVE exporters, receiver); default derived from the"
+        " stack name.")
 
 
 class Governance(Strict):

@@ -14,6 +14,7 @@ import yaml
 
 from skyrig.config import Stack
 from skyrig.plan import Plan, build_plan
+from skyrig.workflows.monrender import write_monitoring
 
 
 def write_plan_files(p: Plan, out: Path) -> list[Path]:
@@ -64,7 +65,7 @@ def write_plan_files(p: Plan, out: Path) -> list[Path]:
 
 
 Writer = Callable[[Stack, Plan, Path], list[Path]]
-WRITERS: list[Writer] = []
+WRITERS: list[Writer] = [write_monitoring]
 
 
 def _writers() -> list[Writer]:

@@ -136,6 +136,10 @@ def _platform_up(ctx: RunContext) -> None:
             "dashboard": head.dashboard_url,
             "started": head.started,
         }
+        from skyrig.workflows.localmon import platform_up
+
+        _pvesim(ctx)
+        ctx.summary["monitoring"] = platform_up(ctx.stack, ctx.endpoint, ctx.console)
         return
     from skyrig.workflows.kube_platform import platform_up
 
@@ -144,7 +148,11 @@ def _platform_up(ctx: RunContext) -> None:
 
 def _platform_down(ctx: RunContext) -> None:
     if ctx.stack.config.ray.mode == "local":
+        from skyrig.workflows.localmon import stop as stop_monitoring
         from skyrig.workflows.localray import stop_head
+
+        if stop_monitoring(ctx.stack):
+            ctx.console.print("  stopped the local monitoring stack")
 
         if stop_head(ctx.stack.state_dir / "ray"):
             ctx.console.print("  stopped the local Ray head")
@@ -200,15 +208,20 @@ def _workload_down(ctx: RunContext) -> None:
 
 
 def _monitor_up(ctx: RunContext) -> None:
-    """Monitoring status (filled in by the monitoring layer)."""
+    from skyrig.workflows.localmon import monitor_up
+
+    ctx.summary.setdefault("monitoring", {}).update(
+        monitor_up(ctx.stack, ctx.summary, ctx.console))
 
 
 def _monitor_down(ctx: RunContext) -> None:
-    """Nothing runs for monitoring yet."""
+    """The local monitoring processes stop with the platform layer."""
 
 
 def _monitor_skip(ctx: RunContext) -> str | None:
-    return "no monitoring stack is configured yet"
+    from skyrig.workflows.localmon import skip_reason
+
+    return skip_reason(ctx.stack)
 
 
 REGISTRY: dict[str, Layer] = {
@@ -305,6 +318,10 @@ def _print_summary(s: dict[str, Any], console: Console) -> None:
         t.add_row("workload job", f"{w['job_id']} {w['status']} in {w['elapsed_s']} s")
         for label, text in _workload_lines(w):
             t.add_row(label, text)
+    m = s.get("monitoring") or {}
+    if "targets_up" in m:
+        t.add_row("Prometheus", f"{m['prometheus']}: targets up {m['targets_up']}/"
+                  f"{m['targets_total']}; alerts firing: {', '.join(m['alerts_firing']) or 'none'}")
     layers = s.get("layers") or {}
     if layers:
         t.add_row("layers", ", ".join(layers.get("ran", [])) or "-")

@@ -36,6 +36,7 @@ def load_all() -> dict[tuple[str, str], Handler]:
         access,
         cluster,
         mapping,
+        monitoring,
         qemu,
         qemu_agent,
         qemu_clone,

@@ -46,6 +46,17 @@ COVERED_PATHS = (
     "/nodes/{node}/tasks/{upid}/status",
     "/nodes/{node}/tasks/{upid}/log",
     "/nodes/{node}/hardware/pci",
+    # api/monitoring.py: what prometheus-pve-exporter reads, and a read-only token for it
+    "/cluster/status",
+    "/cluster/config/qdevice",
+    "/cluster/backup-info/not-backed-up",
+    "/nodes/{node}/lxc",
+    "/nodes/{node}/replication",
+    "/nodes/{node}/replication/{id}/status",
+    "/nodes/{node}/subscription",
+    "/access/users",
+    "/access/users/{userid}/token/{tokenid}",
+    "/access/acl",
 )
 
 _PROSE = {"description", "verbose_description", "format_description"}
