@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from skyrig.runbooks.execute import DEFAULT_MODEL_NAME
+from skyrig.runbooks.execute import DEFAULT_MODEL_NAME, CheckFailed
 
 app = typer.Typer(no_args_is_help=True, help="NIST AI RMF evidence of released model versions.")
 console = Console(soft_wrap=True)
@@ -60,4 +60,7 @@ def check(
         verdict = "[green]PASS[/]" if res.ok else (
             f"[red]FAIL[/]: {', '.join(i.id for i in res.blocking)}")
         console.print(f"{verdict}\nreport: {md}", highlight=False)
-    raise typer.Exit(0 if res.ok else 1)
+    if not res.ok:
+        raise CheckFailed(f"{res.model} version {res.version}: required AI RMF evidence not"
+                          f" satisfied: {', '.join(i.id for i in res.blocking)}",
+                          hint=f"read the report: {md}")

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from skyrig.runbooks.execute import DEFAULT_MODEL_NAME
+from skyrig.runbooks.execute import DEFAULT_MODEL_NAME, CheckFailed
 
 app = typer.Typer(no_args_is_help=True, help="Show, promote or roll back the stack's model.")
 console = Console(soft_wrap=True)
@@ -82,8 +82,7 @@ def show(
         problems.append(f"version {cur.version} has release_decision={cur.decision!r},"
                         f" expected {expect_decision}")
     if problems:
-        console.print("[red]check failed:[/] " + "; ".join(problems))
-        raise typer.Exit(1)
+        raise CheckFailed(f"{model}: check failed: " + "; ".join(problems))
 
 
 @app.command("rollback")

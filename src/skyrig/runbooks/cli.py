@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from skyrig.runbooks.execute import CheckFailed
+
 app = typer.Typer(no_args_is_help=True, help="List, show and run executable runbooks.")
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -47,8 +49,8 @@ def list_(
     if alert:
         books = [b for b in books if alert in b.alerts]
         if not books:
-            err.print(f"no runbook answers alert {escape(alert)}")
-            raise typer.Exit(1)
+            raise CheckFailed(f"no runbook answers alert {alert}",
+                              hint="`skyrig runbook list` shows every runbook and its alerts")
     t = Table(title="runbooks")
     for col in ("id", "title", "alerts", "stacks", "risk", "steps"):
         t.add_column(col)
@@ -111,4 +113,8 @@ def run(
         book, st, variables=parse_vars(var or []), dry_run=dry_run, yes=yes,
         start_from=start_from, confirm=(lambda q: typer.confirm(q)) if interactive else None,
         console=err)
-    raise typer.Exit(result.exit_code)
+    if result.exit_code:
+        raise CheckFailed(f"runbook {book.id} {result.status} at step {result.failed_step}"
+                          f" (rolled back: {', '.join(result.rolled_back) or 'nothing'})",
+                          hint=f"record: {result.record}; fix the cause and resume with"
+                               f" --from {result.failed_step}")

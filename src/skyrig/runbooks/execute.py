@@ -52,6 +52,14 @@ class RunbookAborted(SkyrigError):
     """The operator declined a confirmation (prod run or a manual step)."""
 
 
+class CheckFailed(SkyrigError):
+    """A command's own check failed (``--expect-...``, a failed runbook run): exit code 1.
+
+    Raised rather than ``typer.Exit(1)`` so that the exit code survives ``skyrig.cli.main``,
+    which runs the app with ``standalone_mode=False``.
+    """
+
+
 def tracking_uri(stack: Stack) -> str:
     """The stack's MLflow tracking URI: ``workload.tracking_uri`` or the sqlite store the local
     workload job uses (``<state_dir>/mlflow/mlflow.db``, as in :mod:`skyrig.workflows.workload`)."""

@@ -22,6 +22,7 @@ from rich.console import Console
 from skyrig.config import Stack
 from skyrig.errors import OwnershipError, SkyrigError
 from skyrig.proxmox.endpoint import PVESIM_ENV, Endpoint, resolve_endpoint
+from skyrig.runbooks.execute import CheckFailed
 
 app = typer.Typer(no_args_is_help=True, help="Inspect, start, shut down or reboot one VM.")
 console = Console(soft_wrap=True)
@@ -125,8 +126,7 @@ def status(
     if expect_pending is False and state.pending_keys:
         problems.append(f"pending changes remain: {', '.join(state.pending_keys)}")
     if problems:
-        console.print("[red]check failed:[/] " + "; ".join(problems))
-        raise typer.Exit(1)
+        raise CheckFailed(f"VM {vmid}: check failed: " + "; ".join(problems))
 
 
 @app.command("reboot")

@@ -157,6 +157,10 @@ def _platform_down(ctx: RunContext) -> None:
 def _workload_up(ctx: RunContext) -> None:
     from skyrig.workflows.workload import submit_and_wait
 
+    if ctx.stack.config.environment == "prod":  # AI RMF MANAGE 1.1: only released evidence
+        from skyrig.governance import require_release_evidence
+
+        require_release_evidence(ctx.stack)
     ray = ctx.summary.get("ray")
     if ray is None:
         from skyrig.workflows.localray import running_head
