@@ -51,7 +51,7 @@ def test_pending_reboot_runbook_applies_the_change_then_resumes_after_a_failure(
     assert len(reboots(client, "pve1", 301)) == 1
     assert sim.vm(302)["pending"]["cores"] == "6"  # the other VM is untouched
     lines = read_record(res.record)
-    assert [ln["event"] for ln in lines][0] == "start" and lines[-1]["status"] == "succeeded"
+    assert lines[0]["event"] == "start" and lines[-1]["status"] == "succeeded"
     steps = {ln["step"]: ln for ln in lines if ln["event"] == "step"}
     assert steps["reboot"]["command"] == ["skyrig", "vm", "reboot", "--stack", "local",
                                           "--vmid", "301"]
