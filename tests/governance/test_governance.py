@@ -218,3 +218,12 @@ def test_what_a_workload_release_still_lacks(root: Path, store: Store) -> None:
         (i.id, i.detail) for i in res.blocking]
     assert by_id(res)["MANAGE 1.1"].status == "satisfied"
     assert by_id(res)["MEASURE 2.9"].status == "satisfied"
+
+
+def test_no_registry_is_a_clear_error_and_creates_nothing(root: Path) -> None:
+    from skyrig.governance.registry import RegistryError
+
+    st = stack(root, "local")
+    with pytest.raises(RegistryError, match=r"no model registry at sqlite:///.*mlflow\.db"):
+        check_stack(st)
+    assert not (st.state_dir / "mlflow").exists()

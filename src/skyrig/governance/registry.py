@@ -72,6 +72,12 @@ class Registry:
     def __init__(self, tracking_uri: str, name: str) -> None:
         for k, v in QUIET.items():
             os.environ.setdefault(k, v)
+        if tracking_uri.startswith("sqlite:///"):
+            db = Path(tracking_uri.removeprefix("sqlite:///"))
+            if not db.is_file():  # reading must not create an empty store
+                raise RegistryError(f"no model registry at {tracking_uri} ({db} does not exist)",
+                                    hint="run the workload once (`skyrig up`) to register a"
+                                         " model, or set skyrig:workload.tracking_uri")
         from mlflow.tracking import MlflowClient
 
         self.tracking_uri = tracking_uri

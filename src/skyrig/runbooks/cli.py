@@ -52,7 +52,8 @@ def list_(
             raise CheckFailed(f"no runbook answers alert {alert}",
                               hint="`skyrig runbook list` shows every runbook and its alerts")
     t = Table(title="runbooks")
-    for col in ("id", "title", "alerts", "stacks", "risk", "steps"):
+    t.add_column("id", no_wrap=True)
+    for col in ("title", "alerts", "stacks", "risk", "steps"):
         t.add_column(col)
     for b in books:
         t.add_row(b.id, b.title, ", ".join(b.alerts) or "-", ", ".join(b.stacks), b.risk,

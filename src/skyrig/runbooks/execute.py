@@ -254,6 +254,9 @@ def execute(runbook: Runbook, stack: Stack, *, variables: Mapping[str, str] | No
             if index >= start_index:
                 sr = StepRecord(step.name, step.kind, "armed", argvs[step.name])
                 result.steps.append(sr)
+                con.print(f"  {escape(f'[rollback] {step.name}')}: "
+                          f"{escape(shlex.join(argvs[step.name]))}  [dim](armed: runs if a"
+                          " later step fails)[/]")
             continue
         if index < start_index:
             sr = StepRecord(step.name, step.kind, "skipped", argvs.get(step.name, []),
@@ -296,7 +299,7 @@ def _asdict(sr: StepRecord) -> dict[str, Any]:
 
 def _do_step(step: Step, argv: list[str], *, dry_run: bool, ask: Callable[[str], bool],
              env: Mapping[str, str], con: Console) -> StepRecord:
-    label = f"[{step.kind}] {step.name}"
+    label = escape(f"[{step.kind}] {step.name}")
     if step.kind == "manual":
         con.print(f"  {label}: {escape(step.text)}")
         if dry_run:
@@ -350,7 +353,7 @@ def _rollback(armed: list[Step], argvs: Mapping[str, list[str]], failed: str, re
     con.print(f"  [red]step {failed} failed[/]: rolling back "
               f"{', '.join(s.name for s in reversed(armed))}")
     for step in reversed(armed):
-        con.print(f"  [rollback] {step.name}: {escape(shlex.join(argvs[step.name]))}")
+        con.print(f"  {escape(f'[rollback] {step.name}')}: {escape(shlex.join(argvs[step.name]))}")
         sr = run_command(step, argvs[step.name], env)
         sr.rollback_for = failed
         rec.write("step", **_asdict(sr), who=who)
