@@ -204,6 +204,10 @@ def doctor() -> None:
 _mount("pvesim.cli", "pvesim", "Run the embedded Proxmox VE API emulator.")
 _mount("skyrig.ansible.cli", "ansible", "Run playbooks with an inventory derived from a stack.")
 _mount("skyrig.workflows.moncli", "monitor", "Monitoring: targets up, alerts firing.")
+_mount("skyrig.runbooks.cli", "runbook", "List, show and run executable runbooks.")
+_mount("skyrig.runbooks.vmcli", "vm", "Inspect, start, shut down or reboot one VM of a stack.")
+_mount("skyrig.governance.model_cli", "model", "Show, promote or roll back the stack's model.")
+_mount("skyrig.governance.cli", "governance", "NIST AI RMF evidence of released model versions.")
 
 
 def _exit_code(value: object) -> int:

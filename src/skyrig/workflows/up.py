@@ -164,6 +164,10 @@ def _platform_down(ctx: RunContext) -> None:
 def _workload_up(ctx: RunContext) -> None:
     from skyrig.workflows.workload import submit_and_wait
 
+    if ctx.stack.config.environment == "prod":  # AI RMF MANAGE 1.1: only released evidence
+        from skyrig.governance import require_release_evidence
+
+        require_release_evidence(ctx.stack)
     if ctx.stack.config.ray.mode == "kuberay":
         from skyrig.workflows.kube_platform import workload_up
 
