@@ -26,7 +26,7 @@ from qso_anomaly.data.rebin import rebin
 from qso_anomaly.data.synth import generate, native_grid
 from qso_anomaly.errors import DataError
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(1800)]  # shared model fixture: ~25 s idle
 
 NATIVE = WavelengthGrid.desi_edr()
 
@@ -217,3 +217,24 @@ def test_read_desi_files_accepts_a_file_a_list_and_a_directory(tmp_path, native_
     one = read_desi_files(files[0], grid=NATIVE)
     assert len(by_dir) == len(by_list) == 8 and len(one) == 4
     np.testing.assert_allclose(by_dir.z, b.z)
+
+
+def test_cli_scores_a_directory_of_desi_coadds_directly(tmp_path, robust_model, capsys) -> None:
+    import json
+
+    from qso_anomaly.cli import main
+
+    b = generate(30, 41, NATIVE, anomaly_fraction=0.0)
+    d = tmp_path / "healpix"
+    d.mkdir()
+    write_desi_coadd(d / "coadd-main-dark-9000.fits", b.targetid, _arms(b))
+    zwarn = np.zeros(len(b), np.int64)
+    zwarn[:2] = 4
+    write_redrock(d / "redrock-main-dark-9000.fits", b.targetid, b.z.astype(float), zwarn=zwarn)
+    model_dir = robust_model.save(tmp_path / "model")
+    rc = main(["score", "--model", str(model_dir), "--data", str(d), "--out",
+               str(tmp_path / "out")])
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rc == 0
+    assert res["rejected_on_read"]["zwarn"] == 2
+    assert res["n_scored"] + sum(res["rejected"].values()) == 28

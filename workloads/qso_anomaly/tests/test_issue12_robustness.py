@@ -20,7 +20,7 @@ from qso_anomaly.data.validate import clean_batch
 from qso_anomaly.models.scoring import score_torch
 from qso_anomaly.train.calibrate import calibrate, conformal_threshold, p_values
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(1800)]  # shared model fixture: ~25 s idle
 
 ALPHA = 0.05
 

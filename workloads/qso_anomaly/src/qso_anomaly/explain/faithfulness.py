@@ -285,10 +285,12 @@ class RandomisationCheck:
 
     ``passed`` is True when the explanation method *is* sensitive to the weights: the attributions
     of the randomised model are dissimilar (mean |Spearman| of |attribution| below
-    ``max_similarity``) AND, where injection masks are known, the trained model localises the
-    injected feature better than the randomised one by at least ``min_localisation_gap``
-    (pixel AUROC, range [0, 1], 0.5 = chance). A method that returns the same map for random
-    weights fails, and so does a model whose localisation a random network matches.
+    ``max_similarity``); a method that returns the same map for random weights fails.
+    ``separated`` (None without injection masks) is True when the trained model localises the
+    injected features better than the randomised one by at least ``min_localisation_gap``
+    (pixel AUROC, range [0, 1], 0.5 = chance): a model whose localisation a random network
+    matches is not explaining what it learned (reported in the release evidence as
+    ``xai.randomisation.separated``; not yet a release gate).
     """
 
     spearman_abs_mean: float
@@ -300,6 +302,7 @@ class RandomisationCheck:
     passed: bool
     localisation_gap: float | None = None
     min_localisation_gap: float = 0.05
+    separated: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -344,7 +347,6 @@ def randomisation_check(
             auc_r = float(np.nanmean(fr))
     sim = float(np.nanmean(np.abs(sp_abs))) if np.isfinite(sp_abs).any() else 1.0
     gap = None if auc_t is None or auc_r is None else float(auc_t - auc_r)
-    separated = gap is None or gap >= min_localisation_gap
     return RandomisationCheck(
         spearman_abs_mean=sim,
         spearman_signed_mean=float(np.nanmean(sp_signed)) if np.isfinite(sp_signed).any()
@@ -353,9 +355,10 @@ def randomisation_check(
         localisation_auroc_trained=auc_t,
         localisation_auroc_randomised=auc_r,
         max_similarity=max_similarity,
-        passed=bool(sim < max_similarity and separated),
+        passed=bool(sim < max_similarity),
         localisation_gap=gap,
         min_localisation_gap=min_localisation_gap,
+        separated=None if gap is None else bool(gap >= min_localisation_gap),
     )
 
 
