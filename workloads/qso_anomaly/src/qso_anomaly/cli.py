@@ -33,6 +33,36 @@ def _shards(data: str) -> list[Path]:
     return paths
 
 
+def _is_desi(data: str) -> bool:
+    p = Path(data)
+    if p.is_dir():
+        return any(p.glob("coadd-*.fits*"))
+    return p.name.startswith("coadd-") and ".fits" in p.name
+
+
+def _input_shards(args: argparse.Namespace, trained: Any) -> tuple[list[Path], dict[str, int]]:
+    """Parquet shards for --data: Parquet as is; DESI healpix coadds (a coadd file or a
+    directory of coadd-*.fits, redshifts from --redshifts or the redrock-* files next to them)
+    are read onto the model grid, passed through the model's data policy (rejections counted
+    here, since catalogue columns such as ZWARN do not travel in shards) and written as one
+    shard under <out>/input/."""
+    if not _is_desi(args.data):
+        return _shards(args.data), {}
+    from qso_anomaly.data.fits_io import read_desi_files
+    from qso_anomaly.data.policy import DataPolicy, apply_policy
+    from qso_anomaly.data.synth import write_batch
+
+    batch = read_desi_files(args.data, getattr(args, "redshifts", None), trained.grid)
+    cleaned, reasons, counts = apply_policy(batch, DataPolicy.for_spec(trained.spec))
+    keep = reasons == ""
+    if not keep.any():
+        raise CliError(f"{args.data}: no spectrum passed the data policy ({counts})")
+    out = Path(args.out) / "input"
+    out.mkdir(parents=True, exist_ok=True)
+    path = write_batch(cleaned.take(keep), out / "desi-00000.parquet", trained.grid)
+    return [path], counts
+
+
 def _load_model(args: argparse.Namespace) -> tuple[Any, str, str]:
     """(trained model, model name, version) from --model DIR or --model-uri models:/n@alias."""
     from qso_anomaly.train import TrainedModel
@@ -113,14 +143,15 @@ def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
     cfg = PipelineConfig(out=args.out, framework=args.framework, use_ray=args.use_ray,
                          batch_size=args.batch_size, metrics_port=args.metrics_port)
     quantile = load_thresholds(args.thresholds).flag_quantile if args.thresholds else 0.99
-    scored = _score(cfg, trained, name, version, _shards(args.data), Path(args.out), quantile)
+    shards, read_counts = _input_shards(args, trained)
+    scored = _score(cfg, trained, name, version, shards, Path(args.out), quantile)
     metrics_path = scored.metrics.write_textfile(Path(args.out) / "metrics.prom")
     if args.push_gateway:
         scored.metrics.push(args.push_gateway)
     return {"scores": str(scored.scores_dir), "metrics": metrics_path, "n_scored": scored.n,
             "n_flagged": scored.n_flagged, "flag_threshold": scored.flag_threshold,
             "spectra_per_second": scored.spectra_per_second, "drift": scored.drift,
-            "rejected": scored.rejected}
+            "rejected": scored.rejected, "rejected_on_read": read_counts}
 
 
 def _scored_from_files(args: argparse.Namespace, trained: Any) -> Any:
@@ -209,7 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("score", help="score shards; write scores and metrics.prom")
     model_args(sc)
-    sc.add_argument("--data", required=True)
+    sc.add_argument("--data", required=True,
+                    help="Parquet shards (file or directory) or DESI coadd-*.fits (file or dir)")
+    sc.add_argument("--redshifts", nargs="*",
+                    help="redrock-*.fits or zcatalog files (default: redrock-* next to coadds)")
     sc.add_argument("--out", required=True)
     sc.add_argument("--batch-size", type=int, default=256)
     sc.add_argument("--use-ray", action="store_true")

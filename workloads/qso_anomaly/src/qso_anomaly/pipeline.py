@@ -58,7 +58,7 @@ class PipelineConfig:
     train_anomaly_fraction: float = 0.02
     anomaly_fraction: float = 0.1
     top_k: int = 6
-    xai_per_class: int = 1  # plus this many top-scored spectra of every labelled anomaly class
+    xai_per_class: int = 3  # plus this many top-scored spectra of every labelled anomaly class
     ig_steps: int = 16
     occlusion_window: int = 32
     deletion_steps: int = 8
@@ -157,7 +157,7 @@ class ScoredRun:
 
     @property
     def n_flagged(self) -> int:
-        return int(np.sum(self.score >= self.flag_threshold))
+        return int(np.sum(self.score > self.flag_threshold))
 
 
 def _grid_and_spec(cfg: PipelineConfig) -> tuple[Any, Any]:
@@ -251,9 +251,11 @@ def _score(cfg: PipelineConfig, trained: Any, model_name: str, version: str,
            shards: list[Path], run_dir: Path, flag_quantile: float) -> ScoredRun:
     from qso_anomaly.metrics import BatchObserver, ScoringMetrics
     from qso_anomaly.score import score_shards
+    from qso_anomaly.train.calibrate import conformal_threshold
 
     reference = np.asarray(trained.reference_scores, dtype=np.float64)
-    threshold = float(np.quantile(reference, flag_quantile)) if reference.size else float("inf")
+    # conformal: flagged ⇔ p-value against the held-out calibration set ≤ 1 − flag_quantile
+    threshold = conformal_threshold(reference, 1.0 - flag_quantile)
     tags_sha = os.environ.get("QSO_ANOMALY_GIT_SHA", "unknown")
     metrics = ScoringMetrics(model=model_name, version=version, framework=cfg.framework,
                              git_sha=tags_sha, data_hash=_short_hash(shards),
@@ -450,12 +452,20 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     t = time.perf_counter()
     resolved = (registry.resolve_alias(cfg.model_name, cfg.model_alias)
                 if cfg.model_alias else None)
+    trained = None
     if resolved is not None:
+        from qso_anomaly.errors import ModelError
         from qso_anomaly.train import TrainedModel
 
-        _log(f"using {cfg.model_name}@{cfg.model_alias} = version {resolved.version}")
-        trained = TrainedModel.load(registry.download_model_dir(resolved, out / "model" /
-                                                                f"v{resolved.version}"))
+        try:
+            trained = TrainedModel.load(registry.download_model_dir(
+                resolved, out / "model" / f"v{resolved.version}"))
+            _log(f"using {cfg.model_name}@{cfg.model_alias} = version {resolved.version}")
+        except ModelError as exc:  # e.g. a 0.1.x champion (qso-ae-1) under this release
+            _log(f"{cfg.model_name}@{cfg.model_alias} (version {resolved.version}) cannot be "
+                 f"used by qso_anomaly {__version__}: {exc.message}; training a new version")
+            resolved = None
+    if trained is not None and resolved is not None:
         rv, trained_here = resolved, False
         lineage: dict[str, Any] = {}
     else:
@@ -544,6 +554,9 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         "workload_version": __version__,
         "n_scored": scored.n,
         "n_flagged": scored.n_flagged,
+        "flag_threshold": scored.flag_threshold,
+        "calibration": trained.metrics.get("calibration"),
+        "rejected": scored.rejected,
         "drift": scored.drift,
         "xai": {"localisation_auroc_localised_mean":
                 ex.report.get("localisation_auroc_localised_mean"),

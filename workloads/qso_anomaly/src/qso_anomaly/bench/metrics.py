@@ -80,3 +80,49 @@ def detection_metrics(
                 row[_bin_label(lo, hi)] = binary_metrics(scores[sel], labels[sel] == cls)
             out["per_class_snr"][cls] = row
     return out
+
+
+def bootstrap_ci(
+    scores: np.ndarray, positive: np.ndarray, *, n_boot: int = 200, seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, tuple[float, float] | None]:
+    """Stratified bootstrap CIs of AP and AUROC: positives and negatives are resampled with
+    replacement separately (so the prevalence, and chance AP, stay fixed); percentile
+    interval at ``level``. None when a side is empty."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(positive, dtype=bool)
+    pos, neg = np.where(y)[0], np.where(~y)[0]
+    if pos.size == 0 or neg.size == 0:
+        return {"ap": None, "auroc": None}
+    finite = np.isfinite(s)
+    s = np.where(finite, s, np.nanmax(s[finite]) + 1.0 if finite.any() else 0.0)
+    rng = np.random.default_rng(seed)
+    aps, aucs = np.empty(n_boot), np.empty(n_boot)
+    for b in range(n_boot):
+        idx = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
+        yy = y[idx]
+        aps[b] = average_precision_score(yy, s[idx])
+        aucs[b] = roc_auc_score(yy, s[idx])
+    q = [(1 - level) / 2, 1 - (1 - level) / 2]
+    lo_ap, hi_ap = np.quantile(aps, q)
+    lo_au, hi_au = np.quantile(aucs, q)
+    return {"ap": (float(lo_ap), float(hi_ap)), "auroc": (float(lo_au), float(hi_au))}
+
+
+def per_class_with_ci(scores: np.ndarray, labels: np.ndarray, *, n_boot: int = 200,
+                      seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Per class (vs all normal spectra): AP, AUROC, chance AP and their bootstrap 95 % CIs."""
+    labels = np.asarray(labels).astype(str)
+    normal = labels == NORMAL
+    out: dict[str, dict[str, Any]] = {}
+    for cls in sorted(set(labels.tolist()) - {NORMAL}):
+        sel = normal | (labels == cls)
+        y = labels[sel] == cls
+        m = binary_metrics(scores[sel], y)
+        ci = bootstrap_ci(scores[sel], y, n_boot=n_boot, seed=seed)
+        out[cls] = {"n_pos": m["n_pos"], "chance_ap": m["chance_ap"], "ap": m["ap"],
+                    "auroc": m["auroc"], "ap_ci": ci["ap"], "auroc_ci": ci["auroc"],
+                    "above_chance": bool(ci["ap"] is not None and m["chance_ap"] is not None
+                                         and ci["ap"][0] > m["chance_ap"]
+                                         and ci["auroc"] is not None and ci["auroc"][0] > 0.5)}
+    return out

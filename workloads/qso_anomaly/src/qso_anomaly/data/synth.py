@@ -27,12 +27,14 @@ from qso_anomaly.data.classes import ANOMALY_CLASSES, CLASS_INFO, NORMAL
 from qso_anomaly.data.grid import WavelengthGrid
 from qso_anomaly.data.lines import LYA
 from qso_anomaly.data.noise import (
+    NATIVE_STEP,
     draw_bad_pixels,
     draw_snr,
     draw_z,
     noise_shape,
     pixel_scale,
 )
+from qso_anomaly.data.rebin import finish, rebin_ivar
 from qso_anomaly.data.templates import (
     STAR_KINDS,
     rest_basis,
@@ -106,9 +108,20 @@ def generate(
     *,
     classes: Sequence[str] = ANOMALY_CLASSES,
     targetid_start: int = TARGETID_BASE,
+    signal: bool = False,
 ) -> SpectraBatch:
-    """``n`` spectra in memory (use :func:`write_survey` for large surveys)."""
+    """``n`` spectra in memory (use :func:`write_survey` for large surveys).
+
+    Spectra are drawn on the native 0.8 Å grid and rebinned onto ``grid`` with
+    :func:`qso_anomaly.data.rebin.rebin_ivar` (the same rebinning as real coadds).
+    ``signal=True`` also records ``meta["signal_chi2"]``: per spectrum, the χ² of the injected
+    signal against the noise, Σ ivar·(injected − un-injected model)² over valid pixels on the
+    native grid (0 for normal quasars) — the detectability of the injection at its S/N. The
+    un-injected comparison for ``star`` is a quasar at the catalogue z drawn from a side stream,
+    so the main random stream (and thus the spectra) is the same with or without it."""
     grid = grid or WavelengthGrid.desi_edr()
+    out_grid = grid
+    grid = native_grid(out_grid)
     rng = _rng(seed)
     wave = grid.wave
     npix = grid.npix
@@ -120,7 +133,7 @@ def generate(
 
     labels = _assign_labels(rng, n, anomaly_fraction, classes)
     z_true = draw_z(rng, n)
-    for cls in set(labels) - {NORMAL}:
+    for cls in sorted(set(labels.tolist()) - {NORMAL}):  # sorted: independent of PYTHONHASHSEED
         sel = labels == cls
         z_true[sel] = draw_z(rng, int(sel.sum()), *CLASS_INFO[cls].z_range)
     z_cat = z_true.copy()
@@ -132,25 +145,33 @@ def generate(
     mask = np.zeros((n, npix), dtype=bool)
     truth = np.zeros((n, npix), dtype=bool)
 
+    signal_chi2 = np.zeros(n, dtype=np.float64)
+    side = _rng([*np.atleast_1d(seed).tolist(), 7919]) if signal else None
     for i in range(n):
         cls = labels[i]
         z = float(z_true[i])
+        clean: np.ndarray | None = None
         if cls == "star":
             kind = STAR_KINDS[int(rng.integers(len(STAR_KINDS)))]
             basis, coeff = star_on_grid(kind, (grid.start, grid.step, npix))
             model = coeff[int(rng.integers(coeff.shape[0]))] @ basis
             t_obs = np.ones(npix, dtype=bool)
+            if side is not None:  # the quasar the catalogue claims
+                clean = np.interp(wave / (1 + z), rw, _quasar_rest(side, rw, z, floor))
         else:
             f = _quasar_rest(rng, rw, z, floor)
+            f0 = f
             t_rest = np.zeros(rw.shape, dtype=bool)
             if cls in REST_RECIPES:
                 f, t_rest = REST_RECIPES[cls](rw, f, rng, z)
             obs_rest = wave / (1 + z)
             model = np.interp(obs_rest, rw, f)
+            clean = np.interp(obs_rest, rw, f0)
             t_obs = np.interp(obs_rest, rw, t_rest.astype(np.float64)) > 0.3
             if cls == "wrong_z":
                 z_cat[i] = inject.wrong_redshift(z, rng)
                 t_obs = inject.line_pixels(wave, z) | inject.line_pixels(wave, float(z_cat[i]))
+                clean = np.interp(wave / (1 + float(z_cat[i])), rw, f0)
             elif cls == "arm_step":
                 factor, t_obs = inject.arm_step(wave, rng)
                 model = model * factor
@@ -158,6 +179,7 @@ def generate(
         model = model * (amp[i] / med)
         sigma = amp[i] / snr[i] * shape
         obs = model + sigma * rng.normal(0.0, 1.0, npix)
+        delta = None
         if cls == "sky_residual":
             delta, t_obs = inject.sky_residual(wave, sigma, rng)
             obs = obs + delta
@@ -165,11 +187,25 @@ def generate(
         iv = 1.0 / sigma**2
         iv[bad] = 0.0
         obs[bad] = 0.0
+        if signal and cls != NORMAL:
+            if delta is not None:
+                diff = delta
+            elif clean is not None:
+                cm = float(np.median(clean[clean > 0])) if np.any(clean > 0) else 1.0
+                diff = model - clean * (amp[i] / cm)
+            else:
+                diff = np.zeros(npix)
+            signal_chi2[i] = float(np.sum(iv * diff**2))
         flux[i] = obs
         ivar[i] = iv
         mask[i] = bad
         truth[i] = t_obs
 
+    if grid != out_grid:  # the same inverse-variance rebinning as real coadds
+        num, den, _, truth_r = rebin_ivar(wave, flux, ivar, out_grid, extra=truth)
+        flux, ivar, mask = finish(num, den)
+        assert truth_r is not None
+        truth = truth_r
     return SpectraBatch(
         targetid=targetid_start + np.arange(n, dtype=np.int64),
         z=z_cat.astype(np.float32),
@@ -179,8 +215,21 @@ def generate(
         label=labels,
         truth_mask=truth,
         snr=snr.astype(np.float32),
-        meta={"generator": GENERATOR_VERSION, "z_true": z_true.astype(np.float32)},
+        meta={"generator": GENERATOR_VERSION, "z_true": z_true.astype(np.float32),
+              **({"signal_chi2": signal_chi2} if signal else {})},
     )
+
+
+def native_grid(grid: WavelengthGrid) -> WavelengthGrid:
+    """The 0.8 Å grid whose pixels rebin exactly onto ``grid`` (``k`` native pixels per output
+    pixel when ``grid.step`` = k × 0.8 Å); ``grid`` itself when its step is not such a multiple."""
+    k = grid.step / NATIVE_STEP
+    kk = round(k)
+    if kk <= 1 or abs(k - kk) > 1e-6:
+        return grid
+    start = round(grid.start - NATIVE_STEP * (kk // 2), 6)
+    return WavelengthGrid(start, round(start + NATIVE_STEP * (grid.npix * kk - 1), 6),
+                          NATIVE_STEP)
 
 
 def survey_manifest(

@@ -138,12 +138,17 @@ def summarise_localisation(rows: list[Localisation], labels: NDArray[Any],
 
 @dataclass(frozen=True)
 class PerturbationCurves:
-    """Windowed deletion and insertion curves, normalised per spectrum to [0, 1]-ish.
+    """Windowed deletion and insertion curves, normalised per spectrum and clipped to [0, 1].
 
-    ``deletion[i, k]``: normalised score after replacing the top ``fractions[k]`` of windows (by
-    attribution) with the baseline — should fall fast (low AUC). ``insertion``: starting from the
-    baseline and pasting windows of the spectrum back in the same order — should rise fast.
-    ``*_random``: the same with a random window order (the reference to beat).
+    Each point is the share of the spectrum's score excess over its baseline that remains,
+    ``(s − s_baseline) / (s_spectrum − s_baseline)``, clipped to [0, 1] (a perturbed spectrum
+    can score beyond either end; the clip keeps the stated meaning). Every AUC is therefore in
+    [0, 1] (trapezoid over fractions 0…1; Petsiuk et al. 2018, RISE).
+    ``deletion[i, k]``: after replacing the top ``fractions[k]`` of windows (by attribution) with
+    the baseline — a faithful attribution makes it fall fast (low AUC, 0 is best). ``insertion``:
+    starting from the baseline and pasting windows of the spectrum back in the same order —
+    should rise fast (high AUC, 1 is best). ``*_random``: the same with a random window order
+    (the reference to beat); ``deletion_gain`` = random − ordered deletion AUC in [−1, 1].
     """
 
     fractions: NDArray[np.float64]
@@ -167,9 +172,12 @@ class PerturbationCurves:
 
     def summary(self) -> dict[str, float | int]:
         out: dict[str, float | int] = {"n": int(self.usable.sum())}
-        for key, vals in self.aucs().items():
+        aucs = self.aucs()
+        for key, vals in aucs.items():
             v = vals[self.usable]
             out[f"{key}_mean"] = float(v.mean()) if v.size else float("nan")
+        gain = (aucs["deletion_auc_random"] - aucs["deletion_auc"])[self.usable]
+        out["deletion_gain_mean"] = float(gain.mean()) if gain.size else float("nan")
         return out
 
 
@@ -235,8 +243,8 @@ def perturbation_curves(
                 score_fn, dele.reshape(-1, npix), batch_size, ex_rows).reshape(len(idx), k)
             ins_scores[start : start + len(idx)] = evaluate_batched(
                 score_fn, ins.reshape(-1, npix), batch_size, ex_rows).reshape(len(idx), k)
-        norm_del = (del_scores - s_b[:, None]) / safe[:, None]
-        norm_ins = (ins_scores - s_b[:, None]) / safe[:, None]
+        norm_del = np.clip((del_scores - s_b[:, None]) / safe[:, None], 0.0, 1.0)
+        norm_ins = np.clip((ins_scores - s_b[:, None]) / safe[:, None], 0.0, 1.0)
         return norm_del, norm_ins
 
     ordered = [_window_order(a[i], v[i], starts, window) for i in range(n)]
@@ -277,7 +285,12 @@ class RandomisationCheck:
 
     ``passed`` is True when the explanation method *is* sensitive to the weights: the attributions
     of the randomised model are dissimilar (mean |Spearman| of |attribution| below
-    ``max_similarity``). A method that returns the same map for random weights fails.
+    ``max_similarity``); a method that returns the same map for random weights fails.
+    ``separated`` (None without injection masks) is True when the trained model localises the
+    injected features better than the randomised one by at least ``min_localisation_gap``
+    (pixel AUROC, range [0, 1], 0.5 = chance): a model whose localisation a random network
+    matches is not explaining what it learned (reported in the release evidence as
+    ``xai.randomisation.separated``; not yet a release gate).
     """
 
     spearman_abs_mean: float
@@ -287,6 +300,9 @@ class RandomisationCheck:
     localisation_auroc_randomised: float | None
     max_similarity: float
     passed: bool
+    localisation_gap: float | None = None
+    min_localisation_gap: float = 0.05
+    separated: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -302,6 +318,7 @@ def randomisation_check(
     top_fraction: float = 0.05,
     use_abs: bool = False,
     smooth_px: int = 1,
+    min_localisation_gap: float = 0.05,
 ) -> RandomisationCheck:
     """Compare attributions of the trained model with those of a weight-randomised copy.
 
@@ -329,6 +346,7 @@ def randomisation_check(
             auc_t = float(np.nanmean(ft))
             auc_r = float(np.nanmean(fr))
     sim = float(np.nanmean(np.abs(sp_abs))) if np.isfinite(sp_abs).any() else 1.0
+    gap = None if auc_t is None or auc_r is None else float(auc_t - auc_r)
     return RandomisationCheck(
         spearman_abs_mean=sim,
         spearman_signed_mean=float(np.nanmean(sp_signed)) if np.isfinite(sp_signed).any()
@@ -338,6 +356,9 @@ def randomisation_check(
         localisation_auroc_randomised=auc_r,
         max_similarity=max_similarity,
         passed=bool(sim < max_similarity),
+        localisation_gap=gap,
+        min_localisation_gap=min_localisation_gap,
+        separated=None if gap is None else bool(gap >= min_localisation_gap),
     )
 
 

@@ -22,6 +22,8 @@ from qso_anomaly.models.scoring import ScoreResult
 from qso_anomaly.models.spec import ModelSpec
 
 SCALE_FLOOR = 1e-3
+AMP_FLOOR = 1e-8
+VALID_EPS = 1e-3
 Params = dict[str, Any]
 
 
@@ -41,6 +43,21 @@ class MLP(nn.Module):
                 a = self.param(f"prelu_{i}", nn.initializers.constant(0.25), (1,))
                 x = _prelu(x, a)
         return x
+
+
+def encoder_inputs(x: jnp.ndarray, iv: jnp.ndarray) -> jnp.ndarray:
+    """(N, P, 3): [x·w, w, valid], as :func:`qso_anomaly.models.torch_model.encoder_inputs`."""
+    iv = jax.lax.stop_gradient(iv)
+    good = (iv > 0).astype(x.dtype)
+    s = jnp.sqrt(jnp.where(iv > 0, iv, 1.0)) * good
+    sref = (s * good).sum(-1) / jnp.maximum(good.sum(-1), 1.0)
+    w = jnp.minimum(s / jnp.maximum(sref, 1e-12)[:, None], 1.0) * good
+    return jnp.stack([x * w, w, good], axis=-1)
+
+
+def fit_amplitude(r: jnp.ndarray, x: jnp.ndarray, iv: jnp.ndarray) -> jnp.ndarray:
+    a = (iv * x * r).sum(-1) / jnp.maximum((iv * r * r).sum(-1), AMP_FLOOR)
+    return r * a[:, None]
 
 
 class ConvBlock(nn.Module):
@@ -69,7 +86,7 @@ class Encoder(nn.Module):
     def __call__(self, x: jnp.ndarray, iv: jnp.ndarray, z: jnp.ndarray) -> jnp.ndarray:
         chans = list(self.channels)
         couts = [*chans[:-1], 2 * chans[-1]]
-        h = x[:, :, None]
+        h = encoder_inputs(x, iv)
         nb = len(couts)
         for i, (co, k) in enumerate(zip(couts, self.kernels, strict=True)):
             h = ConvBlock(co, k, name=f"block_{i}")(h)
@@ -79,12 +96,15 @@ class Encoder(nn.Module):
         feat, att = h[..., :c], h[..., c:]
         n_down = self.pool ** (nb - 1)
         u = jnp.log1p(iv)[:, :, None]
+        v = (iv > 0).astype(x.dtype)[:, :, None]
         if n_down > 1:
             u = nn.avg_pool(u, (n_down,), strides=(n_down,), padding="VALID")
+            v = nn.avg_pool(v, (n_down,), strides=(n_down,), padding="VALID")
         k = self.kernels[-1]
         att = att + nn.Conv(c, (k,), padding=[(k // 2, k // 2)], name="ivar_conv")(
             u[:, : att.shape[1]]
         )
+        att = att + jnp.log(v[:, : att.shape[1]] + VALID_EPS)
         w = jax.nn.softmax(att, axis=1)
         pooled = (feat * w).sum(axis=1)
         inp = jnp.concatenate([pooled, jnp.log1p(z)[:, None]], axis=1)
@@ -138,7 +158,8 @@ def to_observed(rest: jnp.ndarray, z: jnp.ndarray, wave: jnp.ndarray, spec: Mode
 def _forward_parts(params: Params, spec: ModelSpec, wave: jnp.ndarray, flux, ivar, z):
     x, iv, scale = normalise(flux, ivar)
     rest, latent = module_for(spec).apply({"params": params["params"]}, x, iv, z)
-    return to_observed(rest, z, wave, spec) * scale[:, None], latent
+    r = fit_amplitude(to_observed(rest, z, wave, spec), x, iv)
+    return r * scale[:, None], latent
 
 
 def gmm_nll_jax(density: dict[str, jnp.ndarray], latent: jnp.ndarray) -> jnp.ndarray:

@@ -8,20 +8,31 @@ from typing import Any
 from qso_anomaly.data.grid import WavelengthGrid
 from qso_anomaly.errors import ModelError
 
-ARCH_VERSION = "qso-ae-1.0.0"
+ARCH_VERSION = "qso-ae-2.0.0"
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """Spender-like autoencoder over observed spectra with a rest-frame decoder.
 
+    Input (``qso-ae-2``): three channels per pixel — the normalised flux weighted by the
+    relative noise weight w = min(1, √ivar / mean_valid √ivar) (so a low-ivar pixel carries
+    almost nothing), w itself, and the valid-pixel mask (ivar > 0). Masked pixels are zero in
+    all three channels: a mask is information, not a zero flux.
     Encoder: Conv1d blocks (``channels``/``kernels``; InstanceNorm + PReLU; MaxPool(``pool``)
     between blocks). The last block emits 2·C channels split into features h and attention
-    logits a; a parallel conv on log(1 + ivar) is added to a (ivar-aware attention pooling).
+    logits a; a parallel conv on log(1 + ivar) and log(valid fraction + 10⁻³) of each pooled
+    window are added to a (masked attention pooling: masked stretches get no weight).
     The pooled features and log(1 + z) go through ``encoder_mlp`` to ``latent_dim`` latents.
     Decoder: MLP ``decoder_mlp`` → ``n_rest`` rest-frame pixels on [rest_start, rest_stop],
-    linearly resampled to the observed grid at λ/(1+z). Loss: Σ ½·ivar·(x − x̂)² / L.
-    Score: standardised log χ²/dof + standardised −log p(latent) under a Gaussian mixture.
+    linearly resampled to the observed grid at λ/(1+z), with its amplitude fitted to the valid
+    pixels by weighted least squares. Loss: Σ ½·ivar·(x − x̂)² / L. Score: standardised
+    log(χ² / n_valid) over valid pixels only + standardised −log p(latent) under a Gaussian
+    mixture. ``z_min``/``z_max`` are the trained redshift range (the data policy rejects and
+    counts spectra outside it); ``augment_fraction`` is the share of training spectra given a
+    random instrument state (:mod:`qso_anomaly.train.augment`); ``consistency_weight`` weighs
+    the latent-consistency term (latent of the augmented input vs the clean one, in units of
+    the latent variance) that makes the latent, and so the density score, blind to masks.
     """
 
     version: str = ARCH_VERSION
@@ -40,6 +51,11 @@ class ModelSpec:
     density_weight: float = 1.0
     learning_rate: float = 2e-3
     batch_size: int = 128
+    z_min: float = 0.05
+    z_max: float = 4.5
+    min_valid_fraction: float = 0.05
+    augment_fraction: float = 0.5
+    consistency_weight: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -98,6 +114,10 @@ class ModelSpec:
         unknown = set(d) - known
         if unknown:
             raise ModelError(f"unknown ModelSpec fields {sorted(unknown)}")
+        if str(d.get("version", ARCH_VERSION)).split(".")[0] != ARCH_VERSION.split(".")[0]:
+            raise ModelError(
+                f"model spec {d.get('version')!r} is not compatible with {ARCH_VERSION}",
+                hint="retrain the model with this qso_anomaly release")
         kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**kw)
 

@@ -13,6 +13,8 @@ from qso_anomaly.models.density import DensityModel
 from qso_anomaly.models.spec import ModelSpec
 
 SCALE_FLOOR = 1e-3
+AMP_FLOOR = 1e-8
+VALID_EPS = 1e-3
 
 
 def normalise(
@@ -25,6 +27,16 @@ def normalise(
     x = flux * good / scale[:, None]
     iv = ivar * scale[:, None] ** 2
     return x, iv, scale
+
+
+def encoder_inputs(x: torch.Tensor, iv: torch.Tensor) -> torch.Tensor:
+    """(N, 3, P): [x·w, w, valid] with w = min(1, √iv / mean over valid pixels of √iv)."""
+    iv = iv.detach()  # w is scale-free; no gradient through √ivar
+    good = (iv > 0).to(x.dtype)
+    s = torch.sqrt(torch.where(iv > 0, iv, torch.ones_like(iv))) * good
+    sref = (s * good).sum(-1) / good.sum(-1).clamp_min(1.0)
+    w = (s / sref.clamp_min(1e-12)[:, None]).clamp(max=1.0) * good
+    return torch.stack([x * w, w, good], dim=1)
 
 
 class ConvBlock(nn.Module):
@@ -52,7 +64,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.spec = spec
         chans = list(spec.channels)
-        cins = [1, *chans[:-1]]
+        cins = [3, *chans[:-1]]
         couts = [*chans[:-1], 2 * chans[-1]]
         self.blocks = nn.ModuleList(
             ConvBlock(ci, co, k) for ci, co, k in zip(cins, couts, spec.kernels, strict=True)
@@ -63,7 +75,7 @@ class Encoder(nn.Module):
         self.mlp = _mlp([chans[-1] + 1, *spec.encoder_mlp, spec.latent_dim])
 
     def forward(self, x: torch.Tensor, iv: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        h = x[:, None, :]
+        h = encoder_inputs(x, iv)
         for i, block in enumerate(self.blocks):
             h = block(h)
             if i < len(self.blocks) - 1:
@@ -72,9 +84,12 @@ class Encoder(nn.Module):
         feat, att = h[:, :c], h[:, c:]
         n_down = self.spec.pool ** (len(self.blocks) - 1)
         u = torch.log1p(iv)[:, None, :]
+        v = (iv > 0).to(x.dtype)[:, None, :]
         if n_down > 1:
             u = nn.functional.avg_pool1d(u, n_down)
+            v = nn.functional.avg_pool1d(v, n_down)
         att = att + self.ivar_conv(u[..., : att.shape[-1]])
+        att = att + torch.log(v[..., : att.shape[-1]] + VALID_EPS)
         w = torch.softmax(att, dim=-1)
         pooled = (feat * w).sum(-1)
         return self.mlp(torch.cat([pooled, torch.log1p(z)[:, None]], dim=1))
@@ -133,11 +148,20 @@ class QsoAutoencoder(nn.Module):
         """(reconstruction in flux units, latent)."""
         x, iv, scale = normalise(flux, ivar)
         latent = self.encoder(x, iv, z)
-        recon = self.to_observed(self.decoder(latent), z) * scale[:, None]
+        r = self.to_observed(self.decoder(latent), z)
+        recon = fit_amplitude(r, x, iv) * scale[:, None]
         return recon, latent
 
     def forward(self, flux: torch.Tensor, ivar: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.forward_parts(flux, ivar, z)[0]
+
+
+def fit_amplitude(r: torch.Tensor, x: torch.Tensor, iv: torch.Tensor) -> torch.Tensor:
+    """``a·r`` with a = Σ iv·x·r / Σ iv·r² over the valid pixels (weighted least squares), so
+    the reconstruction does not depend on how the flux scale was estimated from a partly
+    masked spectrum."""
+    a = (iv * x * r).sum(-1) / (iv * r * r).sum(-1).clamp_min(AMP_FLOOR)
+    return r * a[:, None]
 
 
 def build_model(spec: ModelSpec, grid: WavelengthGrid) -> QsoAutoencoder:
@@ -149,6 +173,14 @@ def chi2_loss(recon: torch.Tensor, flux: torch.Tensor, ivar: torch.Tensor) -> to
     _, iv, scale = normalise(flux, ivar)
     r = (flux - recon) / scale[:, None]
     return (0.5 * iv * r**2).sum(-1).mean() / flux.shape[-1]
+
+
+def consistency_loss(latent_aug: torch.Tensor, latent_clean: torch.Tensor) -> torch.Tensor:
+    """Mean squared latent shift caused by the instrument state, in units of the batch's latent
+    variance (so shrinking the latent scale cannot lower it); the clean latent is the target."""
+    target = latent_clean.detach()
+    var = target.var(dim=0, unbiased=False).mean().clamp_min(1e-6)
+    return ((latent_aug - target) ** 2).mean() / var
 
 
 def gmm_nll_torch(model: QsoAutoencoder, latent: torch.Tensor) -> torch.Tensor:

@@ -15,15 +15,43 @@ def load_trained_model(directory: str | Path) -> Any:
     return TrainedModel.load(directory)
 
 
-def score_arrays(trained: Any, flux: NDArray[Any], ivar: NDArray[Any], z: NDArray[Any]
-                 ) -> NDArray[np.float32]:
-    """Anomaly scores (N,) of spectra on the model's grid; bad pixels must have ivar 0."""
+def score_arrays_detailed(
+    trained: Any, flux: NDArray[Any], ivar: NDArray[Any], z: NDArray[Any],
+    targetid: NDArray[Any] | None = None,
+) -> tuple[NDArray[np.float32], NDArray[np.str_], dict[str, int]]:
+    """(scores (N,), reject reason per row ("" = scored), counts by reason) through the same
+    data policy as the batch path (:func:`qso_anomaly.data.policy.apply_policy` with the
+    model's trained redshift range). Rejected rows score NaN and carry their reason.
+
+    Raises DataError when the arrays do not have the model grid's shape."""
     from qso_anomaly.data.batch import SpectraBatch
+    from qso_anomaly.data.policy import DataPolicy, apply_policy
+    from qso_anomaly.errors import DataError
     from qso_anomaly.models.scoring import score_torch
 
-    flux = np.asarray(flux, dtype=np.float32)
-    ivar = np.asarray(ivar, dtype=np.float32)
-    batch = SpectraBatch(targetid=np.arange(flux.shape[0]), z=np.asarray(z, dtype=np.float32),
-                         flux=flux, ivar=ivar, mask=~(ivar > 0))
-    model = trained.torch_model()
-    return np.asarray(score_torch(model, batch).score, dtype=np.float32)
+    flux = np.atleast_2d(np.asarray(flux, dtype=np.float32))
+    ivar = np.atleast_2d(np.asarray(ivar, dtype=np.float32))
+    zz = np.atleast_1d(np.asarray(z, dtype=np.float32))
+    npix = trained.grid.npix
+    if flux.shape != ivar.shape or flux.ndim != 2 or flux.shape[1] != npix:
+        raise DataError(
+            f"flux {flux.shape} and ivar {ivar.shape} must both be (N, {npix}) on the model grid",
+            hint=f"rebin onto {trained.grid.to_dict()} (qso_anomaly.data.rebin.rebin)")
+    if zz.shape != (flux.shape[0],):
+        raise DataError(f"z has shape {zz.shape}, expected ({flux.shape[0]},)")
+    tid = np.arange(flux.shape[0]) if targetid is None else np.asarray(targetid)
+    batch = SpectraBatch(targetid=tid, z=zz, flux=flux, ivar=ivar,
+                         mask=~(np.isfinite(ivar) & (ivar > 0)))
+    cleaned, reasons, counts = apply_policy(batch, DataPolicy.for_spec(trained.spec))
+    out = np.full(flux.shape[0], np.nan, dtype=np.float32)
+    ok = reasons == ""
+    if ok.any():
+        out[ok] = score_torch(trained.torch_model(), cleaned.take(ok)).score
+    return out, reasons, counts
+
+
+def score_arrays(trained: Any, flux: NDArray[Any], ivar: NDArray[Any], z: NDArray[Any]
+                 ) -> NDArray[np.float32]:
+    """Anomaly scores (N,) of spectra on the model's grid through the data policy; rejected
+    rows are NaN (see :func:`score_arrays_detailed` for the reasons)."""
+    return score_arrays_detailed(trained, flux, ivar, z)[0]

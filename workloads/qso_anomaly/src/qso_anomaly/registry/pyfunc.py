@@ -14,7 +14,12 @@ import numpy as np
 
 
 class QsoAnomalyPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
-    """``predict({"flux": (N,P), "ivar": (N,P), "z": (N,)}) -> scores (N,)``."""
+    """``predict({"flux": (N,P), "ivar": (N,P), "z": (N,)[, "targetid": (N,)]})`` → a DataFrame
+    with ``score`` (NaN for rejected rows), ``reject_reason`` ("" = scored) and ``targetid``.
+
+    Validation is the batch path's data policy (non-finite pixels masked and counted, redshift
+    outside the trained range, duplicates, too few valid pixels); the last call's counts are in
+    ``self.last_counts``."""
 
     def load_context(self, context: Any) -> None:
         from qso_anomaly.registry.model_io import load_trained_model
@@ -23,12 +28,23 @@ class QsoAnomalyPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-def
 
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         # No type hints here: MLflow would try to derive a schema from them.
-        from qso_anomaly.registry.model_io import score_arrays
+        import pandas as pd
 
-        flux = np.asarray(model_input["flux"], dtype=np.float32)
-        ivar = np.asarray(model_input["ivar"], dtype=np.float32)
-        z = np.asarray(model_input["z"], dtype=np.float32)
-        return score_arrays(self.trained, flux, ivar, z)
+        from qso_anomaly.registry.model_io import score_arrays_detailed
+
+        def col(name: str) -> np.ndarray:
+            v = model_input[name]
+            if hasattr(v, "tolist") and not isinstance(v, np.ndarray):
+                v = v.tolist()
+            return np.asarray(v, dtype=np.float32 if name != "targetid" else np.int64)
+
+        targetid = col("targetid") if "targetid" in model_input else None
+        scores, reasons, counts = score_arrays_detailed(
+            self.trained, col("flux"), col("ivar"), col("z"), targetid)
+        self.last_counts = counts
+        n = scores.shape[0]
+        return pd.DataFrame({"targetid": targetid if targetid is not None else np.arange(n),
+                             "score": scores, "reject_reason": reasons})
 
 
 mlflow.models.set_model(QsoAnomalyPyfunc())

@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from qso_anomaly.data.batch import SpectraBatch, list_lengths
 from qso_anomaly.data.io import PIXEL_COLUMNS, table_to_batch
+from qso_anomaly.data.policy import DataPolicy
 from qso_anomaly.data.validate import clean_rows
 from qso_anomaly.errors import ModelError
 from qso_anomaly.models.scoring import ScoreResult
@@ -36,6 +37,7 @@ class Scorer:
     ) -> None:
         tm = as_trained(model)
         self.spec, self.grid, self.framework = tm.spec, tm.grid, framework
+        self.policy = DataPolicy.for_spec(tm.spec)
         if framework == "torch":
             import torch
 
@@ -59,7 +61,7 @@ class Scorer:
 
     def score_rows(self, batch: SpectraBatch) -> tuple[ScoreResult, np.ndarray, dict[str, int]]:
         """Validate and score every row: (scores with NaN for rejected rows, reasons, counts)."""
-        cleaned, reasons, counts = clean_rows(batch)
+        cleaned, reasons, counts = clean_rows(batch, policy=self.policy)
         n = len(batch)
         out = ScoreResult(np.full(n, np.nan, np.float32), np.full(n, np.nan, np.float32),
                           np.full(n, np.nan, np.float32))

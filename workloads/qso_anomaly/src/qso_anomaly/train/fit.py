@@ -14,6 +14,7 @@ from qso_anomaly.data.batch import SpectraBatch
 from qso_anomaly.data.classes import NORMAL
 from qso_anomaly.data.grid import WavelengthGrid
 from qso_anomaly.data.io import read_all
+from qso_anomaly.data.policy import DataPolicy
 from qso_anomaly.data.templates import template_hashes
 from qso_anomaly.data.validate import clean_batch
 from qso_anomaly.errors import ModelError
@@ -21,6 +22,8 @@ from qso_anomaly.models.density import DensityModel
 from qso_anomaly.models.scoring import score_torch
 from qso_anomaly.models.spec import ModelSpec
 from qso_anomaly.models.torch_model import build_model
+from qso_anomaly.train.augment import augment_masks
+from qso_anomaly.train.calibrate import calibrate
 from qso_anomaly.train.loop import train_local
 from qso_anomaly.train.trained import TrainedModel
 
@@ -41,7 +44,7 @@ def load_training_data(data: TrainData, grid: WavelengthGrid) -> tuple[SpectraBa
             f"training spectra have {batch.npix} px but the grid has {grid.npix}",
             hint="generate or resample the data on spec.input_grid()",
         )
-    return clean_batch(batch)
+    return clean_batch(batch, policy=DataPolicy(z_min=0.0, z_max=7.0))
 
 
 def fit(
@@ -54,14 +57,20 @@ def fit(
     use_gpu: bool = False,
     epochs: int = 10,
     seed: int = 0,
-    holdout_fraction: float = 0.1,
+    holdout_fraction: float = 0.25,
     framework: Literal["torch", "jax"] = "torch",
     on_epoch: Callable[[int, float], None] | None = None,
     ray_storage: str | Path | None = None,
     epoch_eval: Callable[[Any, int], dict[str, Any]] | None = None,
 ) -> TrainedModel:
-    """Train on all given spectra (labels, if present, are NOT used for training; they only
-    restrict the held-out reference set to normal spectra). Returns a TrainedModel."""
+    """Train on the given spectra minus a held-out calibration set (``holdout_fraction``, at
+    least 20 spectra; labels, if present, are NOT used for training, they only restrict the
+    calibration set to normal spectra). The network trains with masking augmentation
+    (``spec.augment_fraction``); the latent density is fitted on clean and augmented training
+    latents so that a masked normal spectrum is not unlikely for its mask alone; the score is
+    standardised and the flag threshold calibrated (conformal, :mod:`.calibrate`) on the
+    held-out set only. The trained redshift range is recorded in ``metrics``.
+    Returns a TrainedModel whose ``reference_scores`` are the calibration scores."""
     t0 = time.perf_counter()
     batch, rejected = load_training_data(train_paths_or_batch, grid)
     if len(batch) < 50:
@@ -87,12 +96,15 @@ def fit(
         info = train_local(model, train, epochs, seed, on_epoch=on_epoch, epoch_eval=epoch_eval)
 
     model.eval()
+    aug_rng = np.random.default_rng([seed, 1])
     with torch.no_grad():
         lat = []
         for s in range(0, len(train), 1024):
             b = train.take(slice(s, s + 1024))
-            lat.append(model.encode(torch.from_numpy(b.flux), torch.from_numpy(b.ivar),
-                                    torch.from_numpy(b.z)).numpy())
+            fa, ia = augment_masks(b.flux, b.ivar, grid.wave, aug_rng, 1.0)
+            for fl, iv in ((b.flux, b.ivar), (fa, ia)):
+                lat.append(model.encode(torch.from_numpy(fl), torch.from_numpy(iv),
+                                        torch.from_numpy(b.z)).numpy())
     density = DensityModel.fit(np.concatenate(lat), spec.density_components, seed)
     model.set_density(density)
     ref = hold.take(hold.label == NORMAL) if hold.label is not None else hold
@@ -102,6 +114,7 @@ def fit(
     density.calibrate(res.chi2_dof, res.density_nll)
     model.set_density(density)
     reference = score_torch(model, ref)
+    cal = calibrate(reference.score, alpha=0.01, seed=seed)
     metrics: dict[str, Any] = {
         **info,
         "framework": framework,
@@ -112,6 +125,8 @@ def fit(
         "rejected": rejected,
         "final_loss": info["loss_history"][-1] if info.get("loss_history") else None,
         "holdout_median_chi2_dof": float(np.median(reference.chi2_dof)),
+        "calibration": cal.to_dict(),
+        "train_z_range": [float(train.z.min()), float(train.z.max())],
         "fit_seconds": time.perf_counter() - t0,
         "templates_sha256": template_hashes(),
         "spec_version": spec.version,

@@ -31,6 +31,7 @@ def _train_arrays(
     from qso_anomaly.data.grid import WavelengthGrid
     from qso_anomaly.models.jax_model import _forward_parts, normalise
     from qso_anomaly.models.spec import ModelSpec
+    from qso_anomaly.train.augment import augment_masks
 
     spec = ModelSpec.from_dict(spec_dict)
     grid = WavelengthGrid.from_dict(grid_dict)
@@ -43,15 +44,21 @@ def _train_arrays(
     net = {"params": params["params"]}
     opt_state = tx.init(net)
 
-    def loss_fn(p, fl, iv, zz):
-        recon, _ = _forward_parts({**p, "density": params["density"]}, spec, wave, fl, iv, zz)
+    def loss_fn(p, fa, ia, fl, iv, zz):
+        full = {**p, "density": params["density"]}
+        recon, lat_aug = _forward_parts(full, spec, wave, fa, ia, zz)
         _, ivn, scale = normalise(fl, iv)
         r = (fl - recon) / scale[:, None]
-        return (0.5 * ivn * r**2).sum(-1).mean() / fl.shape[-1]
+        loss = (0.5 * ivn * r**2).sum(-1).mean() / fl.shape[-1]
+        if spec.consistency_weight > 0:
+            target = jax.lax.stop_gradient(_forward_parts(full, spec, wave, fl, iv, zz)[1])
+            var = jnp.maximum(target.var(axis=0).mean(), 1e-6)
+            loss = loss + spec.consistency_weight * ((lat_aug - target) ** 2).mean() / var
+        return loss
 
     @jax.jit
-    def step(p, state, fl, iv, zz):
-        loss, grads = jax.value_and_grad(loss_fn)(p, fl, iv, zz)
+    def step(p, state, fa, ia, fl, iv, zz):
+        loss, grads = jax.value_and_grad(loss_fn)(p, fa, ia, fl, iv, zz)
         updates, state = tx.update(grads, state, p)
         return optax.apply_updates(p, updates), state, loss
 
@@ -63,8 +70,10 @@ def _train_arrays(
         total = 0.0
         for s in range(steps_per_epoch):
             idx = perm[s * bs : (s + 1) * bs]
-            net, opt_state, loss = step(net, opt_state, jnp.asarray(flux[idx]),
-                                        jnp.asarray(ivar[idx]), jnp.asarray(z[idx]))
+            fa, ia = augment_masks(flux[idx], ivar[idx], grid.wave, rng, spec.augment_fraction)
+            net, opt_state, loss = step(net, opt_state, jnp.asarray(fa), jnp.asarray(ia),
+                                        jnp.asarray(flux[idx]), jnp.asarray(ivar[idx]),
+                                        jnp.asarray(z[idx]))
             total += float(loss)
         history.append(total / steps_per_epoch)
         if on_epoch is not None:

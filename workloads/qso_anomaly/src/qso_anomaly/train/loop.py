@@ -11,7 +11,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from qso_anomaly.data.batch import SpectraBatch
-from qso_anomaly.models.torch_model import QsoAutoencoder, chi2_loss
+from qso_anomaly.models.torch_model import QsoAutoencoder, chi2_loss, consistency_loss
+from qso_anomaly.train.augment import augment_masks
 
 
 def tensors(batch: SpectraBatch) -> TensorDataset:
@@ -20,19 +21,43 @@ def tensors(batch: SpectraBatch) -> TensorDataset:
     )
 
 
+def augmented(model: torch.nn.Module, flux: torch.Tensor, ivar: torch.Tensor,
+              rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The masking augmentation of :mod:`qso_anomaly.train.augment` on a torch batch."""
+    net: Any = getattr(model, "module", model)  # DDP-wrapped under Ray Train
+    frac = float(getattr(net.spec, "augment_fraction", 0.0))
+    if frac <= 0:
+        return flux, ivar
+    wave = np.asarray(net.grid.wave, dtype=np.float64)
+    fa, ia = augment_masks(flux.detach().cpu().numpy(), ivar.detach().cpu().numpy(), wave, rng,
+                           frac)
+    return torch.from_numpy(fa).to(flux.device), torch.from_numpy(ia).to(ivar.device)
+
+
 def run_epoch(model: torch.nn.Module, loader: Any, opt: torch.optim.Optimizer, *,
-              device: torch.device | None = None) -> float:
+              device: torch.device | None = None,
+              rng: np.random.Generator | None = None) -> float:
     """One pass of Adam on the ivar-weighted χ² loss (gradients clipped at 10); the mean loss.
 
-    ``device=None`` leaves the batches where the loader puts them (Ray Train's prepared loader
-    moves them itself)."""
+    The model sees masking-augmented inputs; the loss is against the original flux and ivar.
+    ``rng`` drives the augmentation (default: seeded from torch's generator, so
+    ``torch.manual_seed`` makes the epoch reproducible). ``device=None`` leaves the batches
+    where the loader puts them (Ray Train's prepared loader moves them itself)."""
     model.train()
+    if rng is None:
+        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)).item()))
     total, count = 0.0, 0
     for flux, ivar, z in loader:
         if device is not None:
             flux, ivar, z = flux.to(device), ivar.to(device), z.to(device)
         opt.zero_grad()
-        loss = chi2_loss(model(flux, ivar, z), flux, ivar)
+        fa, ia = augmented(model, flux, ivar, rng)
+        net: Any = getattr(model, "module", model)
+        recon, lat_aug = net.forward_parts(fa, ia, z)
+        loss = chi2_loss(recon, flux, ivar)
+        weight = float(getattr(net.spec, "consistency_weight", 0.0))
+        if weight > 0 and fa is not flux:
+            loss = loss + weight * consistency_loss(lat_aug, net.encode(flux, ivar, z))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
@@ -55,8 +80,9 @@ def train_epochs(
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
     history = []
+    rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)).item()))
     for epoch in range(epochs):
-        history.append(run_epoch(model, loader, opt, device=device))
+        history.append(run_epoch(model, loader, opt, device=device, rng=rng))
         sched.step()
         if on_epoch is not None:
             on_epoch(epoch, history[-1])
