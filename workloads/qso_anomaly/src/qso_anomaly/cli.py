@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+# PyTorch's OpenMP threads must not spin on shared machines (see qso_anomaly.score.config);
+# libgomp reads this once, when torch is first imported, so it is set before any import of it
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 

@@ -69,11 +69,12 @@ def record_batch_to_spectra(
     if "label" in cols:
         # null labels read as "None", as SpectraBatch.from_arrow does
         label = _single(cols["label"]).fill_null("None").to_numpy(zero_copy_only=False)
-    if all(v is not None for v in fast.values()):
+    flux, ivar, mask = fast["flux"], fast["ivar"], fast["mask"]
+    if flux is not None and ivar is not None and mask is not None:
         batch = SpectraBatch(
             targetid=_single(cols["targetid"]).to_numpy(zero_copy_only=False),
             z=_single(cols["z"]).to_numpy(zero_copy_only=False),
-            flux=fast["flux"], ivar=fast["ivar"], mask=fast["mask"], label=label)
+            flux=flux, ivar=ivar, mask=mask, label=label)
         return batch, np.arange(n), {}
     # slow path: variable-length lists, nulls or another grid
     table = data if isinstance(data, pa.Table) else pa.Table.from_batches([data])

@@ -23,6 +23,31 @@ ENV_PREFIX = "QSO_SCORE_"
 A4000_MEMORY_BYTES = 16 * 1024**3
 
 
+# OpenMP threads of PyTorch spin while they wait for work. On a shared machine (more runnable
+# threads than cores) spinning threads steal the cores their team mates need and PyTorch slows
+# down several times (measured on the 2-core CI machine at load average 11: 2 threads 113-260
+# spectra/s spinning vs 1,900-2,560 passive). libgomp reads this once, when torch is imported,
+# so it has to be in the environment of every process that scores (Ray actors, child runs).
+THREAD_ENV: dict[str, str] = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def worker_env(config: ScoringConfig) -> dict[str, str]:
+    """Environment variables a scoring process needs before torch or JAX is imported."""
+    env = dict(THREAD_ENV)
+    if config.framework == "jax":
+        if not config.jax_preallocate:
+            env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+        if config.device == "cpu":
+            env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+def apply_thread_env() -> None:
+    """Put :data:`THREAD_ENV` into ``os.environ`` (effective only before torch is imported)."""
+    for key, value in THREAD_ENV.items():
+        os.environ.setdefault(key, value)
+
+
 class ScoringConfigError(QsoAnomalyError):
     """A scoring setting is out of range or cannot be parsed."""
 

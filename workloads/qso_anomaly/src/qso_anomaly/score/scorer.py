@@ -83,6 +83,9 @@ class Scorer:
             prepare_jax_env(cfg)
             import jax
 
+            if cfg.device == "cuda" and cfg.precision == "float32":
+                # XLA uses TF32 for float32 matmul/conv on Ampere+ unless asked not to
+                jax.config.update("jax_default_matmul_precision", "highest")
             self.params = tm.jax_params()
             self.jax_device = jax.devices("gpu" if cfg.device == "cuda" else "cpu")[0]
         else:

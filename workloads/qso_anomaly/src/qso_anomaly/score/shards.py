@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from qso_anomaly.data.batch import REQUIRED_COLUMNS, SpectraBatch
@@ -36,7 +35,7 @@ from qso_anomaly.data.io import check_shard
 from qso_anomaly.data.validate import merge_counts, n_rejected_rows
 from qso_anomaly.errors import ShardError
 from qso_anomaly.models.scoring import ScoreResult
-from qso_anomaly.score.config import Framework, ScoringConfig
+from qso_anomaly.score.config import Framework, ScoringConfig, worker_env
 from qso_anomaly.score.scorer import OUTPUT_SCHEMA, Scorer, usable_cores
 from qso_anomaly.train.trained import TrainedModel, as_trained
 
@@ -151,8 +150,8 @@ def score_shards(
     return summary
 
 
-def _meta(trained: TrainedModel, framework: str, source: Path, rejected: dict[str, int]) -> dict:
-    return {"source": str(source), "framework": framework, "spec_version": trained.spec.version,
+def _meta(spec_version: str, framework: str, source: Path, rejected: dict[str, int]) -> dict:
+    return {"source": str(source), "framework": framework, "spec_version": spec_version,
             "rejected": rejected}
 
 
@@ -242,9 +241,18 @@ def _score_local(
     scorer = Scorer(trained, config=cfg)
     summary.actors = 0
     summary.threads_per_worker = cfg.threads or usable_cores()
+    score_stream(scorer, [p for p, _ in pending], out, summary, on_batch)
+
+
+def score_stream(scorer: Scorer, paths: Sequence[Path], out: Path, summary: ScoringSummary,
+                 on_batch: OnBatch | None = None) -> None:
+    """The streamed loop shared by the plain path and every Ray actor: read ``paths`` in
+    ``batch_size`` record batches (reader thread ahead), validate, score, and write each
+    shard's output atomically once the shard is complete; ``summary`` is updated in place."""
+    cfg = scorer.config
     parts: list[pa.Table] = []
     shard_counts: dict[str, int] = {}
-    for path, item in iter_shard_batches([p for p, _ in pending], cfg.batch_size, cfg.prefetch):
+    for path, item in iter_shard_batches(paths, cfg.batch_size, cfg.prefetch):
         if isinstance(item, ShardError):
             merge_counts(summary.n_rejected_by_reason, {item.reason: 1})
             summary.n_shards_failed += 1
@@ -253,7 +261,8 @@ def _score_local(
         if item is None:  # shard complete
             table = pa.concat_tables(parts) if parts else OUTPUT_SCHEMA.empty_table()
             dest = output_path(out, path)
-            _write_output(table, dest, _meta(trained, cfg.framework, path, shard_counts))
+            _write_output(table, dest, _meta(scorer.spec.version, cfg.framework, path,
+                                             shard_counts))
             merge_counts(summary.n_rejected_by_reason, shard_counts)
             summary.n_scored += table.num_rows
             summary.n_shards_scored += 1
@@ -282,32 +291,54 @@ def actor_pool_size(resources: dict[str, float], cfg: ScoringConfig) -> ActorPoo
     """Scorer actors from the resources Ray reports (``ray.cluster_resources()``).
 
     GPU (``cfg.num_gpus > 0``): ``floor(GPU / num_gpus)`` actors (``num_gpus=0.5`` puts two
-    actors on each card), one CPU and one intra-op thread each. CPU: one actor per two cores
-    (each runs two PyTorch threads; the model is compute-bound, so more threads than cores
-    only contend), asking for a fraction of a logical CPU so that Ray Data's read tasks and
-    its file-listing task (which asks for a whole CPU) always find room: a pool that takes
-    every logical CPU starves the reads and the pipeline stalls. ``cfg.concurrency`` /
-    ``cfg.actor_cpus`` / ``cfg.threads`` override."""
+    actors on each card), one CPU (its reader thread and host-side validation) and one
+    intra-op thread each. CPU: actors of two PyTorch threads each (``cfg.threads`` to
+    change), ``floor(CPU / threads)`` of them, each asking for as many logical CPUs as it runs
+    threads — the actors read their own shards, so no Ray read task needs a CPU, and threads
+    never outnumber cores. ``cfg.concurrency`` / ``cfg.actor_cpus`` override."""
     cpus = float(resources.get("CPU", 1.0))
     if cfg.num_gpus > 0:
         gpus = float(resources.get("GPU", 0.0))
         k = cfg.concurrency or max(1, math.floor(gpus / cfg.num_gpus + 1e-9))
         return ActorPool(k, cfg.actor_cpus or 1.0, cfg.num_gpus, cfg.threads or 1)
-    k = cfg.concurrency or max(1, int(cpus) // 2)
-    free_for_actors = max(cpus - 1.0, 0.5)
-    actor_cpus = cfg.actor_cpus or min(2.0, free_for_actors / k)
-    threads = cfg.threads or max(1, round(cpus / k))
+    threads = cfg.threads or max(1, min(2, int(cpus)))
+    k = cfg.concurrency or max(1, int(cpus) // threads)
+    actor_cpus = cfg.actor_cpus or min(float(threads), cpus / k)
     return ActorPool(k, actor_cpus, 0.0, threads)
+
+
+class RayShardScorer:
+    """Ray Data actor: scores whole shards (one path per call) with :func:`score_stream` and
+    writes their outputs itself, so spectra never enter the object store and only one small
+    summary row per shard travels back to the driver. ``out_dir`` must be storage every
+    node can write (local disk on one node; a shared volume on a cluster)."""
+
+    def __init__(self, model_dir: str, out_dir: str, config: dict[str, Any]) -> None:
+        self.config = ScoringConfig(**config)
+        self.scorer = Scorer(model_dir, config=self.config)
+        self.out = Path(out_dir)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows: dict[str, list[Any]] = {"path": [], "n_scored": [], "failed": [], "counts": []}
+        for path in batch["path"]:
+            s = ScoringSummary(0, {}, self.out, 0.0)
+            score_stream(self.scorer, [Path(str(path))], self.out, s)
+            rows["path"].append(str(path))
+            rows["n_scored"].append(s.n_scored)
+            rows["failed"].append(s.n_shards_failed)
+            rows["counts"].append(json.dumps(s.n_rejected_by_reason))
+        return {k: np.asarray(v) for k, v in rows.items()}
 
 
 def _score_ray(
     trained: TrainedModel, pending: list[tuple[Path, int]], out: Path, summary: ScoringSummary,
     cfg: ScoringConfig, on_batch: OnBatch | None,
 ) -> None:
+    """Ray Data over shard paths: ``from_items(paths) → map_batches(RayShardScorer,
+    concurrency=k)``; results stream back per finished shard in completion order."""
     import ray
     import ray.data
 
-    from qso_anomaly.score.scorer import RayScorer
     from qso_anomaly.train.ray_train import ensure_ray
 
     ensure_ray()
@@ -324,84 +355,57 @@ def _score_ray(
     if isinstance(trained, TrainedModel):
         tmpdir = Path(tempfile.mkdtemp(prefix="qso-model-"))
         model_dir = trained.save(tmpdir / "model")
-    cols = list(REQUIRED_COLUMNS)
-    if all("label" in pq.read_schema(p).names for p, _ in pending):
-        cols.append("label")
-    expected = {str(p.resolve()): n for p, n in pending}
-    by_name = {p.resolve().name: str(p.resolve()) for p, _ in pending}
-    buffers: dict[str, list[pa.Table]] = {k: [] for k in expected}
-    received: dict[str, int] = dict.fromkeys(expected, 0)
-    runtime_env: dict[str, Any] = {}
-    if cfg.framework == "jax":
-        env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"} if not cfg.jax_preallocate else {}
-        if cfg.device == "cpu":
-            env["JAX_PLATFORMS"] = "cpu"
-        if env:
-            runtime_env["env_vars"] = env
+    # Workers of a Ray started by this process inherit its environment; a runtime_env would
+    # make Ray start fresh workers through its runtime-env agent (tens of seconds on a loaded
+    # 2-core machine), so it is used only for a remote cluster or a variable not already set.
+    wanted = worker_env(cfg)
+    missing = {k: v for k, v in wanted.items() if os.environ.get(k) != v}
+    env_vars = wanted if os.environ.get("RAY_ADDRESS") else missing
     actor_cfg = cfg.with_(threads=pool.threads).to_dict()
     try:
-        ds = ray.data.read_parquet([str(p.resolve()) for p, _ in pending], columns=cols,
-                                   include_paths=True, num_cpus=0.1)
+        paths = [str(p.resolve()) for p, _ in pending]
+        ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=len(paths))
         kwargs: dict[str, Any] = {}
         if pool.num_gpus:
             kwargs["num_gpus"] = pool.num_gpus
-        if runtime_env:
-            kwargs["runtime_env"] = runtime_env
-        scored = ds.map_batches(
-            RayScorer,
-            fn_constructor_kwargs={"model_dir": str(model_dir), "framework": cfg.framework,
-                                   "threads": pool.threads, "config": actor_cfg},
-            batch_size=cfg.batch_size,
-            batch_format="pyarrow",
+        if env_vars:
+            kwargs["runtime_env"] = {"env_vars": env_vars}
+        done = ds.map_batches(
+            RayShardScorer,
+            fn_constructor_kwargs={"model_dir": str(model_dir), "out_dir": str(out.resolve()),
+                                   "config": actor_cfg},
+            batch_size=1,
+            batch_format="numpy",
             concurrency=pool.concurrency,
             num_cpus=pool.actor_cpus,
-            zero_copy_batch=True,
             **kwargs,
         )
-        for raw in scored.iter_batches(batch_size=None, batch_format="pyarrow",
-                                       prefetch_batches=1):
-            tbl: pa.Table = raw  # type: ignore[assignment]
-            paths = tbl.column("path")
-            keys = pc.unique(paths).to_pylist()
-            for key in keys:
-                part = tbl if len(keys) == 1 else tbl.filter(pc.equal(paths, key))
-                full = by_name.get(Path(key).name, key)
-                buffers[full].append(part.drop_columns(["path"]))
-                received[full] += part.num_rows
-                if received[full] == expected[full]:
-                    _finish_ray_shard(trained, cfg.framework, Path(full), buffers.pop(full), out,
-                                      summary, on_batch)
+        for row in done.iter_rows():
+            path = Path(str(row["path"]))
+            counts = json.loads(str(row["counts"]))
+            merge_counts(summary.n_rejected_by_reason, counts)
+            if int(row["failed"]):
+                summary.n_shards_failed += int(row["failed"])
+                continue
+            dest = output_path(out, path)
+            summary.n_scored += int(row["n_scored"])
+            summary.n_shards_scored += 1
+            summary.outputs.append(dest)
+            if on_batch is not None and int(row["n_scored"]):
+                _replay(dest, on_batch)
     finally:
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-def _accepted(scored: pa.Table) -> tuple[pa.Table, dict[str, int]]:
-    reasons = scored.column("reject_reason")
-    counts = {str(r["values"]): int(r["counts"])
-              for r in pc.value_counts(reasons).to_pylist() if r["values"]}
-    keep = pc.equal(reasons, "")
-    out = scored.filter(keep).drop_columns(["reject_reason"])
-    return out.cast(OUTPUT_SCHEMA), counts
-
-
-def _finish_ray_shard(
-    trained: TrainedModel, framework: str, path: Path, parts: list[pa.Table], out: Path,
-    summary: ScoringSummary, on_batch: OnBatch | None,
-) -> None:
-    table = pa.concat_tables(parts)
-    accepted, counts = _accepted(table)
-    dest = output_path(out, path)
-    _write_output(accepted, dest, _meta(trained, framework, path, counts))
-    merge_counts(summary.n_rejected_by_reason, counts)
-    summary.n_scored += accepted.num_rows
-    summary.n_shards_scored += 1
-    summary.outputs.append(dest)
-    if on_batch is not None and accepted.num_rows:
-        n = accepted.num_rows
-        ids = accepted.column("targetid").to_numpy()
-        stub = SpectraBatch(ids, np.zeros(n, np.float32), np.zeros((n, 0), np.float32),
-                            np.zeros((n, 0), np.float32), np.zeros((n, 0), bool))
-        on_batch(stub, ScoreResult(accepted.column("score").to_numpy(),
-                                   accepted.column("chi2_dof").to_numpy(),
-                                   accepted.column("density_nll").to_numpy()))
+def _replay(dest: Path, on_batch: OnBatch) -> None:
+    """``on_batch`` for a shard an actor finished: its scored rows and a batch holding only
+    targetid (the spectra stayed in the actor)."""
+    accepted = pq.read_table(dest)
+    n = accepted.num_rows
+    ids = accepted.column("targetid").to_numpy()
+    stub = SpectraBatch(ids, np.zeros(n, np.float32), np.zeros((n, 0), np.float32),
+                        np.zeros((n, 0), np.float32), np.zeros((n, 0), bool))
+    on_batch(stub, ScoreResult(accepted.column("score").to_numpy(),
+                               accepted.column("chi2_dof").to_numpy(),
+                               accepted.column("density_nll").to_numpy()))
