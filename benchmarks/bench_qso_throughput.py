@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(2, 1)  # everything (Python, C extensions, child processes) now goes to stderr
     sys.stdout = sys.stderr
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # before torch is imported here, in the children and in Ray's workers (passive OpenMP
+    # threads: see qso_anomaly.score.config.THREAD_ENV)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         from qso_anomaly.bench.throughput import markdown_table, run_throughput
 
