@@ -169,3 +169,15 @@ def test_streamed_output_matches_the_in_memory_scores(tmp_path, trained, ci_grid
                                           ci_grid.npix)
     ref = Scorer(trained).score_rows(batch)[0]
     np.testing.assert_allclose(got.column("score").to_numpy(), ref.score, rtol=1e-5, atol=1e-5)
+
+
+def test_cli_gpu_settings_are_checked_before_the_model_loads(tmp_path, monkeypatch,
+                                                             capsys) -> None:
+    from qso_anomaly.cli import main
+
+    for key in ("DEVICE", "NUM_GPUS", "CONCURRENCY", "PRECISION"):
+        monkeypatch.setenv(f"QSO_SCORE_{key}", "")  # restored after the test
+    rc = main(["score", "--model", str(tmp_path / "no-model"), "--data", str(tmp_path),
+               "--out", str(tmp_path / "out"), "--num-gpus", "1"])
+    assert rc == 2
+    assert "num_gpus=1.0 needs device='cuda'" in capsys.readouterr().err
