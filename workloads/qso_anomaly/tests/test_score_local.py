@@ -8,6 +8,8 @@ from qso_anomaly.data.synth import generate, write_batch, write_survey
 from qso_anomaly.score import output_path, score_shards
 from qso_anomaly.train import fit
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def trained(ci_grid):

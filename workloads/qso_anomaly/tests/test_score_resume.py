@@ -1,5 +1,6 @@
-"""Resume after a hard kill: a scoring process is SIGKILLed mid-run, the rerun finishes the
-remaining shards and no row appears twice."""
+"""Resume after a hard kill: a scoring process is SIGKILLed at about half of the shards, the
+rerun finishes the remaining shards and no row appears twice (the benchmark repeats this at
+100,000 spectra: ``benchmarks/bench_qso_throughput.py``, ``results.resume``)."""
 
 import signal
 import subprocess
@@ -9,11 +10,14 @@ import time
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 from qso_test_support import TINY
 
 from qso_anomaly.data.synth import generate, write_survey
 from qso_anomaly.score import output_path, score_shards
 from qso_anomaly.train import fit
+
+pytestmark = pytest.mark.unit
 
 
 def test_restart_after_kill_skips_done_shards_without_duplicates(tmp_path, ci_grid) -> None:
@@ -31,7 +35,8 @@ def test_restart_after_kill_skips_done_shards_without_duplicates(tmp_path, ci_gr
     proc = subprocess.Popen([sys.executable, "-c", script])
     try:
         deadline = time.time() + 240
-        while time.time() < deadline and len(list(out.glob("*.scores.parquet"))) < 2:
+        half = len(shards) // 2
+        while time.time() < deadline and len(list(out.glob("*.scores.parquet"))) < half:
             time.sleep(0.2)
             if proc.poll() is not None:
                 break
@@ -39,7 +44,7 @@ def test_restart_after_kill_skips_done_shards_without_duplicates(tmp_path, ci_gr
     finally:
         proc.wait()
     done_before = len(list(out.glob("*.scores.parquet")))
-    assert 2 <= done_before < len(shards)
+    assert len(shards) // 2 <= done_before < len(shards)
     s = score_shards(tmp_path / "model", shards, out, batch_size=5)
     assert s.n_shards_skipped == done_before
     assert s.n_shards_scored == len(shards) - done_before

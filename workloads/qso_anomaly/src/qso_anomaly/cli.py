@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+# PyTorch's OpenMP threads must not spin on shared machines (see qso_anomaly.score.config);
+# libgomp reads this once, when torch is first imported, so it is set before any import of it
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 
@@ -138,7 +143,13 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
     from qso_anomaly.pipeline import PipelineConfig, _score
     from qso_anomaly.registry.gates import load_thresholds
+    from qso_anomaly.score.config import ENV_PREFIX, ScoringConfig
 
+    for key in ("device", "num_gpus", "concurrency", "precision"):
+        value = getattr(args, key, None)
+        if value is not None:  # score_shards reads its settings from QSO_SCORE_*
+            os.environ[ENV_PREFIX + key.upper()] = str(value)
+    ScoringConfig.from_env()  # fail early, before the model loads, on a bad combination
     trained, name, version = _load_model(args)
     cfg = PipelineConfig(out=args.out, framework=args.framework, use_ray=args.use_ray,
                          batch_size=args.batch_size, metrics_port=args.metrics_port)
@@ -247,6 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--out", required=True)
     sc.add_argument("--batch-size", type=int, default=256)
     sc.add_argument("--use-ray", action="store_true")
+    sc.add_argument("--device", choices=("cpu", "cuda"),
+                    help="scoring device (env QSO_SCORE_DEVICE; default cpu)")
+    sc.add_argument("--num-gpus", type=float,
+                    help="GPUs per Ray scorer actor, e.g. 0.5 (env QSO_SCORE_NUM_GPUS)")
+    sc.add_argument("--concurrency", type=int,
+                    help="Ray scorer actors (env QSO_SCORE_CONCURRENCY; default from resources)")
+    sc.add_argument("--precision", choices=("float32", "tf32", "bfloat16"),
+                    help="GPU precision (env QSO_SCORE_PRECISION; default float32)")
     sc.add_argument("--metrics-port", type=int)
     sc.add_argument("--push-gateway")
     sc.add_argument("--thresholds", help="thresholds file (for the flag quantile)")

@@ -1,31 +1,137 @@
 """Scoring throughput: PyTorch vs JAX, plain loop vs Ray Data, end to end over Parquet shards
-(read → validate → score → write), plus the projection to the 1.6 M-spectrum DR1 corpus."""
+(read → validate → score → write), side by side in one run, plus peak RSS at two survey sizes,
+a kill-at-half resume check at the benchmark size, and the projection to 1.6 M DR1 spectra.
+
+Plain-loop runs execute in a fresh child process each (``python -m qso_anomaly.bench.throughput
+--child ...``), which reports its own peak RSS (``getrusage(RUSAGE_SELF).ru_maxrss``) — the
+scoring run's resident memory, not the benchmark's. The Ray Data runs execute in this process
+against one local Ray instance (``ray.init`` time reported separately, actor start-up included
+in each run: it is part of every real job).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import resource
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
+import pyarrow.parquet as pq
 
 from qso_anomaly import __version__
 from qso_anomaly.data.synth import generate, write_survey
-from qso_anomaly.models.scoring import score_torch
 from qso_anomaly.models.spec import ModelSpec
-from qso_anomaly.score import score_shards
+from qso_anomaly.score import output_path, score_shards
+from qso_anomaly.score.config import THREAD_ENV, ScoringConfig
+from qso_anomaly.score.scorer import Scorer, usable_cores
 from qso_anomaly.train import TrainedModel, fit
 
 DR1_QSOS = 1_600_000
+Progress = Callable[[str], None]
 
 
 def _progress(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("RAY_AUTH_MODE", "disabled")
+    for key, value in THREAD_ENV.items():
+        env.setdefault(key, value)
+    return env
+
+
+def run_child(model_dir: Path, shards: list[Path], out: Path, framework: str, batch_size: int,
+              *, kill_after_shards: int | None = None, timeout: float = 3600.0,
+              progress: Progress = _progress) -> dict[str, Any]:
+    """Score ``shards`` with the plain loop in a fresh Python process; return its summary and
+    peak RSS. With ``kill_after_shards`` the child is SIGKILLed as soon as that many outputs
+    exist (the resume check) and ``{"killed": True, ...}`` comes back."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    listing = out.parent / f"{out.name}.shards.json"
+    listing.write_text(json.dumps([str(p) for p in shards]))
+    cmd = [sys.executable, "-m", "qso_anomaly.bench.throughput", "--child",
+           str(model_dir), str(listing), str(out), framework, str(batch_size)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            env=_child_env(), text=True)
+    t0 = time.perf_counter()
+    if kill_after_shards is not None:
+        while proc.poll() is None and time.perf_counter() - t0 < timeout:
+            if len(list(out.glob("*.scores.parquet"))) >= kill_after_shards:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        proc.wait()
+        done = len(list(out.glob("*.scores.parquet")))
+        progress(f"child killed after {time.perf_counter() - t0:.1f}s with {done} shards done")
+        return {"killed": proc.returncode == -signal.SIGKILL, "shards_done_at_kill": done,
+                "seconds_to_kill": time.perf_counter() - t0}
+    stdout, _ = proc.communicate(timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"scoring child failed with exit code {proc.returncode}: {cmd}")
+    return dict(json.loads(stdout.strip().splitlines()[-1]))
+
+
+def _child_main(argv: list[str]) -> int:
+    model_dir, listing, out, framework, batch_size = argv
+    shards = [Path(p) for p in json.loads(Path(listing).read_text())]
+    cfg = ScoringConfig(framework=framework, batch_size=int(batch_size))  # type: ignore[arg-type]
+    s = score_shards(model_dir, shards, out, config=cfg)
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(json.dumps({"n_scored": s.n_scored, "seconds": s.elapsed,
+                      "spectra_per_s": s.spectra_per_second, "peak_rss_mib": rss_kib / 1024,
+                      "threads": s.threads_per_worker}))
+    return 0
+
+
+def model_only(tm: TrainedModel, framework: str, batch_size: int, n: int, seed: int) -> float:
+    """In-memory spectra/s of the model alone (same Scorer, threads and batch size as the
+    plain loop; no I/O, no validation)."""
+    batch = generate(n, seed, tm.grid)
+    scorer = Scorer(tm, config=ScoringConfig(framework=framework,  # type: ignore[arg-type]
+                                             batch_size=batch_size))
+    scorer.score_batch(batch.take(slice(0, batch_size)))  # warm-up (JIT)
+    t = time.perf_counter()
+    scorer.score_batch(batch)
+    return n / (time.perf_counter() - t)
+
+
+def _row(n_scored: int, seconds: float, **extra: Any) -> dict[str, Any]:
+    rate = n_scored / seconds if seconds > 0 else 0.0
+    return {"n_scored": n_scored, "seconds": seconds, "spectra_per_s": rate,
+            "projected_dr1_minutes": DR1_QSOS / rate / 60 if rate else None, **extra}
+
+
+def resume_check(model_dir: Path, shards: list[Path], out: Path, batch_size: int,
+                 n_expected: int, progress: Progress = _progress) -> dict[str, Any]:
+    """Kill a plain-loop scoring child once half the shards are done, resume in a new child,
+    and count rows and duplicate targetids in the outputs."""
+    half = max(1, len(shards) // 2)
+    killed = run_child(model_dir, shards, out, "torch", batch_size, kill_after_shards=half,
+                       progress=progress)
+    # resume into the same directory (run_child would clear it): score in-process
+    s = score_shards(model_dir, shards, out,
+                     config=ScoringConfig(framework="torch", batch_size=batch_size))
+    ids = np.concatenate([pq.read_table(output_path(out, p), columns=["targetid"])
+                          .column("targetid").to_numpy() for p in shards])
+    leftovers = sorted(p.name for p in out.glob("*.tmp"))
+    return {**killed, "n_shards": len(shards), "resumed_shards_skipped": s.n_shards_skipped,
+            "resumed_shards_scored": s.n_shards_scored, "rows": int(ids.size),
+            "rows_expected": n_expected, "duplicates": int(ids.size - np.unique(ids).size),
+            "tmp_files_left": leftovers,
+            "ok": bool(ids.size == n_expected and np.unique(ids).size == ids.size)}
 
 
 def run_throughput(
@@ -36,99 +142,181 @@ def run_throughput(
     model_dir: str | Path | None = None,
     spec: ModelSpec | None = None,
     frameworks: tuple[str, ...] = ("torch", "jax"),
-    ray_concurrency: int = 2,
+    use_ray: bool = True,
+    rss_small: int | None = None,
+    resume: bool = True,
     work_dir: str | Path | None = None,
     seed: int = 7,
-    progress: Callable[[str], None] = _progress,
+    progress: Progress = _progress,
 ) -> dict[str, Any]:
+    """One side-by-side run; returns the JSON-able result (see docs/benchmarks.md)."""
     spec = spec or ModelSpec.ci()
     grid = spec.input_grid()
     work = Path(work_dir or tempfile.mkdtemp(prefix="qso-throughput-"))
     work.mkdir(parents=True, exist_ok=True)
+    load_start = os.getloadavg()
     if model_dir is None:
-        tm = fit(spec, grid, generate(600, seed, grid), epochs=1, seed=seed)
-        model_dir = tm.save(work / "model")
+        model_dir = work / "model"
+        if not Path(model_dir).exists():
+            fit(spec, grid, generate(600, seed, grid), epochs=1, seed=seed).save(model_dir)
+    model_dir = Path(model_dir)
     tm = TrainedModel.load(model_dir)
-    shards = write_survey(work / "shards", n=n_spectra, seed=seed, shard_size=shard_size,
-                          grid=grid)
-    progress(f"{n_spectra} spectra in {len(shards)} shards on {grid.npix} px")
-    results: dict[str, Any] = {}
-
-    # model-only (in memory) reference
-    batch = generate(min(1024, n_spectra), seed + 1, grid)
-    model = tm.torch_model()
-    score_torch(model, batch.take(slice(0, 64)))
     t = time.perf_counter()
-    score_torch(model, batch)
-    results["model_only_torch_spectra_per_s"] = len(batch) / (time.perf_counter() - t)
-
-    def run(label: str, **kw: Any) -> None:
-        out = work / f"out-{label}"
-        shutil.rmtree(out, ignore_errors=True)
-        s = score_shards(model_dir, shards, out, batch_size=batch_size, **kw)
-        results[label] = {"n_scored": s.n_scored, "seconds": s.elapsed,
-                          "spectra_per_s": s.spectra_per_second,
-                          "projected_dr1_hours": DR1_QSOS / s.spectra_per_second / 3600}
-        progress(f"{label}: {s.spectra_per_second:.0f} spectra/s ({s.elapsed:.1f}s)")
-
+    shards = write_survey(work / f"shards-{n_spectra}-{shard_size}", n=n_spectra, seed=seed,
+                          shard_size=shard_size, grid=tm.grid)
+    progress(f"{n_spectra} spectra in {len(shards)} shards on {tm.grid.npix} px "
+             f"({time.perf_counter() - t:.0f}s to write/check)")
+    results: dict[str, Any] = {}
     for fw in frameworks:
-        run(f"plain_{fw}", framework=fw)
-    ray_init_s = None
-    try:
-        import ray
+        results[f"model_only_{fw}_spectra_per_s"] = model_only(
+            tm, fw, batch_size, min(2048, max(batch_size, n_spectra)), seed + 1)
+        progress(f"model only {fw}: {results[f'model_only_{fw}_spectra_per_s']:.0f}/s")
 
+    ray_init_s = None
+    if use_ray:
         from qso_anomaly.train.ray_train import ensure_ray
 
         t = time.perf_counter()
-        ensure_ray(num_cpus=os.cpu_count() or 2, object_store_memory=512 * 1024**2)
+        ensure_ray(num_cpus=usable_cores(), object_store_memory=512 * 1024**2)
         ray_init_s = time.perf_counter() - t
-        for fw in frameworks:
-            # warm run (actor start-up, imports, jit) then the measured run
-            run(f"ray_warmup_{fw}", framework=fw, use_ray=True, concurrency=ray_concurrency)
-            run(f"ray_{fw}", framework=fw, use_ray=True, concurrency=ray_concurrency)
-            plain = results[f"plain_{fw}"]["seconds"]
-            results[f"ray_overhead_{fw}"] = results[f"ray_{fw}"]["seconds"] / plain - 1.0
+        # warm the Ray worker pool and the page cache with one small run (not measured)
+        score_shards(model_dir, shards[:1], work / "out-ray-warmup", use_ray=True,
+                     config=ScoringConfig(batch_size=batch_size))
+        shutil.rmtree(work / "out-ray-warmup", ignore_errors=True)
+
+    for fw in frameworks:
+        res = run_child(model_dir, shards, work / f"out-plain-{fw}", fw, batch_size)
+        results[f"plain_{fw}"] = _row(res["n_scored"], res["seconds"],
+                                      peak_rss_mib=res["peak_rss_mib"],
+                                      threads=res["threads"], load_1m=os.getloadavg()[0])
+        progress(f"plain {fw}: {res['spectra_per_s']:.0f}/s ({res['seconds']:.1f}s, "
+                 f"peak RSS {res['peak_rss_mib']:.0f} MiB)")
+        if use_ray:
+            out = work / f"out-ray-{fw}"
+            shutil.rmtree(out, ignore_errors=True)
+            s = score_shards(model_dir, shards, out, use_ray=True,
+                             config=ScoringConfig(framework=fw,  # type: ignore[arg-type]
+                                                  batch_size=batch_size))
+            results[f"ray_{fw}"] = _row(s.n_scored, s.elapsed, actors=s.actors,
+                                        threads_per_actor=s.threads_per_worker,
+                                        load_1m=os.getloadavg()[0])
+            results[f"ray_over_plain_{fw}"] = s.elapsed / results[f"plain_{fw}"]["seconds"]
+            progress(f"ray {fw}: {s.spectra_per_second:.0f}/s ({s.elapsed:.1f}s, "
+                     f"{s.actors} actors × {s.threads_per_worker} threads) → ratio "
+                     f"{results[f'ray_over_plain_{fw}']:.3f}")
+            shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(work / f"out-plain-{fw}", ignore_errors=True)
+        mo = results.get(f"model_only_{fw}_spectra_per_s")
+        if mo:
+            results[f"plain_over_model_only_{fw}"] = (
+                results[f"plain_{fw}"]["spectra_per_s"] / mo)
+    if "torch" in frameworks and "jax" in frameworks:
+        results["jax_over_torch_plain_time"] = (
+            results["plain_jax"]["seconds"] / results["plain_torch"]["seconds"])
+        if use_ray:
+            results["jax_over_torch_ray_time"] = (
+                results["ray_jax"]["seconds"] / results["ray_torch"]["seconds"])
+
+    if rss_small:
+        k = max(1, rss_small // shard_size)
+        res = run_child(model_dir, shards[:k], work / "out-rss-small", "torch", batch_size)
+        results["rss"] = {
+            "small_n": res["n_scored"], "small_peak_rss_mib": res["peak_rss_mib"],
+            "large_n": results["plain_torch"]["n_scored"] if "torch" in frameworks else None,
+            "large_peak_rss_mib": (results["plain_torch"]["peak_rss_mib"]
+                                   if "torch" in frameworks else None)}
+        if results["rss"]["large_peak_rss_mib"]:
+            results["rss"]["relative_difference"] = (
+                results["rss"]["large_peak_rss_mib"] / res["peak_rss_mib"] - 1.0)
+        shutil.rmtree(work / "out-rss-small", ignore_errors=True)
+        progress(f"peak RSS: {results['rss']}")
+
+    if resume:
+        results["resume"] = resume_check(model_dir, shards, work / "out-resume", batch_size,
+                                         n_expected=_expected_rows(shards), progress=progress)
+        shutil.rmtree(work / "out-resume", ignore_errors=True)
+        progress(f"resume: {results['resume']}")
+
+    if use_ray:
+        import ray
+
         ray.shutdown()
-    except ImportError:
-        progress("ray is not installed: Ray Data rows skipped")
     return {
-        "benchmark": "qso-throughput-v1",
+        "benchmark": "qso-throughput-v2",
         "qso_anomaly_version": __version__,
         "n_spectra": n_spectra,
         "shard_size": shard_size,
+        "n_shards": len(shards),
         "batch_size": batch_size,
-        "grid_npix": grid.npix,
-        "spec_version": spec.version,
+        "grid_npix": tm.grid.npix,
+        "spec_version": tm.spec.version,
         "ray_init_s": ray_init_s,
-        "ray_concurrency": ray_concurrency,
-        "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "load_average": os.getloadavg(),
+        "usable_cores": usable_cores(),
+        "load_average_start": load_start,
+        "load_average_end": os.getloadavg(),
         "platform": platform.platform(),
         "results": results,
     }
 
 
+def _expected_rows(shards: list[Path]) -> int:
+    """Rows that pass validation: every row of the synthetic shards is valid, so the count is
+    the shards' row total (checked against the scored total of the plain run)."""
+    return int(sum(pq.ParquetFile(p).metadata.num_rows for p in shards))
+
+
 def markdown_table(result: dict[str, Any]) -> str:
     r = result["results"]
-    lines = [(f"### Scoring throughput ({result['n_spectra']} spectra, {result['grid_npix']} px, "
-             f"batch {result['batch_size']}, {result['cpu_count']} CPUs, load average "
-             f"{result['load_average'][0]:.1f} at the end)"), "",
-             ("| path | framework | spectra/s | seconds | projected 1.6 M spectra (h) | "
-             "Ray overhead |"), "|---|---|---|---|---|---|"]
+    la0, la1 = result["load_average_start"][0], result["load_average_end"][0]
+    lines = [(f"### Scoring throughput ({result['n_spectra']:,} spectra in "
+              f"{result['n_shards']} shards, {result['grid_npix']} px, batch "
+              f"{result['batch_size']}, {result['usable_cores']} cores, 1-min load average "
+              f"{la0:.1f} at the start and {la1:.1f} at the end)"), "",
+             ("| path | framework | spectra/s | seconds | projected 1.6 M spectra (min) | "
+              "Ray / plain time |"), "|---|---|---|---|---|---|"]
     for fw in ("torch", "jax"):
         for kind in ("plain", "ray"):
             row = r.get(f"{kind}_{fw}")
             if not row:
                 continue
-            ovh = r.get(f"ray_overhead_{fw}") if kind == "ray" else None
+            ratio = r.get(f"ray_over_plain_{fw}") if kind == "ray" else None
+            name = ("plain loop" if kind == "plain"
+                    else f"Ray Data ({row['actors']} actor × {row['threads_per_actor']} threads)")
             lines.append(
-                f"| {'plain loop' if kind == 'plain' else 'Ray Data (actor pool)'} | {fw} | "
-                f"{row['spectra_per_s']:.0f} | {row['seconds']:.1f} | "
-                f"{row['projected_dr1_hours']:.1f} | "
-                + ("—" if ovh is None else f"{100 * ovh:+.0f}%") + " |")
+                f"| {name} | {fw} | {row['spectra_per_s']:.0f} | {row['seconds']:.1f} | "
+                f"{row['projected_dr1_minutes']:.1f} | "
+                + ("—" if ratio is None else f"{ratio:.3f}") + " |")
     lines.append("")
-    lines.append(f"Model-only PyTorch forward+score (in memory): "
-                 f"{r['model_only_torch_spectra_per_s']:.0f} spectra/s; "
-                 f"`ray.init` took {result['ray_init_s'] or float('nan'):.1f} s (not included).")
+    for fw in ("torch", "jax"):
+        if f"model_only_{fw}_spectra_per_s" in r:
+            lines.append(f"- Model only {fw} (in memory, same batch and threads): "
+                         f"{r[f'model_only_{fw}_spectra_per_s']:.0f} spectra/s; plain loop at "
+                         f"{100 * r.get(f'plain_over_model_only_{fw}', float('nan')):.0f} % "
+                         "of it.")
+    if "jax_over_torch_plain_time" in r:
+        lines.append(f"- JAX / PyTorch end-to-end time: plain {r['jax_over_torch_plain_time']:.2f}"
+                     + (f", Ray {r['jax_over_torch_ray_time']:.2f}"
+                        if "jax_over_torch_ray_time" in r else "") + ".")
+    if "rss" in r:
+        x = r["rss"]
+        lines.append(f"- Peak RSS of the plain PyTorch scoring process: "
+                     f"{x['small_peak_rss_mib']:.0f} MiB at {x['small_n']:,} spectra, "
+                     f"{x['large_peak_rss_mib']:.0f} MiB at {x['large_n']:,} "
+                     f"({100 * x.get('relative_difference', float('nan')):+.1f} %).")
+    if "resume" in r:
+        x = r["resume"]
+        lines.append(f"- Resume at {result['n_spectra']:,}: killed with {x['shards_done_at_kill']}"
+                     f" of {x['n_shards']} shards done, resumed ({x['resumed_shards_skipped']} "
+                     f"skipped, {x['resumed_shards_scored']} scored): {x['rows']:,} rows of "
+                     f"{x['rows_expected']:,} expected, {x['duplicates']} duplicates.")
+    if result.get("ray_init_s") is not None:
+        lines.append(f"- `ray.init` took {result['ray_init_s']:.1f} s (not included; actor "
+                     "start-up is included in every Ray row).")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        raise SystemExit(_child_main(sys.argv[2:]))
+    raise SystemExit("use benchmarks/bench_qso_throughput.py")

@@ -1,22 +1,29 @@
-"""Scorer: a loaded model (torch or JAX) that turns raw rows into scored rows."""
+"""Scorer: a loaded model (torch or JAX) that turns raw rows into scored rows.
+
+All model calls go through :meth:`Scorer.score_batch`: PyTorch via
+:func:`qso_anomaly.models.torch_model.score_parts_torch`, JAX via
+:func:`qso_anomaly.models.jax_model.score_jax` (batches padded to one fixed shape, so XLA
+compiles once per process).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from qso_anomaly.data.batch import SpectraBatch, list_lengths
-from qso_anomaly.data.io import PIXEL_COLUMNS, table_to_batch
+from qso_anomaly.data.batch import SpectraBatch
 from qso_anomaly.data.policy import DataPolicy
-from qso_anomaly.data.validate import clean_rows
+from qso_anomaly.data.validate import clean_rows, merge_counts
 from qso_anomaly.errors import ModelError
 from qso_anomaly.models.scoring import ScoreResult
+from qso_anomaly.score.columns import record_batch_to_spectra
+from qso_anomaly.score.config import Framework, ScoringConfig
 from qso_anomaly.train.trained import TrainedModel, as_trained
-
-Framework = Literal["torch", "jax"]
 
 SCORED_SCHEMA = pa.schema([
     ("targetid", pa.int64()),
@@ -26,39 +33,137 @@ SCORED_SCHEMA = pa.schema([
     ("label", pa.string()),
     ("reject_reason", pa.string()),
 ])
+OUTPUT_SCHEMA = SCORED_SCHEMA.remove(SCORED_SCHEMA.get_field_index("reject_reason"))
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (affinity mask, else ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def prepare_jax_env(config: ScoringConfig) -> None:
+    """Set the XLA allocator variables before JAX is first imported: with
+    ``jax_preallocate=False`` JAX allocates on demand instead of taking 75 % of the GPU
+    (docs.jax.dev "GPU memory allocation"); on CPU JAX stays off any GPU it might find."""
+    if not config.jax_preallocate:
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    if config.device == "cpu":
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
 class Scorer:
-    """Holds one model in one framework; ``score_table`` never raises on bad rows."""
+    """Holds one model in one framework on one device; ``score_rows``/``score_table`` never
+    raise on bad rows (they are rejected and counted)."""
 
     def __init__(
-        self, model: TrainedModel | str | Path, framework: Framework = "torch",
-        threads: int | None = None,
+        self, model: TrainedModel | str | Path, framework: Framework | None = None,
+        threads: int | None = None, *, config: ScoringConfig | None = None,
     ) -> None:
+        cfg = config or ScoringConfig()
+        if framework is not None:
+            cfg = cfg.with_(framework=framework)
+        if threads is not None:
+            cfg = cfg.with_(threads=threads)
+        self.config = cfg
         tm = as_trained(model)
-        self.spec, self.grid, self.framework = tm.spec, tm.grid, framework
+        self.spec, self.grid, self.framework = tm.spec, tm.grid, cfg.framework
         self.policy = DataPolicy.for_spec(tm.spec)
-        if framework == "torch":
+        self._staging: list[Any] = []
+        if cfg.framework == "torch":
             import torch
 
-            if threads:
-                torch.set_num_threads(threads)
-            self.model: Any = tm.torch_model()
-        elif framework == "jax":
+            torch.set_num_threads(cfg.threads or usable_cores())
+            self.device = torch.device("cuda:0" if cfg.device == "cuda" else "cpu")
+            if cfg.device == "cuda" and cfg.precision == "tf32":
+                torch.backends.cuda.matmul.allow_tf32 = True
+                torch.backends.cudnn.allow_tf32 = True
+            self.model: Any = tm.torch_model().to(self.device).eval()
+        elif cfg.framework == "jax":
+            prepare_jax_env(cfg)
+            import jax
+
+            if cfg.device == "cuda" and cfg.precision == "float32":
+                # XLA uses TF32 for float32 matmul/conv on Ampere+ unless asked not to
+                jax.config.update("jax_default_matmul_precision", "highest")
             self.params = tm.jax_params()
+            self.jax_device = jax.devices("gpu" if cfg.device == "cuda" else "cpu")[0]
         else:
-            raise ModelError(f"unknown framework {framework!r}; use 'torch' or 'jax'")
+            raise ModelError(f"unknown framework {cfg.framework!r}; use 'torch' or 'jax'")
 
+    # ------------------------------------------------------------------ model calls
     def score_batch(self, batch: SpectraBatch) -> ScoreResult:
-        """Score a clean batch."""
-        if self.framework == "torch":
-            from qso_anomaly.models.scoring import score_torch
+        """Score a clean batch (N rows, any N) in chunks of ``config.batch_size``."""
+        b = self.config.batch_size
+        if len(batch) <= b:
+            return self._score_chunk(batch.flux, batch.ivar, batch.z)
+        return ScoreResult.concat([
+            self._score_chunk(batch.flux[s:s + b], batch.ivar[s:s + b], batch.z[s:s + b])
+            for s in range(0, len(batch), b)])
 
-            return score_torch(self.model, batch)
+    def _score_chunk(self, flux: np.ndarray, ivar: np.ndarray, z: np.ndarray) -> ScoreResult:
+        if self.framework == "torch":
+            return self._score_torch(flux, ivar, z)
+        return self._score_jax(flux, ivar, z)
+
+    def _score_torch(self, flux: np.ndarray, ivar: np.ndarray, z: np.ndarray) -> ScoreResult:
+        import torch
+
+        from qso_anomaly.models.torch_model import score_parts_torch
+
+        arrays = [a if a.flags.c_contiguous and a.flags.writeable else np.array(a)
+                  for a in (flux, ivar, z)]
+        if self.device.type == "cuda":
+            tensors = [self._to_device(i, a) for i, a in enumerate(arrays)]
+        else:
+            tensors = [torch.from_numpy(a) for a in arrays]
+        autocast: Any = (torch.autocast("cuda", dtype=torch.bfloat16)
+                         if self.device.type == "cuda" and self.config.precision == "bfloat16"
+                         else contextlib.nullcontext())
+        with torch.inference_mode(), autocast:
+            sc, c2, nl = score_parts_torch(self.model, *tensors)
+        return ScoreResult(*(t.float().cpu().numpy() for t in (sc, c2, nl)))
+
+    def _to_device(self, slot: int, a: np.ndarray) -> Any:
+        """Host→device copy through a reusable page-locked staging buffer (``pin_memory``):
+        the copy is asynchronous, and the buffer is reused only after the results of the
+        previous chunk came back (which orders it after that chunk's copy)."""
+        import torch
+
+        src = torch.from_numpy(a)
+        if not self.config.pin_memory:
+            return src.to(self.device)
+        while len(self._staging) <= slot:
+            self._staging.append(None)
+        buf = self._staging[slot]
+        if buf is None or buf.numel() < src.numel():
+            buf = torch.empty(max(src.numel(), self.config.batch_size * int(np.prod(a.shape[1:]))),
+                              dtype=src.dtype, pin_memory=True)
+            self._staging[slot] = buf
+        view = buf[: src.numel()].view(src.shape)
+        view.copy_(src)
+        return view.to(self.device, non_blocking=True)
+
+    def _score_jax(self, flux: np.ndarray, ivar: np.ndarray, z: np.ndarray) -> ScoreResult:
+        import jax
+
         from qso_anomaly.models.jax_model import score_jax
 
-        return score_jax(self.params, self.spec, self.grid, batch)
+        n, b = len(z), self.config.batch_size
+        pad = b - n
+        if pad > 0:  # one fixed shape: XLA compiles once
+            flux = np.pad(flux, ((0, pad), (0, 0)))
+            ivar = np.pad(ivar, ((0, pad), (0, 0)), constant_values=1.0)
+            z = np.pad(z, (0, pad), constant_values=1.0)
+        stub = SpectraBatch(np.zeros(len(z), np.int64), z, flux, ivar,
+                            np.broadcast_to(np.False_, flux.shape))
+        with jax.default_device(self.jax_device):
+            res = score_jax(self.params, self.spec, self.grid, stub, chunk=len(z))
+        return ScoreResult(res.score[:n], res.chi2_dof[:n], res.density_nll[:n])
 
+    # ------------------------------------------------------------------ rows and tables
     def score_rows(self, batch: SpectraBatch) -> tuple[ScoreResult, np.ndarray, dict[str, int]]:
         """Validate and score every row: (scores with NaN for rejected rows, reasons, counts)."""
         cleaned, reasons, counts = clean_rows(batch, policy=self.policy)
@@ -67,36 +172,51 @@ class Scorer:
                           np.full(n, np.nan, np.float32))
         ok = reasons == ""
         if ok.any():
-            res = self.score_batch(cleaned.take(ok))
+            res = self.score_batch(cleaned if ok.all() else cleaned.take(ok))
             out.score[ok], out.chi2_dof[ok], out.density_nll[ok] = (
                 res.score, res.chi2_dof, res.density_nll)
         return out, reasons, counts
 
+    def score_record_batch(
+        self, data: pa.RecordBatch | pa.Table,
+    ) -> tuple[pa.Table, dict[str, int], SpectraBatch | None, ScoreResult | None]:
+        """Raw shard rows → (accepted rows in OUTPUT_SCHEMA, counts by reason, the accepted
+        clean spectra and their scores for callbacks). Rejected rows are counted, not kept."""
+        batch, _, counts = record_batch_to_spectra(data, self.grid.npix)
+        if len(batch) == 0:
+            return OUTPUT_SCHEMA.empty_table(), counts, None, None
+        res, reasons, c = self.score_rows(batch)
+        merge_counts(counts, c)
+        ok = reasons == ""
+        keep = ok if not ok.all() else slice(None)
+        label = (pa.array(batch.label[keep], pa.string()) if batch.label is not None
+                 else pa.nulls(int(ok.sum()), pa.string()))
+        table = pa.Table.from_arrays(
+            [pa.array(batch.targetid[keep]), pa.array(res.score[keep]),
+             pa.array(res.chi2_dof[keep]), pa.array(res.density_nll[keep]), label],
+            schema=OUTPUT_SCHEMA)
+        good = ScoreResult(res.score[keep], res.chi2_dof[keep], res.density_nll[keep])
+        return table, counts, batch.take(ok) if not ok.all() else batch, good
+
     def score_table(self, table: pa.Table) -> pa.Table:
-        """Raw shard rows (any list layout) → SCORED_SCHEMA rows (+ ``path`` if present)."""
+        """Raw shard rows (any list layout) → SCORED_SCHEMA rows, one per input row, rejected
+        rows with NaN scores and their ``reject_reason`` (+ ``path`` if present)."""
         n = table.num_rows
-        lens = [list_lengths(table.column(c)) for c in PIXEL_COLUMNS if c in table.column_names
-                and c != "truth_mask"]
-        ok_len = np.logical_and.reduce([ln == self.grid.npix for ln in lens])
-        reasons = np.full(n, "", dtype=object)
-        reasons[~ok_len] = "wrong_grid_length"
+        batch, idx, _ = record_batch_to_spectra(table, self.grid.npix)
+        reasons = np.full(n, "wrong_grid_length", dtype=object)
         score = np.full(n, np.nan, np.float32)
         chi2 = np.full(n, np.nan, np.float32)
         nll = np.full(n, np.nan, np.float32)
-        idx = np.where(ok_len)[0]
         if idx.size:
-            sub = table.take(pa.array(idx)).drop_columns(
-                [c for c in ("truth_mask", "path") if c in table.column_names])
-            batch, _ = table_to_batch(sub, self.grid.npix)
             res, r, _ = self.score_rows(batch)
             score[idx], chi2[idx], nll[idx] = res.score, res.chi2_dof, res.density_nll
             reasons[idx] = r
         label = (table.column("label") if "label" in table.column_names
                  else pa.nulls(n, pa.string()))
-        cols = {
+        cols: dict[str, Any] = {
             "targetid": table.column("targetid").cast(pa.int64()),
             "score": pa.array(score), "chi2_dof": pa.array(chi2), "density_nll": pa.array(nll),
-            "label": label, "reject_reason": pa.array(reasons.astype(str).tolist(), pa.string()),
+            "label": label, "reject_reason": pa.array(reasons.astype(str), pa.string()),
         }
         if "path" in table.column_names:
             cols["path"] = table.column("path")
@@ -104,10 +224,13 @@ class Scorer:
 
 
 class RayScorer:
-    """Callable class for ``Dataset.map_batches`` (one model per actor)."""
+    """Callable class for ``Dataset.map_batches`` (one model per actor, Arrow batches in,
+    small score tables out: the spectra never travel back to the driver)."""
 
-    def __init__(self, model_dir: str, framework: Framework = "torch", threads: int = 1) -> None:
-        self.scorer = Scorer(model_dir, framework, threads=threads)
+    def __init__(self, model_dir: str, framework: Framework = "torch", threads: int = 1,
+                 config: dict[str, Any] | None = None) -> None:
+        cfg = ScoringConfig(**config) if config else ScoringConfig()
+        self.scorer = Scorer(model_dir, framework, threads=threads, config=cfg)
 
     def __call__(self, table: pa.Table) -> pa.Table:
         return self.scorer.score_table(table)

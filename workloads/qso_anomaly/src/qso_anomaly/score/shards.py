@@ -1,20 +1,27 @@
-"""score_shards(): one output Parquet per input shard, resumable, bad input counted.
+"""score_shards(): one output Parquet per input shard, resumable, bad input counted, streamed.
 
 Resume contract: an output file appears (atomic rename) only once every row of its input
 shard has been scored or rejected, so a restart skips finished shards and redoes unfinished
 ones from scratch; a row is never written twice. Rejected rows are not written; their reasons
 are counted in the summary and stored in the output's Parquet metadata.
+
+Memory: neither path materialises the survey. The plain loop reads one shard in
+``batch_size``-row record batches (a reader thread keeps ``prefetch`` batches ahead, so Arrow
+decoding overlaps the model); Ray Data streams blocks through an actor pool under an object
+store limit. Only the small score rows of unfinished shards are held (≈ 30 bytes a row).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import queue
 import shutil
 import tempfile
+import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +31,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from qso_anomaly.data.batch import REQUIRED_COLUMNS, SpectraBatch
-from qso_anomaly.data.io import check_shard, read_shard
+from qso_anomaly.data.io import check_shard
 from qso_anomaly.data.validate import merge_counts, n_rejected_rows
 from qso_anomaly.errors import ShardError
 from qso_anomaly.models.scoring import ScoreResult
-from qso_anomaly.score.scorer import SCORED_SCHEMA, Framework, Scorer
+from qso_anomaly.score.config import Framework, ScoringConfig, worker_env
+from qso_anomaly.score.scorer import OUTPUT_SCHEMA, Scorer, usable_cores
 from qso_anomaly.train.trained import TrainedModel, as_trained
 
 OUTPUT_SUFFIX = ".scores.parquet"
@@ -50,6 +58,8 @@ class ScoringSummary:
     n_shards_failed: int = 0
     n_already_scored: int = 0
     outputs: list[Path] = field(default_factory=list)
+    actors: int = 0
+    threads_per_worker: int = 0
 
     @property
     def n_rejected(self) -> int:
@@ -81,42 +91,38 @@ def _write_output(table: pa.Table, path: Path, meta: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _accepted(scored: pa.Table) -> tuple[pa.Table, dict[str, int]]:
-    reasons = np.asarray(scored.column("reject_reason").to_pylist(), dtype=object)
-    counts = {str(k): int(v) for k, v in Counter(reasons[reasons != ""].tolist()).items()}
-    keep = pa.array(reasons == "")
-    out = scored.filter(keep).drop_columns(
-        [c for c in ("reject_reason", "path") if c in scored.column_names])
-    return out.cast(SCORED_SCHEMA.remove(SCORED_SCHEMA.get_field_index("reject_reason"))), counts
-
-
 def score_shards(
     model_dir_or_trained: TrainedModel | str | Path,
     shard_paths: Sequence[str | Path],
     out_dir: str | Path,
     *,
     use_ray: bool = False,
-    batch_size: int = 256,
-    framework: Framework = "torch",
+    batch_size: int | None = None,
+    framework: Framework | None = None,
     on_batch: OnBatch | None = None,
-    concurrency: int = 2,
-    object_store_limit: int = 512 * 1024**2,
-    actor_cpus: float = 0.5,
+    concurrency: int | None = None,
+    object_store_limit: int | None = None,
+    actor_cpus: float | None = None,
+    config: ScoringConfig | None = None,
 ) -> ScoringSummary:
     """Score every shard into ``out_dir/<shard>.scores.parquet`` (targetid, score, chi2_dof,
     density_nll, label). ``on_batch(batch, result)`` is called for every scored batch of clean
     spectra (plain loop; with Ray, once per finished shard with that shard's scored rows and
     a batch holding only targetid/z).
 
-    Ray: ``concurrency`` scorer actors of ``actor_cpus`` logical CPUs each (each actor runs
-    one compute thread); Parquet reads ask for 0.1 CPU but Ray Data's file-listing task asks
-    for a whole CPU, so ``concurrency × actor_cpus`` must leave at least one CPU free (two
-    1-CPU actors on a 2-CPU node starve the reads and the pipeline hangs)."""
+    Settings come from ``config`` (default: :meth:`ScoringConfig.from_env`); the keyword
+    arguments override single fields. Ray: see :func:`actor_pool_size`. Raises
+    ScoringConfigError for invalid settings; bad shards and rows are counted, never raised."""
+    cfg = config or ScoringConfig.from_env()
+    cfg = cfg.with_(**{k: v for k, v in {
+        "batch_size": batch_size, "framework": framework, "concurrency": concurrency,
+        "object_store_limit": object_store_limit, "actor_cpus": actor_cpus}.items()
+        if v is not None})
     t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
-    summary = ScoringSummary(0, counts, out, 0.0, framework=framework,
+    summary = ScoringSummary(0, counts, out, 0.0, framework=cfg.framework,
                              backend="ray_data" if use_ray else "local")
     pending: list[tuple[Path, int]] = []
     for p in map(Path, shard_paths):
@@ -134,135 +140,272 @@ def score_shards(
             continue
         pending.append((p, nrows))
 
-    trained = as_trained(model_dir_or_trained) if pending else None
-    if pending and trained is not None:
+    if pending:
+        trained = as_trained(model_dir_or_trained)
         if use_ray:
-            _score_ray(trained, pending, out, summary, batch_size, framework, on_batch,
-                       concurrency, object_store_limit, actor_cpus)
+            _score_ray(trained, pending, out, summary, cfg, on_batch)
         else:
-            _score_local(trained, pending, out, summary, batch_size, framework, on_batch)
+            _score_local(trained, pending, out, summary, cfg, on_batch)
     summary.elapsed = time.perf_counter() - t0
     return summary
 
 
-def _meta(trained: TrainedModel, framework: str, source: Path, rejected: dict[str, int]) -> dict:
-    return {"source": str(source), "framework": framework, "spec_version": trained.spec.version,
+def _meta(spec_version: str, framework: str, source: Path, rejected: dict[str, int]) -> dict:
+    return {"source": str(source), "framework": framework, "spec_version": spec_version,
             "rejected": rejected}
+
+
+def _columns(path: Path) -> list[str]:
+    names = pq.read_schema(path).names
+    return [*REQUIRED_COLUMNS, *(["label"] if "label" in names else [])]
+
+
+_END = object()
+
+
+def iter_shard_batches(
+    pending: Sequence[Path], batch_size: int, prefetch: int = 2,
+) -> Iterator[tuple[Path, pa.RecordBatch | ShardError | None]]:
+    """Yield ``(shard, record batch)`` for every ``batch_size``-row batch of every shard, then
+    ``(shard, None)`` when the shard is complete, or ``(shard, ShardError)`` when it cannot be
+    read (the shard is abandoned). With ``prefetch > 0`` a reader thread keeps that many
+    batches ahead; at most ``prefetch + 1`` batches are in memory. Closing the generator stops
+    the thread."""
+
+    if prefetch <= 0:
+        for path in pending:
+            yield from _shard_items(path, batch_size)
+        return
+
+    q: queue.Queue[Any] = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+
+    def emit(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for path in pending:
+                for item in _shard_items(path, batch_size):
+                    if not emit(item):
+                        return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            emit(exc)
+        finally:
+            emit(_END)
+
+    thread = threading.Thread(target=run, name="qso-shard-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+def _shard_items(path: Path, batch_size: int) -> Iterator[tuple[Path, Any]]:
+    """One shard's ``(path, record batch)`` items, then ``(path, None)``, or
+    ``(path, ShardError)`` when the shard turns out unreadable part-way."""
+    try:
+        reader = pq.ParquetFile(path)
+        batches = reader.iter_batches(batch_size=batch_size, columns=_columns(path))
+        while True:
+            try:
+                rb = next(batches)
+            except StopIteration:
+                break
+            yield path, rb
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        yield path, ShardError(f"cannot read data ({exc})", reason="corrupt_shard",
+                               path=str(path))
+        return
+    yield path, None
 
 
 def _score_local(
     trained: TrainedModel, pending: list[tuple[Path, int]], out: Path, summary: ScoringSummary,
-    batch_size: int, framework: Framework, on_batch: OnBatch | None,
+    cfg: ScoringConfig, on_batch: OnBatch | None,
 ) -> None:
-    scorer = Scorer(trained, framework)
-    for path, _ in pending:
-        try:
-            batch, shard_counts = read_shard(path, trained.grid)
-        except ShardError as exc:
-            merge_counts(summary.n_rejected_by_reason, {exc.reason: 1})
+    scorer = Scorer(trained, config=cfg)
+    summary.actors = 0
+    summary.threads_per_worker = cfg.threads or usable_cores()
+    score_stream(scorer, [p for p, _ in pending], out, summary, on_batch)
+
+
+def score_stream(scorer: Scorer, paths: Sequence[Path], out: Path, summary: ScoringSummary,
+                 on_batch: OnBatch | None = None) -> None:
+    """The streamed loop shared by the plain path and every Ray actor: read ``paths`` in
+    ``batch_size`` record batches (reader thread ahead), validate, score, and write each
+    shard's output atomically once the shard is complete; ``summary`` is updated in place."""
+    cfg = scorer.config
+    parts: list[pa.Table] = []
+    shard_counts: dict[str, int] = {}
+    for path, item in iter_shard_batches(paths, cfg.batch_size, cfg.prefetch):
+        if isinstance(item, ShardError):
+            merge_counts(summary.n_rejected_by_reason, {item.reason: 1})
             summary.n_shards_failed += 1
+            parts, shard_counts = [], {}
             continue
-        parts: list[pa.Table] = []
-        for s in range(0, len(batch), batch_size):
-            chunk = batch.take(slice(s, s + batch_size))
-            res, reasons, c = scorer.score_rows(chunk)
-            merge_counts(shard_counts, c)
-            ok = reasons == ""
-            parts.append(pa.table({
-                "targetid": pa.array(chunk.targetid[ok]),
-                "score": pa.array(res.score[ok]),
-                "chi2_dof": pa.array(res.chi2_dof[ok]),
-                "density_nll": pa.array(res.density_nll[ok]),
-                "label": pa.array(chunk.label[ok].tolist() if chunk.label is not None
-                                  else [None] * int(ok.sum()), pa.string()),
-            }))
-            if on_batch is not None and ok.any():
-                good = chunk.take(ok)
-                on_batch(good, ScoreResult(res.score[ok], res.chi2_dof[ok], res.density_nll[ok]))
-        table = pa.concat_tables(parts) if parts else SCORED_SCHEMA.empty_table().drop_columns(
-            ["reject_reason"])
-        dest = output_path(out, path)
-        _write_output(table, dest, _meta(trained, framework, path, shard_counts))
-        merge_counts(summary.n_rejected_by_reason, shard_counts)
-        summary.n_scored += table.num_rows
-        summary.n_shards_scored += 1
-        summary.outputs.append(dest)
+        if item is None:  # shard complete
+            table = pa.concat_tables(parts) if parts else OUTPUT_SCHEMA.empty_table()
+            dest = output_path(out, path)
+            _write_output(table, dest, _meta(scorer.spec.version, cfg.framework, path,
+                                             shard_counts))
+            merge_counts(summary.n_rejected_by_reason, shard_counts)
+            summary.n_scored += table.num_rows
+            summary.n_shards_scored += 1
+            summary.outputs.append(dest)
+            parts, shard_counts = [], {}
+            continue
+        table, c, good, res = scorer.score_record_batch(item)
+        merge_counts(shard_counts, c)
+        parts.append(table)
+        if on_batch is not None and good is not None and res is not None and len(res):
+            on_batch(good, res)
+
+
+# ---------------------------------------------------------------------- Ray Data
+@dataclass(frozen=True)
+class ActorPool:
+    """How the Ray Data scorer pool is laid out (see :func:`actor_pool_size`)."""
+
+    concurrency: int
+    actor_cpus: float
+    num_gpus: float
+    threads: int
+
+
+def actor_pool_size(resources: dict[str, float], cfg: ScoringConfig) -> ActorPool:
+    """Scorer actors from the resources Ray reports (``ray.cluster_resources()``).
+
+    GPU (``cfg.num_gpus > 0``): ``floor(GPU / num_gpus)`` actors (``num_gpus=0.5`` puts two
+    actors on each card), one CPU (its reader thread and host-side validation) and one
+    intra-op thread each. CPU: actors of two PyTorch threads each (``cfg.threads`` to
+    change), ``floor(CPU / threads)`` of them, each asking for as many logical CPUs as it runs
+    threads — the actors read their own shards, so no Ray read task needs a CPU, and threads
+    never outnumber cores. ``cfg.concurrency`` / ``cfg.actor_cpus`` override."""
+    cpus = float(resources.get("CPU", 1.0))
+    if cfg.num_gpus > 0:
+        gpus = float(resources.get("GPU", 0.0))
+        k = cfg.concurrency or max(1, math.floor(gpus / cfg.num_gpus + 1e-9))
+        return ActorPool(k, cfg.actor_cpus or 1.0, cfg.num_gpus, cfg.threads or 1)
+    threads = cfg.threads or max(1, min(2, int(cpus)))
+    k = cfg.concurrency or max(1, int(cpus) // threads)
+    actor_cpus = cfg.actor_cpus or min(float(threads), cpus / k)
+    return ActorPool(k, actor_cpus, 0.0, threads)
+
+
+class RayShardScorer:
+    """Ray Data actor: scores whole shards (one path per call) with :func:`score_stream` and
+    writes their outputs itself, so spectra never enter the object store and only one small
+    summary row per shard travels back to the driver. ``out_dir`` must be storage every
+    node can write (local disk on one node; a shared volume on a cluster)."""
+
+    def __init__(self, model_dir: str, out_dir: str, config: dict[str, Any]) -> None:
+        self.config = ScoringConfig(**config)
+        self.scorer = Scorer(model_dir, config=self.config)
+        self.out = Path(out_dir)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows: dict[str, list[Any]] = {"path": [], "n_scored": [], "failed": [], "counts": []}
+        for path in batch["path"]:
+            s = ScoringSummary(0, {}, self.out, 0.0)
+            score_stream(self.scorer, [Path(str(path))], self.out, s)
+            rows["path"].append(str(path))
+            rows["n_scored"].append(s.n_scored)
+            rows["failed"].append(s.n_shards_failed)
+            rows["counts"].append(json.dumps(s.n_rejected_by_reason))
+        return {k: np.asarray(v) for k, v in rows.items()}
 
 
 def _score_ray(
     trained: TrainedModel, pending: list[tuple[Path, int]], out: Path, summary: ScoringSummary,
-    batch_size: int, framework: Framework, on_batch: OnBatch | None, concurrency: int,
-    object_store_limit: int, actor_cpus: float,
+    cfg: ScoringConfig, on_batch: OnBatch | None,
 ) -> None:
+    """Ray Data over shard paths: ``from_items(paths) → map_batches(RayShardScorer,
+    concurrency=k)``; results stream back per finished shard in completion order."""
     import ray
     import ray.data
 
-    from qso_anomaly.score.scorer import RayScorer
     from qso_anomaly.train.ray_train import ensure_ray
 
     ensure_ray()
+    pool = actor_pool_size(ray.cluster_resources(), cfg)
+    summary.actors, summary.threads_per_worker = pool.concurrency, pool.threads
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.resource_limits = ray.data.ExecutionResources.for_limits(
-        object_store_memory=object_store_limit)
+        object_store_memory=cfg.object_store_limit)
     ctx.enable_progress_bars = False
+    if hasattr(ctx, "print_on_execution_start"):
+        ctx.print_on_execution_start = False
     tmpdir = None
     model_dir: Path
     if isinstance(trained, TrainedModel):
         tmpdir = Path(tempfile.mkdtemp(prefix="qso-model-"))
         model_dir = trained.save(tmpdir / "model")
-    schemas = [pq.read_schema(p) for p, _ in pending]
-    cols = list(REQUIRED_COLUMNS)
-    if all("label" in s.names for s in schemas):
-        cols.append("label")
-    expected = {str(p.resolve()): n for p, n in pending}
-    by_name = {p.resolve().name: str(p.resolve()) for p, _ in pending}
-    buffers: dict[str, list[pa.Table]] = {k: [] for k in expected}
-    received: dict[str, int] = dict.fromkeys(expected, 0)
+    # Workers of a Ray started by this process inherit its environment; a runtime_env would
+    # make Ray start fresh workers through its runtime-env agent (tens of seconds on a loaded
+    # 2-core machine), so it is used only for a remote cluster or a variable not already set.
+    wanted = worker_env(cfg)
+    missing = {k: v for k, v in wanted.items() if os.environ.get(k) != v}
+    env_vars = wanted if os.environ.get("RAY_ADDRESS") else missing
+    actor_cfg = cfg.with_(threads=pool.threads).to_dict()
     try:
-        ds = ray.data.read_parquet([str(p.resolve()) for p, _ in pending], columns=cols,
-                                   include_paths=True, num_cpus=0.1)
-        scored = ds.map_batches(
-            RayScorer,
-            fn_constructor_kwargs={"model_dir": str(model_dir), "framework": framework,
-                                   "threads": 1},
-            batch_size=batch_size,
-            batch_format="pyarrow",
-            concurrency=concurrency,
-            num_cpus=actor_cpus,
-            zero_copy_batch=True,
+        paths = [str(p.resolve()) for p, _ in pending]
+        ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=len(paths))
+        kwargs: dict[str, Any] = {}
+        if pool.num_gpus:
+            kwargs["num_gpus"] = pool.num_gpus
+        if env_vars:
+            kwargs["runtime_env"] = {"env_vars": env_vars}
+        done = ds.map_batches(
+            RayShardScorer,
+            fn_constructor_kwargs={"model_dir": str(model_dir), "out_dir": str(out.resolve()),
+                                   "config": actor_cfg},
+            batch_size=1,
+            batch_format="numpy",
+            concurrency=pool.concurrency,
+            num_cpus=pool.actor_cpus,
+            **kwargs,
         )
-        for raw in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
-            tbl: pa.Table = raw  # type: ignore[assignment]
-            for key in set(tbl.column("path").to_pylist()):
-                part = tbl.filter(pa.compute.equal(tbl.column("path"), key))
-                full = by_name.get(Path(key).name, key)
-                buffers[full].append(part)
-                received[full] += part.num_rows
-                if received[full] == expected[full]:
-                    _finish_ray_shard(trained, framework, Path(full), buffers.pop(full), out,
-                                      summary, on_batch)
+        for row in done.iter_rows():
+            path = Path(str(row["path"]))
+            counts = json.loads(str(row["counts"]))
+            merge_counts(summary.n_rejected_by_reason, counts)
+            if int(row["failed"]):
+                summary.n_shards_failed += int(row["failed"])
+                continue
+            dest = output_path(out, path)
+            summary.n_scored += int(row["n_scored"])
+            summary.n_shards_scored += 1
+            summary.outputs.append(dest)
+            if on_batch is not None and int(row["n_scored"]):
+                _replay(dest, on_batch)
     finally:
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-def _finish_ray_shard(
-    trained: TrainedModel, framework: str, path: Path, parts: list[pa.Table], out: Path,
-    summary: ScoringSummary, on_batch: OnBatch | None,
-) -> None:
-    table = pa.concat_tables(parts)
-    accepted, counts = _accepted(table)
-    dest = output_path(out, path)
-    _write_output(accepted, dest, _meta(trained, framework, path, counts))
-    merge_counts(summary.n_rejected_by_reason, counts)
-    summary.n_scored += accepted.num_rows
-    summary.n_shards_scored += 1
-    summary.outputs.append(dest)
-    if on_batch is not None and accepted.num_rows:
-        n = accepted.num_rows
-        ids = accepted.column("targetid").to_numpy()
-        stub = SpectraBatch(ids, np.zeros(n, np.float32), np.zeros((n, 0), np.float32),
-                            np.zeros((n, 0), np.float32), np.zeros((n, 0), bool))
-        on_batch(stub, ScoreResult(accepted.column("score").to_numpy(),
-                                   accepted.column("chi2_dof").to_numpy(),
-                                   accepted.column("density_nll").to_numpy()))
+def _replay(dest: Path, on_batch: OnBatch) -> None:
+    """``on_batch`` for a shard an actor finished: its scored rows and a batch holding only
+    targetid (the spectra stayed in the actor)."""
+    accepted = pq.read_table(dest)
+    n = accepted.num_rows
+    ids = accepted.column("targetid").to_numpy()
+    stub = SpectraBatch(ids, np.zeros(n, np.float32), np.zeros((n, 0), np.float32),
+                        np.zeros((n, 0), np.float32), np.zeros((n, 0), bool))
+    on_batch(stub, ScoreResult(accepted.column("score").to_numpy(),
+                               accepted.column("chi2_dof").to_numpy(),
+                               accepted.column("density_nll").to_numpy()))

@@ -1,0 +1,182 @@
+"""Streamed scoring path: zero-copy tensor columns, bounded reads, settings, actor-pool sizing,
+one JAX compilation, and the one-JSON-object contract of the throughput benchmark."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from qso_test_support import TINY
+
+from qso_anomaly.data.synth import generate, write_survey
+from qso_anomaly.models.spec import ModelSpec
+from qso_anomaly.score import ScoringConfig, output_path, score_shards
+from qso_anomaly.score.columns import record_batch_to_spectra, tensor_column
+from qso_anomaly.score.config import (
+    ScoringConfigError,
+    activation_bytes_per_spectrum,
+    gpu_batch_size,
+    worker_env,
+)
+from qso_anomaly.score.scorer import Scorer
+from qso_anomaly.score.shards import actor_pool_size, iter_shard_batches
+from qso_anomaly.train import fit
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def trained(ci_grid):
+    return fit(TINY, ci_grid, generate(120, seed=1, grid=ci_grid), epochs=1, seed=0)
+
+
+def test_float_tensor_columns_are_views_of_the_arrow_buffer() -> None:
+    values = np.arange(5 * 4, dtype=np.float32)
+    arr = pa.FixedSizeListArray.from_arrays(pa.array(values), 4)
+    out = tensor_column(arr, 4, np.float32)
+    assert out is not None and out.shape == (5, 4)
+    assert not out.flags.writeable  # a view of Arrow memory, not a copy
+    np.testing.assert_array_equal(out, values.reshape(5, 4))
+    sliced = tensor_column(arr.slice(2, 2), 4, np.float32)  # offset into the child buffer
+    np.testing.assert_array_equal(sliced, values.reshape(5, 4)[2:4])
+    masks = pa.FixedSizeListArray.from_arrays(pa.array(values.astype(int) % 3 == 0), 4)
+    np.testing.assert_array_equal(tensor_column(masks, 4, bool),
+                                  (values.astype(int) % 3 == 0).reshape(5, 4))
+    assert tensor_column(arr, 5, np.float32) is None  # another grid
+    assert tensor_column(pa.array([[1.0, 2.0], [3.0]]), 2, np.float32) is None  # ragged
+
+
+def test_ragged_rows_are_dropped_and_counted(ci_grid) -> None:
+    b = generate(6, seed=3, grid=ci_grid)
+    table = b.to_arrow(ci_grid)
+    flux = [list(r) for r in b.flux]
+    flux[2] = flux[2][:-1]
+    table = table.set_column(table.column_names.index("flux"), "flux",
+                             pa.array(flux, pa.list_(pa.float32())))
+    batch, idx, counts = record_batch_to_spectra(table, ci_grid.npix)
+    assert counts == {"wrong_grid_length": 1}
+    assert list(idx) == [0, 1, 3, 4, 5] and len(batch) == 5
+    np.testing.assert_array_equal(batch.targetid, b.targetid[idx])
+    np.testing.assert_allclose(batch.flux, b.flux[idx])
+
+
+def test_reads_are_streamed_in_batches_with_a_bounded_window(tmp_path, ci_grid) -> None:
+    shards = write_survey(tmp_path / "in", n=60, seed=2, shard_size=30, grid=ci_grid)
+    gen = iter_shard_batches(shards, batch_size=8, prefetch=2)
+    items = [next(gen)]
+    gen.close()  # stops the reader thread while it is ahead
+    sizes = [rb.num_rows for _, rb in iter_shard_batches(shards, batch_size=8, prefetch=2)
+             if isinstance(rb, pa.RecordBatch)]
+    assert items[0][1].num_rows == 8
+    assert max(sizes) <= 8 and sum(sizes) == 60
+    sync = list(iter_shard_batches(shards, batch_size=8, prefetch=0))
+    assert [p for p, rb in sync if rb is None] == shards  # end marker after every shard
+
+
+def test_a_shard_that_breaks_while_streaming_is_counted(tmp_path, trained, ci_grid) -> None:
+    shards = write_survey(tmp_path / "in", n=40, seed=2, shard_size=20, grid=ci_grid)
+    data = shards[1].read_bytes()
+    shards[1].write_bytes(data[:4] + b"\0" * 4000 + data[4004:])  # footer intact, pages broken
+    s = score_shards(trained, shards, tmp_path / "out", batch_size=8)
+    assert s.n_scored == 20 and s.n_shards_failed == 1
+    assert s.n_rejected_by_reason == {"corrupt_shard": 1}
+    assert not output_path(tmp_path / "out", shards[1]).exists()
+
+
+def test_jax_batches_are_padded_to_one_shape_and_match_torch(trained, ci_grid) -> None:
+    from qso_anomaly.models import jax_model
+
+    b = generate(23, seed=5, grid=ci_grid)
+    jx = Scorer(trained, config=ScoringConfig(framework="jax", batch_size=16))
+    pt = Scorer(trained, config=ScoringConfig(framework="torch", batch_size=16))
+    parts = [jx.score_batch(b.take(slice(s, e))) for s, e in ((0, 5), (5, 16), (16, 23))]
+    rt = pt.score_batch(b)
+    np.testing.assert_allclose(np.concatenate([p.score for p in parts]), rt.score, atol=1e-3)
+    fn = jax_model._jitted("score", trained.spec, trained.grid)
+    assert fn._cache_size() == 1  # three batch sizes, one compilation
+
+
+def test_settings_validate_and_come_from_the_environment() -> None:
+    cfg = ScoringConfig.from_env({"QSO_SCORE_DEVICE": "cuda", "QSO_SCORE_NUM_GPUS": "0.5",
+                                  "QSO_SCORE_BATCH_SIZE": "512", "QSO_SCORE_PIN_MEMORY": "no",
+                                  "QSO_SCORE_FRAMEWORK": "jax"}, batch_size=1024)
+    assert (cfg.device, cfg.num_gpus, cfg.batch_size, cfg.pin_memory) == ("cuda", 0.5, 1024,
+                                                                           False)
+    assert worker_env(cfg) == {"OMP_WAIT_POLICY": "PASSIVE",
+                               "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    with pytest.raises(ScoringConfigError, match="QSO_SCORE_NUM_GPUS"):
+        ScoringConfig.from_env({"QSO_SCORE_NUM_GPUS": "half"})
+    with pytest.raises(ScoringConfigError, match="num_gpus=1.0 needs device='cuda'"):
+        ScoringConfig(num_gpus=1.0)
+    with pytest.raises(ScoringConfigError, match="batch_size=0"):
+        ScoringConfig(batch_size=0)
+
+
+def test_actor_pool_follows_the_resources_ray_reports() -> None:
+    two = actor_pool_size({"CPU": 2.0}, ScoringConfig())
+    assert (two.concurrency, two.threads) == (1, 2)
+    assert two.concurrency * two.actor_cpus <= 2.0  # threads never outnumber the cores
+    big = actor_pool_size({"CPU": 16.0}, ScoringConfig())
+    assert big.concurrency == 8 and big.threads == 2 and big.concurrency * big.actor_cpus <= 16
+    gpu = actor_pool_size({"CPU": 8.0, "GPU": 1.0}, ScoringConfig(device="cuda", num_gpus=0.5))
+    assert (gpu.concurrency, gpu.num_gpus) == (2, 0.5)
+    fixed = actor_pool_size({"CPU": 2.0}, ScoringConfig(concurrency=3, actor_cpus=0.25))
+    assert (fixed.concurrency, fixed.actor_cpus) == (3, 0.25)
+
+
+def test_a4000_batch_size_from_the_activation_estimate() -> None:
+    full = ModelSpec.full()
+    npix = full.input_grid().npix
+    per = activation_bytes_per_spectrum(full.channels, full.pool, npix, full.n_rest)
+    b = gpu_batch_size(full.channels, full.pool, npix, full.n_rest)
+    assert b == 512 and b * per <= 8 * 1024**3 < 2 * b * per
+    assert gpu_batch_size(full.channels, full.pool, npix, full.n_rest, 48 * 1024**3) > b
+
+
+def test_throughput_benchmark_prints_exactly_one_json_object(tmp_path, trained) -> None:
+    trained.save(tmp_path / "model")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_qso_throughput.py"),
+         "--n-spectra", "40", "--shard-size", "10", "--batch-size", "16",
+         "--frameworks", "torch", "--no-ray", "--no-resume",
+         "--model-dir", str(tmp_path / "model"), "--work-dir", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=600, check=True)
+    result = json.loads(proc.stdout)  # the whole of stdout is one JSON document
+    assert proc.stdout.count("\n") == 1
+    r = result["results"]
+    assert r["plain_torch"]["n_scored"] == 40 and r["plain_torch"]["peak_rss_mib"] > 0
+    assert "spectra" in proc.stderr  # progress went to stderr
+
+
+def test_streamed_output_matches_the_in_memory_scores(tmp_path, trained, ci_grid) -> None:
+    shards = write_survey(tmp_path / "in", n=50, seed=4, shard_size=25, grid=ci_grid)
+    s = score_shards(trained, shards, tmp_path / "out", batch_size=7)
+    assert s.n_scored == 50
+    got = pq.read_table([str(output_path(tmp_path / "out", p)) for p in shards])
+    src = pq.read_table([str(p) for p in shards], columns=["targetid", "label"])
+    assert got.column("targetid").to_pylist() == src.column("targetid").to_pylist()
+    assert got.column("label").to_pylist() == src.column("label").to_pylist()
+    batch, _, _ = record_batch_to_spectra(pq.read_table([str(p) for p in shards]),
+                                          ci_grid.npix)
+    ref = Scorer(trained).score_rows(batch)[0]
+    np.testing.assert_allclose(got.column("score").to_numpy(), ref.score, rtol=1e-5, atol=1e-5)
+
+
+def test_cli_gpu_settings_are_checked_before_the_model_loads(tmp_path, monkeypatch,
+                                                             capsys) -> None:
+    from qso_anomaly.cli import main
+
+    for key in ("DEVICE", "NUM_GPUS", "CONCURRENCY", "PRECISION"):
+        monkeypatch.setenv(f"QSO_SCORE_{key}", "")  # restored after the test
+    rc = main(["score", "--model", str(tmp_path / "no-model"), "--data", str(tmp_path),
+               "--out", str(tmp_path / "out"), "--num-gpus", "1"])
+    assert rc == 2
+    assert "num_gpus=1.0 needs device='cuda'" in capsys.readouterr().err
