@@ -136,14 +136,14 @@ def _platform_up(ctx: RunContext) -> None:
             "dashboard": head.dashboard_url,
             "started": head.started,
         }
-        from skyrig.workflows.localmon import platform_up
+        from skyrig.workflows.localmon import platform_up as monitoring_up
 
         _pvesim(ctx)
-        ctx.summary["monitoring"] = platform_up(ctx.stack, ctx.endpoint, ctx.console)
+        ctx.summary["monitoring"] = monitoring_up(ctx.stack, ctx.endpoint, ctx.console)
         return
-    from skyrig.workflows.kube_platform import platform_up
+    from skyrig.workflows.kube_platform import platform_up as kube_platform_up
 
-    ctx.summary["platform"] = platform_up(ctx.stack, ctx.console)
+    ctx.summary["platform"] = kube_platform_up(ctx.stack, ctx.console)
 
 
 def _platform_down(ctx: RunContext) -> None:
