@@ -5,18 +5,16 @@
 - ``platform``: namespaces (PSA labels), NVIDIA device plugin (+ GPU Feature Discovery), the
   KubeRay operator and its CRDs at the stack's ``kuberay_version``, RBAC, NetworkPolicies,
   ResourceQuota and LimitRange;
-- ``ray_cluster``: the RayCluster and its ServiceMonitor/PodMonitor;
+- ``ray_cluster``: the RayCluster (its monitors are in ``monitoring``);
 - ``workload``: data/results PVCs, the in-cluster MLflow server (if asked), one RayJob for the
   pinned workload release;
-- ``monitoring``: ``skyrig.monitoring.kube_objects(stack)`` once that module exists.
+- ``monitoring``: ``skyrig.monitoring.kube_objects(stack)``.
 
 Validate them with :func:`skyrig.kube.validate.validate_objects`.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,13 +56,10 @@ class KubePlan:
 
 
 def _monitoring_objects(stack: Stack) -> list[Obj]:
-    """Objects of the monitoring issue's module, when it is installed in this tree."""
-    try:
-        mod = importlib.import_module("skyrig.monitoring")
-    except ImportError:
-        return []
-    fn: Callable[[Stack], list[Obj]] | None = getattr(mod, "kube_objects", None)
-    return list(fn(stack)) if fn is not None else []
+    """PrometheusRule, monitors, the DCGM exporter and dashboards of :mod:`skyrig.monitoring`."""
+    from skyrig.monitoring import kube_objects
+
+    return list(kube_objects(stack))
 
 
 def build_kube(stack: Stack) -> KubePlan:

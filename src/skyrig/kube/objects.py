@@ -417,29 +417,14 @@ def ray_cluster_spec(stack: Stack, image: str, *, data: bool = True) -> Obj:
 
 
 def ray_cluster(stack: Stack) -> list[Obj]:
-    """The standing RayCluster (Ray image of the stack's Ray/CUDA) and its ServiceMonitor (head)
-    and PodMonitor (every Ray pod of the namespace, RayJob clusters included)."""
+    """The standing RayCluster (Ray image of the stack's Ray/CUDA). Its head and worker
+    PodMonitors come from :func:`skyrig.monitoring.kube_objects` (one scrape per Ray pod)."""
     cfg = stack.config
     ns = cfg.platform.namespace
     cluster = {"apiVersion": "ray.io/v1", "kind": "RayCluster",
                "metadata": _meta(cluster_name(stack), stack, "ray-cluster", ns),
                "spec": ray_cluster_spec(stack, ray_image(stack))}
-    mon = {"skyrig.io/scrape": "true"}
-    interval = cfg.monitoring.scrape_interval
-    smon = {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
-            "metadata": _meta("ray-head", stack, "monitoring", ns, **mon),
-            "spec": {"selector": {"matchLabels": {"ray.io/node-type": "head"}},
-                     "namespaceSelector": {"matchNames": [ns]},
-                     "endpoints": [{"port": "metrics", "interval": interval, "path": "/metrics"}],
-                     "targetLabels": ["ray.io/cluster"]}}
-    pmon = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
-            "metadata": _meta("ray-workers", stack, "monitoring", ns, **mon),
-            "spec": {"selector": {"matchLabels": {"ray.io/node-type": "worker"}},
-                     "namespaceSelector": {"matchNames": [ns]},
-                     "podMetricsEndpoints": [{"port": "metrics", "interval": interval,
-                                              "path": "/metrics"}],
-                     "podTargetLabels": ["ray.io/cluster", "ray.io/group"]}}
-    return [cluster, smon, pmon]
+    return [cluster]
 
 
 # ------------------------------------------------------------------------------ workload
