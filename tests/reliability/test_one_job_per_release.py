@@ -66,7 +66,8 @@ def test_one_run_per_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     try:
         client = JobSubmissionClient(head.dashboard_url)
         first, submitted = start_job(st, client, TINY, console=console)
-        assert submitted and first.startswith("skyrig-local-qso_anomaly-0.1.0-")
+        release = st.config.workload.version
+        assert submitted and first.startswith(f"skyrig-local-qso_anomaly-{release}-")
         # A re-run finds the running job of this release and follows it.
         again, submitted = start_job(st, client, TINY, console=console)
         assert (again, submitted) == (first, False)

@@ -113,13 +113,23 @@ def ensure_installed(console: Console) -> dict[str, str]:
 
 def monitor_token(stack: Stack, endpoint: Endpoint) -> tuple[str, str]:
     """The exporter's read-only token (``PVEAuditor`` on ``/`` for user and token); created
-    through the PVE API with ``endpoint``'s token the first time and kept (mode 0600)."""
+    through the PVE API the first time and kept (mode 0600).
+
+    Creating a user and a token is bootstrap work, which the least-privilege provisioning token
+    may not do: for the embedded pvesim the root token from its 0600 endpoint file creates it
+    (as it created the provisioning token); for a real cluster ``endpoint``'s token must hold
+    ``User.Modify`` and ``Permissions.Modify``."""
     f = mon_dir(stack) / "pve-token.json"
     if f.is_file():
         saved = json.loads(f.read_text())
         return str(saved["tokenid"]), str(saved["secret"])
+    token_id, token_secret = endpoint.token_id, endpoint.token_secret
+    sim_file = stack.state_dir / "pvesim" / "endpoint.json"
+    if stack.config.proxmox.embedded and sim_file.is_file():
+        sim = json.loads(sim_file.read_text())
+        token_id, token_secret = str(sim["token_id"]), str(sim["token_secret"])
     s = requests.Session()
-    s.headers["Authorization"] = f"PVEAPIToken={endpoint.token_id}={endpoint.token_secret}"
+    s.headers["Authorization"] = f"PVEAPIToken={token_id}={token_secret}"
     base = endpoint.url.rstrip("/") + "/api2/json"
 
     def call(method: str, where: str, /, **data: Any) -> Any:
