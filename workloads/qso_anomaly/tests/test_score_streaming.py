@@ -95,13 +95,14 @@ def test_jax_batches_are_padded_to_one_shape_and_match_torch(trained, ci_grid) -
     from qso_anomaly.models import jax_model
 
     b = generate(23, seed=5, grid=ci_grid)
+    fn = jax_model._jitted("score", trained.spec, trained.grid)
+    before = fn._cache_size()  # other tests of the session may have compiled other shapes
     jx = Scorer(trained, config=ScoringConfig(framework="jax", batch_size=16))
     pt = Scorer(trained, config=ScoringConfig(framework="torch", batch_size=16))
     parts = [jx.score_batch(b.take(slice(s, e))) for s, e in ((0, 5), (5, 16), (16, 23))]
     rt = pt.score_batch(b)
     np.testing.assert_allclose(np.concatenate([p.score for p in parts]), rt.score, atol=1e-3)
-    fn = jax_model._jitted("score", trained.spec, trained.grid)
-    assert fn._cache_size() == 1  # three batch sizes, one compilation
+    assert fn._cache_size() - before <= 1  # three batch sizes, at most one compilation
 
 
 def test_settings_validate_and_come_from_the_environment() -> None:
