@@ -16,7 +16,8 @@ import pytest
 from rich.console import Console
 
 from skyrig.errors import RunInterrupted, RunLockError
-from skyrig.workflows.runlock import LOCK_NAME, guarded_run, read_holder, run_lock, write_atomic
+from skyrig.fsutil import write_atomic
+from skyrig.workflows.runlock import LOCK_NAME, guarded_run, read_holder, run_lock
 
 pytestmark = pytest.mark.unit
 

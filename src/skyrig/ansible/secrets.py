@@ -15,12 +15,12 @@ from __future__ import annotations
 import os
 import secrets
 import stat
-import tempfile
 from pathlib import Path
 
 import yaml
 
 from skyrig.errors import AnsibleRunError
+from skyrig.fsutil import write_atomic
 
 TOKEN_VAR = "k8s_node_token"
 TOKEN_FILE = Path("secrets") / "k3s.yml"
@@ -53,13 +53,5 @@ def k3s_token_file(state_dir: Path) -> Path:
                 f"cluster will refuse ({path})",
             )
         return path
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".k3s-", suffix=".yml")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            yaml.safe_dump({TOKEN_VAR: secrets.token_hex(32)}, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, yaml.safe_dump({TOKEN_VAR: secrets.token_hex(32)}), 0o600)
     return path

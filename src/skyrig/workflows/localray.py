@@ -19,7 +19,7 @@ from pathlib import Path
 
 from skyrig.config.model import Ray
 from skyrig.errors import WorkloadError
-from skyrig.workflows.runlock import private_dir, write_atomic
+from skyrig.fsutil import private_dir, write_atomic
 
 #: Environment marker carried by every process of a stack's local Ray (head, raylet, workers,
 #: job drivers): its value is the stack's Ray state directory. `stop_head` sweeps by it, so

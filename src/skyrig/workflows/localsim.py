@@ -14,9 +14,9 @@ from rich.console import Console
 from skyrig.config import Stack
 from skyrig.config.checks import pvesim_hardware_path
 from skyrig.errors import SkyrigConfigError, SkyrigError
+from skyrig.fsutil import private_dir
 from skyrig.proxmox.endpoint import Endpoint
 from skyrig.proxmox.privileges import MINIMAL_PRIVILEGES
-from skyrig.workflows.runlock import private_dir
 
 
 def pvesim_dir(stack: Stack) -> Path:

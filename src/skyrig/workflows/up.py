@@ -26,9 +26,10 @@ from rich.table import Table
 
 from skyrig.config import Stack, load_stack
 from skyrig.errors import SkyrigConfigError, SkyrigError
+from skyrig.fsutil import write_atomic
 from skyrig.plan import Plan, build_plan
 from skyrig.proxmox.endpoint import Endpoint
-from skyrig.workflows.runlock import guarded_run, write_atomic
+from skyrig.workflows.runlock import guarded_run
 
 LAYERS = ("infra", "os", "platform", "workload", "monitor")
 

@@ -20,7 +20,7 @@ from rich.console import Console
 
 from skyrig.config.loader import Stack
 from skyrig.errors import WorkloadError
-from skyrig.workflows.runlock import write_atomic
+from skyrig.fsutil import write_atomic
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
