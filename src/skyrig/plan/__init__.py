@@ -12,7 +12,18 @@ from skyrig.plan.proxmox import GpuVmSpec, PciMappingSpec, gpu_vms, owner_tag, p
 
 @dataclass(frozen=True)
 class Plan:
-    """Everything a stack wants, as plain data."""
+    """Everything a stack wants, as plain data.
+
+    Attributes:
+        stack: Stack name.
+        environment: The stack's environment (``local``, ``dev``, ``prod``, ...).
+        pci_mappings: Cluster PCI mappings to create or update.
+        vms: GPU VMs to clone and configure.
+        inventory: The Ansible inventory of the VMs.
+        owner_tag: The tag that marks what this stack owns in PVE (``skyrig-<stack>``); the
+            reconcile core takes it from here for reconcile, prune and destroy alike. Derived from
+            ``stack`` when empty.
+    """
 
     stack: str
     environment: str
@@ -28,10 +39,23 @@ class Plan:
             object.__setattr__(self, "owner_tag", owner_tag(self.stack))
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the plan as nested plain data (dataclasses become dicts; for JSON output).
+
+        Returns:
+            ``dataclasses.asdict`` of the plan.
+        """
         return asdict(self)
 
 
 def build_plan(stack: Stack) -> Plan:
+    """Build the desired state of a validated stack (pure: no I/O).
+
+    Args:
+        stack: The loaded and validated stack.
+
+    Returns:
+        Its PCI mappings, GPU VMs and inventory, owned by ``skyrig-<stack.name>``.
+    """
     return Plan(
         stack=stack.name,
         environment=stack.config.environment,

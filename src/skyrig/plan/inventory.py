@@ -42,7 +42,8 @@ def ray_on_vms(cfg: StackConfig) -> bool:
 
 def gpu_product_label(model: str) -> str:
     """The ``nvidia.com/gpu.product`` node label of a GPU model key, from the compatibility
-    matrix (``gpu_models.<model>.product_label``); the key itself when the matrix lacks it."""
+    matrix (``gpu_models.<model>.product_label``); the key itself when the matrix lacks it.
+    """
     return str((gpu_model(model) or {}).get("product_label", model))
 
 

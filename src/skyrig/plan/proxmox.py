@@ -21,14 +21,33 @@ BOOT_DISK = "scsi0"
 
 @dataclass(frozen=True)
 class PciMappingEntrySpec:
-    """One node's entry of a cluster PCI mapping, before hardware is measured."""
+    """One node's entry of a cluster PCI mapping, before hardware is measured.
+
+    Attributes:
+        node: PVE node name.
+        path: PCI slot address without function, e.g. ``0000:01:00`` (all functions go along).
+        vendor_device: ``vendor:device`` hex of the GPU model, e.g. ``10de:24b0`` (from the
+            compatibility matrix).
+    """
 
     node: str
     path: str
     vendor_device: str
 
     def as_map_string(self, iommugroup: int | None = None, subsystem_id: str | None = None) -> str:
-        """The PVE ``map`` property (``id=..,iommugroup=..,node=..,path=..,subsystem-id=..``)."""
+        """Return the entry as PVE's mapping ``map`` property string.
+
+        Format per the PVE API ``POST /cluster/mapping/pci`` (``map`` items:
+        ``id=<vendor:device>,iommugroup=<n>,node=<node>,path=<slot>,subsystem-id=<v:d>``).
+
+        Args:
+            iommugroup: Measured IOMMU group, or ``None`` to leave it out.
+            subsystem_id: Measured ``subsystem_vendor:subsystem_device`` hex, or ``None`` to leave
+                it out.
+
+        Returns:
+            E.g. ``id=10de:24b0,iommugroup=14,node=pve1,path=0000:01:00,subsystem-id=10de:14ad``.
+        """
         parts = [
             f"id={self.vendor_device}",
             f"iommugroup={iommugroup}" if iommugroup is not None else "",
@@ -41,7 +60,17 @@ class PciMappingEntrySpec:
 
 @dataclass(frozen=True)
 class PciMappingSpec:
-    """A cluster PCI mapping (``/cluster/mapping/pci``)."""
+    """A cluster PCI mapping (PVE API ``/cluster/mapping/pci``; PVE 8 resource mappings).
+
+    Attributes:
+        id: Mapping id that VMs name in ``hostpciN: mapping=<id>``.
+        description: Free text (skyrig appends its owner marker when writing it).
+        model: GPU model key of the compatibility matrix, e.g. ``rtx-a4000``.
+        entries: One entry per node that has such a card.
+        owner_tag: The owning stack's tag, ``skyrig-<stack>`` (empty: unowned plan).
+        adopt_existing: Whether an existing mapping of this id made by someone else may be taken
+            over.
+    """
 
     id: str
     description: str
@@ -53,7 +82,21 @@ class PciMappingSpec:
 
 @dataclass(frozen=True)
 class GpuVmSpec:
-    """A VM to clone from its node's template and configure."""
+    """A VM to clone from its node's template and configure.
+
+    Attributes:
+        name: VM name (also the inventory host name).
+        vmid: Fixed VMID.
+        node: PVE node the VM lives on.
+        template_vmid: VMID of the node's cloud-init template to full-clone from.
+        storage: Target storage of the clone and of ``efidisk0``.
+        disk: Boot disk key, ``scsi0``.
+        disk_size: Boot disk size as PVE writes it, in GiB: ``"<n>G"``.
+        ip: Static IPv4 address (without prefix).
+        gpus: PCI mapping ids passed through, in ``hostpciN`` order.
+        config: The VM config in PVE wire form (see :func:`vm_config`).
+        owner_tag: The owning stack's tag, ``skyrig-<stack>``.
+    """
 
     name: str
     vmid: int
@@ -69,7 +112,7 @@ class GpuVmSpec:
 
     @property
     def clone_params(self) -> dict[str, str | int]:
-        """Parameters of ``POST /nodes/{node}/qemu/{template}/clone`` (full clone)."""
+        """Parameters of ``POST /nodes/{node}/qemu/{template}/clone`` (full clone, PVE API)."""
         return {
             "newid": self.vmid,
             "name": self.name,
@@ -80,7 +123,14 @@ class GpuVmSpec:
 
 
 def owner_tag(stack_name: str) -> str:
-    """The tag that marks a VM as owned by a stack (skyrig never touches VMs without it)."""
+    """Return the tag that marks a VM as owned by a stack (skyrig never touches VMs without it).
+
+    Args:
+        stack_name: The stack name.
+
+    Returns:
+        ``skyrig-<stack_name>``; a valid PVE tag (``pve-tag`` format) for valid stack names.
+    """
     return f"{OWNER_TAG_PREFIX}{stack_name}"
 
 
@@ -94,7 +144,22 @@ def _tags(values: list[str]) -> str:
 
 
 def vm_config(cfg: StackConfig, vm: GpuVm, stack_name: str) -> dict[str, str | int]:
-    """The PVE config parameters of ``vm`` (``POST /nodes/{node}/qemu/{vmid}/config``)."""
+    """Return the PVE config parameters of ``vm``.
+
+    Values are in the wire form of ``POST /nodes/{node}/qemu/{vmid}/config`` (pve-docs qm.conf):
+    ``memory`` and ``balloon`` in MiB, booleans as ``1``/``0``, ``tags`` ``;``-separated and
+    sorted, ``sshkeys`` URL-encoded, ``ipconfig0`` as ``ip=<addr>/<prefix>,gw=<gateway>``, GPUs as
+    ``hostpciN: mapping=<id>[,pcie=1]``, and ``efidisk0`` (OVMF only) as
+    ``<storage>:1,efitype=4m,pre-enrolled-keys=0``.
+
+    Args:
+        cfg: The validated stack config.
+        vm: One of ``cfg.vms``.
+        stack_name: The stack name (owner tag and description).
+
+    Returns:
+        Config key → value (``str`` or ``int``).
+    """
     cls = cfg.vm_classes[vm.vm_class]
     node = next(n for n in cfg.nodes if n.name == vm.node)
     cores, memory, _ = effective(vm, cls)
@@ -138,7 +203,17 @@ def vm_config(cfg: StackConfig, vm: GpuVm, stack_name: str) -> dict[str, str | i
 
 
 def pci_mappings(cfg: StackConfig, stack_name: str | None = None) -> list[PciMappingSpec]:
-    """The stack's cluster PCI mappings; ``stack_name`` sets their owner tag."""
+    """Return the stack's cluster PCI mappings.
+
+    Args:
+        cfg: The validated stack config.
+        stack_name: Sets the mappings' owner tag (``skyrig-<stack_name>``); ``None`` leaves it
+            empty.
+
+    Returns:
+        One spec per ``skyrig:pci_mappings`` entry, in stack order; ``vendor_device`` comes from
+        the compatibility matrix entry of the mapping's model.
+    """
     out = []
     for m in cfg.pci_mappings:
         model = gpu_model(m.model) or {}
@@ -160,6 +235,15 @@ def pci_mappings(cfg: StackConfig, stack_name: str | None = None) -> list[PciMap
 
 
 def gpu_vms(stack: Stack) -> list[GpuVmSpec]:
+    """Return the stack's GPU VMs as clone-and-configure specs.
+
+    Args:
+        stack: The validated stack.
+
+    Returns:
+        One spec per ``skyrig:vms`` entry, in stack order, with class defaults and per-VM overrides
+        applied (cores, memory MiB, disk GiB) and the boot disk ``scsi0``.
+    """
     cfg = stack.config
     nodes = {n.name: n for n in cfg.nodes}
     out = []
@@ -186,7 +270,15 @@ def gpu_vms(stack: Stack) -> list[GpuVmSpec]:
 
 
 def summary_rows(specs: list[GpuVmSpec]) -> list[dict[str, Any]]:
-    """One row per VM for tables."""
+    """Return one row per VM for tables.
+
+    Args:
+        specs: Planned VMs.
+
+    Returns:
+        Rows with ``vm``, ``vmid``, ``node``, ``cores``, ``memory_mib`` (MiB), ``disk``
+        (``"<n>G"``), ``ip`` and ``gpus`` (comma-separated mapping ids, ``-`` when none).
+    """
     return [
         {
             "vm": s.name,

@@ -29,7 +29,23 @@ ApplyPath = Literal["direct", "pulumi"]
 
 @dataclass
 class ApplyResult:
-    """What an apply or destroy did. Resource names: ``vm/<name>``, ``pci-mapping/<id>``."""
+    """What an apply or destroy did. Resource names: ``vm/<name>``, ``pci-mapping/<id>``.
+
+    Attributes:
+        stack: Stack name.
+        path: ``direct`` or ``pulumi``.
+        created: Resources created.
+        updated: Resources changed in place.
+        replaced: VMs destroyed and re-created.
+        deleted: Resources deleted.
+        unchanged: Resources that already matched (or were left alone; see ``details``).
+        pending_reboot: VM names with changes pending until a reboot.
+        rebooted: VM names rebooted to apply pending changes.
+        ips: VM name → IPv4 address reported by the guest agent.
+        details: Resource → human-readable notes (changed keys, why left alone).
+        api_calls: PVE API calls sent, by HTTP method.
+        elapsed_s: Wall time of the apply in seconds.
+    """
 
     stack: str
     path: ApplyPath
@@ -47,14 +63,22 @@ class ApplyResult:
 
     @property
     def changed(self) -> bool:
+        """Whether anything was created, updated, replaced, deleted or rebooted."""
         return bool(self.created or self.updated or self.replaced or self.deleted
                     or self.rebooted)
 
     @property
     def api_calls_total(self) -> int:
+        """The number of PVE API calls sent, all methods together."""
         return sum(self.api_calls.values())
 
     def summary(self) -> str:
+        """Return a one-line summary for the console.
+
+        Returns:
+            E.g. ``"1 created; 3 unchanged (direct path, 4.2s, API calls: GET 40, POST 6)"`` or
+            ``"no changes: 4 resources already match the stack (...)"``, with pending reboots.
+        """
         if not self.changed:
             head = f"no changes: {len(self.unchanged)} resources already match the stack"
         else:
@@ -68,6 +92,11 @@ class ApplyResult:
         return f"{head} ({self.path} path, {self.elapsed_s:.1f}s, API calls: {calls or 'none'})"
 
     def record_vm(self, out: VmOutcome) -> None:
+        """Add one VM's outcome to the lists, addresses and details.
+
+        Args:
+            out: The outcome of :meth:`VmReconciler.ensure`.
+        """
         key = f"vm/{out.name}"
         {"created": self.created, "updated": self.updated, "replaced": self.replaced,
          "unchanged": self.unchanged, "deleted": self.deleted}[out.action].append(key)
@@ -84,7 +113,12 @@ class ApplyResult:
 
 
 class ApplyFailed(ProxmoxError):
-    """Some resources failed; the others were applied. ``result`` says what did happen."""
+    """Some resources failed; the others were applied. ``result`` says what did happen.
+
+    Args:
+        failures: Resource name (``vm/<name>``) → the error that stopped it.
+        result: What the apply or destroy did before and besides the failures.
+    """
 
     def __init__(self, failures: dict[str, Exception], result: ApplyResult) -> None:
         self.failures = failures
@@ -101,7 +135,33 @@ def apply_plan(plan: Plan, client: PveClient, *, parallelism: int = 4,
                task_timeout_s: float = 900.0, record: ProvisionRecord | None = None,
                progress: Callable[[str, str], None] | None = None,
                prune: bool = True) -> ApplyResult:
-    """Direct apply of a plan: mappings (preflight first), then VMs in parallel, then pruning."""
+    """Apply a plan directly: mappings (preflight first), then VMs in parallel, then pruning.
+
+    The hardware preflight runs before anything changes. Running VMs that use a mapping whose
+    devices changed are reported as pending reboot (PVE resolves a mapping at VM start). Pruning
+    (VMs tagged for the stack but no longer planned, mappings the record lists but the plan does
+    not) runs only when every VM succeeded.
+
+    Args:
+        plan: The stack's plan.
+        client: The PVE session (its call counters are reset).
+        parallelism: VMs reconciled at once (at least 1).
+        reboot_policy: ``never`` reports pending reboots; ``when-required`` reboots through the
+            API, one VM at a time.
+        task_timeout_s: Timeout of each PVE task, in seconds.
+        record: The provisioning record to read and update, or ``None``.
+        progress: Called as ``progress(resource_name, step)``.
+        prune: Whether to delete what the stack owns but no longer plans.
+
+    Returns:
+        What was done, with API call counts and elapsed seconds.
+
+    Raises:
+        PreflightError: A mapping entry failed the hardware preflight; nothing was changed.
+        OwnershipError: A planned mapping exists and is not this stack's.
+        ProxmoxError: A mapping or prune call failed.
+        ApplyFailed: One or more VMs failed (its ``result`` holds what the others did).
+    """
     started = time.monotonic()
     client.reset_counts()
     result = ApplyResult(stack=plan.stack, path="direct")
@@ -166,8 +226,10 @@ def apply_plan(plan: Plan, client: PveClient, *, parallelism: int = 4,
 
 def _mapping_reboots(remapped: list[str], vr: VmReconciler, mr: MappingReconciler,
                      result: ApplyResult, report: Callable[[str, str], None]) -> None:
-    """Running VMs that use a mapping whose devices changed keep the old device until they
-    restart (PVE resolves a mapping at VM start): report them as pending reboot."""
+    """Report running VMs that use a remapped mapping as pending reboot.
+
+    They keep the old device until they restart (PVE resolves a mapping at VM start).
+    """
     running = {int(v): str(e.get("status")) for v, e in vr.index(refresh=True).items()}
     for mid in remapped:
         for name, vmid, _node in mr.user_vms(mid):
@@ -223,8 +285,26 @@ def _prune(plan: Plan, vr: VmReconciler, mr: MappingReconciler,
 def destroy_plan(plan: Plan, client: PveClient, *, parallelism: int = 4,
                  task_timeout_s: float = 900.0, record: ProvisionRecord | None = None,
                  progress: Callable[[str, str], None] | None = None) -> ApplyResult:
-    """Delete every VM the stack owns (graceful shutdown → stop → destroy/purge), then its
-    mappings. VMs at planned vmids that the stack does not own are left alone (reported)."""
+    """Delete every VM the stack owns (graceful shutdown → stop → destroy/purge), then its mappings.
+
+    VMs at planned VMIDs that the stack does not own are left alone and reported as unchanged;
+    mappings are deleted only when every VM was, and only those the stack owns and no VM uses.
+
+    Args:
+        plan: The stack's plan.
+        client: The PVE session (its call counters are reset).
+        parallelism: VMs deleted at once (at least 1).
+        task_timeout_s: Timeout of each PVE task, in seconds.
+        record: The provisioning record to read and update, or ``None``.
+        progress: Called as ``progress(resource_name, step)``.
+
+    Returns:
+        What was deleted and left alone, with API call counts and elapsed seconds.
+
+    Raises:
+        ProxmoxError: A mapping delete failed for another reason than "still used".
+        ApplyFailed: One or more VMs could not be deleted.
+    """
     started = time.monotonic()
     client.reset_counts()
     result = ApplyResult(stack=plan.stack, path="direct")
@@ -275,7 +355,21 @@ def destroy_plan(plan: Plan, client: PveClient, *, parallelism: int = 4,
 
 
 def preview_plan(plan: Plan, client: PveClient) -> dict[str, list[str]]:
-    """Read-only drift view: resource → changes an apply would make (empty: in sync)."""
+    """Return a read-only drift view: what an apply would change, per resource.
+
+    Args:
+        plan: The stack's plan.
+        client: The PVE session; only reads are sent.
+
+    Returns:
+        ``pci-mapping/<id>`` / ``vm/<name>`` → changes: changed fields (``["*"]`` for a missing
+        mapping), ``["create"]`` for a missing VM, ``"<key> (<kind>)"`` per VM change and a
+        ``pending reboot: ...`` note; an empty list means in sync.
+
+    Raises:
+        PreflightError: A mapping entry failed the hardware preflight.
+        ProxmoxError: A read failed.
+    """
     out: dict[str, list[str]] = {}
     mr = MappingReconciler(client)
     measured = mr.measure(plan.pci_mappings)

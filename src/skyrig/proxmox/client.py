@@ -40,13 +40,25 @@ HOSTPCI_KEY = re.compile(r"^hostpci\d+$")
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How often and how long to retry a transient failure."""
+    """How often and how long to retry a transient failure.
+
+    Attributes:
+        attempts: Total tries including the first one (4 means up to 3 retries).
+        backoff_s: Delay before the first retry, in seconds; doubled after each retry.
+        max_backoff_s: Cap on any one delay, in seconds.
+    """
 
     attempts: int = 4
     backoff_s: float = 0.2
     max_backoff_s: float = 3.0
 
     def delays(self) -> list[float]:
+        """The sleep before each retry, in order.
+
+        Returns:
+            ``attempts - 1`` delays in seconds: ``backoff_s`` doubling each time, capped at
+            ``max_backoff_s`` (e.g. ``[0.2, 0.4, 0.8]`` for the defaults).
+        """
         out, d = [], self.backoff_s
         for _ in range(self.attempts - 1):
             out.append(min(d, self.max_backoff_s))
@@ -55,7 +67,18 @@ class RetryPolicy:
 
 
 def encode_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """PVE wire form: booleans → 1/0, ``None`` dropped, lists kept (repeated keys)."""
+    """Encode call parameters in PVE's wire form.
+
+    PVE's API schema types booleans as ``0``/``1`` and rejects ``true``; repeated keys (e.g.
+    ``delete`` lists) are sent as lists (PVE API viewer, JSONSchema ``boolean`` type).
+
+    Args:
+        params: Parameter name → value as a caller writes it; ``None`` means "no parameter".
+
+    Returns:
+        A new dict: booleans → ``1``/``0`` (also inside lists/tuples, which become lists),
+        ``None`` values dropped, everything else unchanged.
+    """
     out: dict[str, Any] = {}
     for key, value in (params or {}).items():
         if value is None:
@@ -70,7 +93,19 @@ def encode_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def is_transient(exc: ProxmoxError) -> bool:
-    """Whether retrying the same call may succeed (PVE's 500 is any ``die``, so be specific)."""
+    """Say whether retrying the same call may succeed.
+
+    PVE answers any ``die`` in a handler with HTTP 500, so only 500s whose message says the worker
+    timed out or could not start (``got timeout``, ``got no worker upid``, connection refused / no
+    route) count; so do connection-level failures (no status), 502/503/504 and pveproxy's 595-599.
+
+    Args:
+        exc: The error of a failed call, with ``status`` and ``pve_message`` set by
+            :meth:`PveClient.request`.
+
+    Returns:
+        ``True`` when the failure is transient, ``False`` when repeating would fail the same way.
+    """
     if exc.status is None:
         return True  # connection-level failure
     if exc.status in TRANSIENT_STATUS:
@@ -80,7 +115,17 @@ def is_transient(exc: ProxmoxError) -> bool:
 
 
 def is_missing(exc: ProxmoxError) -> bool:
-    """PVE's way of saying *does not exist* (404, or 500 ``... does not exist``)."""
+    """Say whether an error is PVE's way of saying *does not exist*.
+
+    PVE answers a missing object with 404 on some paths and with 500 ``... does not exist`` /
+    ``... not found`` on others (e.g. ``GET /nodes/{node}/qemu/{vmid}/config`` of an unknown VMID).
+
+    Args:
+        exc: The error of a failed call.
+
+    Returns:
+        ``True`` for a 404, or a 500 whose PVE message says "does not exist" or "not found".
+    """
     msg = exc.pve_message or ""
     return exc.status == 404 or (exc.status == 500 and ("does not exist" in msg
                                                         or "not found" in msg))
@@ -93,7 +138,24 @@ def _describe_errors(errors: Any) -> str:
 
 
 class PveClient:
-    """One authenticated PVE API session, safe to share between provisioning threads."""
+    """One authenticated PVE API session, safe to share between provisioning threads.
+
+    Authenticates with an API token (``user@realm!tokenid`` + secret from ``endpoint``) unless
+    ``password`` is given, then with a ticket (``POST /access/ticket``). Counts every call by method
+    and by path template (``calls``, ``calls_by_path``) for benchmarks and tests.
+
+    Args:
+        endpoint: URL (``https://host:8006``), token and TLS settings of the API.
+        timeout: Per-request timeout in seconds, passed to ``requests``.
+        retry: Retry policy for transient failures (default :class:`RetryPolicy`).
+        password: Password for ticket auth; ``None`` means token auth.
+        pool_size: HTTP connections kept per host (one per concurrent provisioning thread).
+        sleep: Sleep function used between retries (injected by tests).
+
+    Raises:
+        ProxmoxError: The URL is ``http://`` (PVE speaks HTTPS only), the ticket login was refused
+            (status 401) or the endpoint cannot be reached.
+    """
 
     def __init__(self, endpoint: Endpoint, *, timeout: float = 30.0,
                  retry: RetryPolicy | None = None, password: str | None = None,
@@ -130,7 +192,25 @@ class PveClient:
     @classmethod
     def with_password(cls, url: str, user: str, password: str, *, ca_path: str | None = None,
                       verify_tls: bool = True, **kw: Any) -> PveClient:
-        """Ticket auth (``POST /access/ticket``); only root@pam may set raw host PCI ids."""
+        """Open a session with ticket auth (PVE API: ``POST /access/ticket``).
+
+        Only ``root@pam`` with a ticket may set raw ``hostpciN: host=...`` (pve-docs qm.conf
+        hostpci); every other session is refused such a parameter before it is sent.
+
+        Args:
+            url: API base URL, ``https://host:8006``.
+            user: PVE user with realm, e.g. ``root@pam``.
+            password: The user's password.
+            ca_path: PEM CA bundle that signs the node certificate; ``None`` uses the system store.
+            verify_tls: Whether to verify the server certificate.
+            **kw: Further :class:`PveClient` keyword arguments (``timeout``, ``retry``, ...).
+
+        Returns:
+            A logged-in client whose ``uses_token`` is ``False``.
+
+        Raises:
+            ProxmoxError: The login was refused (status 401) or the endpoint cannot be reached.
+        """
         ep = Endpoint(url=url, token_id=f"{user}!ticket", token_secret="", ca_path=ca_path,
                       verify_tls=verify_tls)
         client = cls(ep, password=password, **kw)
@@ -145,10 +225,16 @@ class PveClient:
             self.calls_by_path[(method, template)] += 1
 
     def call_counts(self) -> dict[str, int]:
+        """Return the number of API calls sent so far, by HTTP method (retries count).
+
+        Returns:
+            ``{"GET": n, "POST": n, ...}``; a copy, safe to keep.
+        """
         with self._lock:
             return dict(self.calls)
 
     def reset_counts(self) -> None:
+        """Set all call counters (by method and by path template) back to zero."""
         with self._lock:
             self.calls.clear()
             self.calls_by_path.clear()
@@ -168,11 +254,34 @@ class PveClient:
     def request(self, method: str, path: str, params: Mapping[str, Any] | None = None, *,
                 node: str | None = None, vmid: int | None = None,
                 repeatable: bool | None = None) -> Any:
-        """Call ``METHOD /api2/json/<path>``; returns PVE's ``data``.
+        """Call ``METHOD /api2/json/<path>`` and return PVE's ``data``.
 
-        ``repeatable``: whether the call may be sent again after a lost connection (default: only
-        GETs). PVE-level transient errors (``got timeout``) are retried for every method because
-        PVE did not perform the change.
+        Parameters are encoded by :func:`encode_params`. A raw ``hostpciN`` host address is refused
+        unless the session is ``root@pam`` with a ticket (pve-docs qm.conf ``hostpci``: only root
+        may pass through raw devices; everyone else uses cluster PCI mappings). Transient failures
+        (see :func:`is_transient`) are retried per ``retry``; PVE-level ones (``got timeout``) for
+        every method because PVE did not perform the change, connection-level ones only when
+        ``repeatable``.
+
+        Args:
+            method: ``GET``, ``POST``, ``PUT`` or ``DELETE`` (any case).
+            path: API path below ``/api2/json``, e.g. ``nodes/pve1/qemu/101/config``.
+            params: Query/body parameters; see :func:`encode_params`.
+            node: PVE node name, only to label errors.
+            vmid: VMID, only to label errors.
+            repeatable: Whether the call may be sent again after a lost connection (default: only
+                ``GET``).
+
+        Returns:
+            The ``data`` member of PVE's JSON answer (a dict, list, str such as a UPID, or
+            ``None``).
+
+        Raises:
+            ProxmoxError: PVE answered with an error status (``status`` and ``pve_message`` carry
+                PVE's reason and per-parameter errors; 401/403 come with a hint), the connection
+                failed after the allowed retries, or a raw ``hostpciN: host=...`` was refused before
+                sending.
+            ValueError: ``method`` is not one of the four above.
         """
         method = method.upper()
         data = encode_params(params)
@@ -226,13 +335,61 @@ class PveClient:
                             hint=hint)
 
     def get(self, path: str, **params: Any) -> Any:
+        """Send ``GET /api2/json/<path>`` (retried on a lost connection).
+
+        Args:
+            path: API path below ``/api2/json``.
+            **params: Query parameters.
+
+        Returns:
+            PVE's ``data``.
+
+        Raises:
+            ProxmoxError: The call failed (see :meth:`request`).
+        """
         return self.request("GET", path, params)
 
     def post(self, path: str, **params: Any) -> Any:
+        """Send ``POST /api2/json/<path>`` (not repeated on a lost connection).
+
+        Args:
+            path: API path below ``/api2/json``.
+            **params: Body parameters.
+
+        Returns:
+            PVE's ``data``; a UPID string for calls that start a task.
+
+        Raises:
+            ProxmoxError: The call failed (see :meth:`request`).
+        """
         return self.request("POST", path, params)
 
     def put(self, path: str, **params: Any) -> Any:
+        """Send ``PUT /api2/json/<path>`` (not repeated on a lost connection).
+
+        Args:
+            path: API path below ``/api2/json``.
+            **params: Body parameters.
+
+        Returns:
+            PVE's ``data`` (often ``None``).
+
+        Raises:
+            ProxmoxError: The call failed (see :meth:`request`).
+        """
         return self.request("PUT", path, params)
 
     def delete(self, path: str, **params: Any) -> Any:
+        """Send ``DELETE /api2/json/<path>`` (not repeated on a lost connection).
+
+        Args:
+            path: API path below ``/api2/json``.
+            **params: Query parameters (e.g. ``purge=1``).
+
+        Returns:
+            PVE's ``data``; a UPID string for calls that start a task.
+
+        Raises:
+            ProxmoxError: The call failed (see :meth:`request`).
+        """
         return self.request("DELETE", path, params)

@@ -24,7 +24,15 @@ PVESIM_ENV = "SKYRIG_PVESIM_ENDPOINT"
 
 @dataclass(frozen=True)
 class Endpoint:
-    """How to reach one PVE API: base URL, API token and the CA that signs its certificate."""
+    """How to reach one PVE API: base URL, API token and the CA that signs its certificate.
+
+    Attributes:
+        url: API base URL without ``/api2/json``, e.g. ``https://pve1.lab:8006``.
+        token_id: PVE API token id ``user@realm!tokenname`` (PVE docs: pveum API tokens).
+        token_secret: The token's secret UUID (never printed in ``repr``).
+        ca_path: PEM CA bundle that signs the API certificate; ``None`` uses the system store.
+        verify_tls: Whether to verify the certificate (only the local simulator may turn it off).
+    """
 
     url: str
     token_id: str
@@ -34,10 +42,12 @@ class Endpoint:
 
     @property
     def user(self) -> str:
+        """The user part of ``token_id``, e.g. ``skyrig@pve``."""
         return self.token_id.split("!", 1)[0]
 
     @property
     def token_name(self) -> str:
+        """The token part of ``token_id``, e.g. ``provision``."""
         return self.token_id.split("!", 1)[1]
 
     @property
@@ -48,15 +58,27 @@ class Endpoint:
         return self.ca_path or True
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the endpoint as JSON-ready data (the ``endpoint.json`` shape, with the secret).
+
+        Returns:
+            ``{"url", "token_id", "token_secret", "ca_path", "verify_tls"}``.
+        """
         return {"url": self.url, "token_id": self.token_id, "token_secret": self.token_secret,
                 "ca_path": self.ca_path, "verify_tls": self.verify_tls}
 
     @classmethod
     def from_pvesim(cls, sim: Any) -> Endpoint:
-        """From a running pvesim (duck-typed: ``PveSim`` or ``pvesim.daemon.SimEndpoint``).
+        """Build the endpoint of a running pvesim (duck-typed: ``PveSim`` or ``SimEndpoint``).
 
         Takes ``url`` and ``ca_path``, and ``root_token`` (a ``(token_id, secret)`` pair) or
         ``token_id`` / ``token_secret``. No import of pvesim: the core never depends on it.
+
+        Args:
+            sim: The simulator or its endpoint record.
+
+        Returns:
+            An endpoint with TLS verification against the simulator's CA; a trailing ``/api2/json``
+            is removed from the URL.
         """
         token = getattr(sim, "root_token", None)
         token_id, secret = token if token else (sim.token_id, sim.token_secret)
@@ -65,14 +87,29 @@ class Endpoint:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Endpoint:
+        """Build an endpoint from :meth:`to_dict`'s shape (e.g. a pvesim ``endpoint.json``).
+
+        Args:
+            d: ``url``, ``token_id``, ``token_secret`` (required), ``ca_path`` and ``verify_tls``
+                (optional, default ``None`` / ``True``).
+
+        Returns:
+            The endpoint.
+
+        Raises:
+            KeyError: A required key is missing.
+        """
         return cls(url=str(d["url"]), token_id=str(d["token_id"]),
                    token_secret=str(d["token_secret"]), ca_path=d.get("ca_path"),
                    verify_tls=bool(d.get("verify_tls", True)))
 
 
 def _from_env_value(value: str) -> Endpoint:
-    """Parse ``$SKYRIG_PVESIM_ENDPOINT``: inline JSON, a JSON file, or a running pvesim's state
-    directory (its ``endpoint.json``). Raises :class:`SkyrigConfigError` for anything else."""
+    """Parse ``$SKYRIG_PVESIM_ENDPOINT``.
+
+    Accepts inline JSON, a JSON file, or a running pvesim's state directory (its ``endpoint.json``).
+    Raises :class:`SkyrigConfigError` for anything else.
+    """
     text = value.strip()
     try:
         if text.startswith("{"):
@@ -98,7 +135,22 @@ def _from_env_value(value: str) -> Endpoint:
 
 def resolve_endpoint(stack: Stack, override: Endpoint | None = None,
                      token_secret: str | None = None) -> Endpoint:
-    """The endpoint to use for ``stack``: override > ``$SKYRIG_PVESIM_ENDPOINT`` > stack file."""
+    """Return the endpoint to use for ``stack``: override > ``$SKYRIG_PVESIM_ENDPOINT`` > stack.
+
+    Args:
+        stack: The validated stack; its ``skyrig:proxmox`` block is used last.
+        override: An endpoint given by the caller (the workflow passes the embedded pvesim).
+        token_secret: The token secret, if the caller already has it; otherwise it is resolved from
+            the stack's ``proxmox.token_secret`` reference (env var or file).
+
+    Returns:
+        The endpoint. Nothing is started or contacted.
+
+    Raises:
+        SkyrigConfigError: ``$SKYRIG_PVESIM_ENDPOINT`` is neither inline JSON, a JSON file nor a
+            running pvesim's state directory, or lacks a key; the stack says ``endpoint: pvesim``
+            but no simulator was given; or the token secret cannot be resolved.
+    """
     if override is not None:
         return override
     env = os.environ.get(PVESIM_ENV)

@@ -25,19 +25,29 @@ BRIDGE_CLASSES = ("0x0604",)
 
 def group_blockers(unit: set[str], members: list[tuple[str, str]],
                    bridge_classes: tuple[str, ...] | list[str] = BRIDGE_CLASSES) -> list[str]:
-    """THE IOMMU-group rule, stated once: an IOMMU group is attached to exactly one VM, as a
-    whole, so every member of the group of a passed-through unit (the PCI functions that go to
-    one VM) must be a function of that same unit or a PCI bridge. Every other member, another
-    device or a function of another requested card alike, blocks the passthrough.
+    """Return the members of an IOMMU group that block passing a unit through (THE rule).
 
-    ``unit``: the function addresses (``0000:01:00.0``) that go to the VM; ``members``: the
-    group's ``(address, class)`` pairs (class as sysfs or PVE write it, ``0x030000`` /
-    ``030000``). Returns the blocking addresses (empty: safe). Source: the kernel's VFIO group
-    viability (Documentation/driver-api/vfio.rst) and PVE's PCI passthrough guide.
+    An IOMMU group is attached to exactly one VM, as a whole, so every member of the group of a
+    passed-through unit (the PCI functions that go to one VM) must be a function of that same unit
+    or a PCI bridge. Every other member, another device or a function of another requested card
+    alike, blocks the passthrough. Source: the kernel's VFIO group viability
+    (Documentation/driver-api/vfio.rst) and PVE's PCI passthrough guide (pve-docs qm "PCI(e)
+    Passthrough").
 
     roles/proxmox_gpu_host/library/proxmox_gpu_host_facts.py carries this function verbatim
     (an Ansible module cannot import skyrig on the target); tests/proxmox/test_iommu_rule.py
     asserts the two are the same code and agree on one fixture table.
+
+    Args:
+        unit: Full PCI function addresses that go to the VM, e.g. ``{"0000:01:00.0",
+            "0000:01:00.1"}``.
+        members: The group's ``(address, class)`` pairs; class as sysfs or PVE write it
+            (``0x030000`` or ``030000``).
+        bridge_classes: Class prefixes allowed to stay with the host (default: PCI-to-PCI
+            bridges, ``0x0604``).
+
+    Returns:
+        The blocking addresses in ``members`` order; empty means the passthrough is safe.
     """
     blockers = []
     for address, pci_class in members:
@@ -54,6 +64,17 @@ def group_blockers(unit: set[str], members: list[tuple[str, str]],
 
 @dataclass(frozen=True)
 class MeasuredEntry:
+    """One node's entry of a PCI mapping as measured on the hardware.
+
+    Attributes:
+        node: PVE node name.
+        path: PCI slot address without function, e.g. ``0000:01:00``.
+        vendor_device: ``vendor:device`` of function 0 in lower-case hex, e.g. ``10de:24b0``.
+        subsystem_id: ``subsystem_vendor:subsystem_device`` hex, or ``None`` when PVE gave none.
+        iommugroup: IOMMU group number (>= 0).
+        map_string: The entry as PVE's mapping ``map`` property string (see
+            :meth:`~skyrig.plan.proxmox.PciMappingEntrySpec.as_map_string`).
+    """
     node: str
     path: str
     vendor_device: str
@@ -71,7 +92,24 @@ Problems = list[dict[str, Any]]
 
 def measure_entry(spec: PciMappingSpec, node: str, path: str, expected: str,
                   devices: list[dict[str, Any]]) -> tuple[MeasuredEntry | None, Problems]:
-    """Measure one mapping entry on ``devices`` (the node's hardware list); (entry, problems)."""
+    """Measure one mapping entry on a node's hardware list.
+
+    Checks, in order: a function 0 exists at ``path`` (``<path>.0``), it is the expected
+    ``vendor:device``, the node has an IOMMU (``iommugroup`` >= 0), and its group holds nothing but
+    the card's own functions and PCI bridges (:func:`group_blockers`).
+
+    Args:
+        spec: The planned mapping; its entry for ``node``/``path`` gives the map string.
+        node: PVE node name.
+        path: PCI slot address without function, e.g. ``0000:01:00``.
+        expected: Expected ``vendor:device`` hex of the GPU model, e.g. ``10de:24b0``.
+        devices: The node's rows of ``GET /nodes/{node}/hardware/pci`` (PVE API; ``id``,
+            ``vendor``, ``device``, ``class``, ``iommugroup``, ``subsystem_vendor``, ...).
+
+    Returns:
+        ``(entry, problems)``: the measured entry, or ``None`` with one problem dict
+        (``mapping``, ``node``, ``path``, ``problem``, ``detail``, ``fix``) saying why not.
+    """
     problems: list[dict[str, Any]] = []
     where = {"mapping": spec.id, "node": node, "path": path}
     functions = [d for d in devices if str(d.get("id", "")).startswith(path + ".")]
@@ -132,10 +170,23 @@ def _node_problem(node: str, error: str | None) -> tuple[str, str, str]:
 
 def measure_mappings(specs: list[PciMappingSpec], hardware: dict[str, list[dict[str, Any]]],
                      errors: dict[str, str] | None = None) -> dict[str, list[MeasuredEntry]]:
-    """Measure every mapping; raise one PreflightError listing every problem.
+    """Measure every mapping entry fail-closed; refuse at once with every problem listed.
 
-    ``hardware``: node → ``/nodes/{node}/hardware/pci`` rows; ``errors``: node → PVE's error
-    for nodes that could not be read (each becomes a problem of its own entry)."""
+    Args:
+        specs: The stack's planned cluster PCI mappings.
+        hardware: Node → its rows of ``GET /nodes/{node}/hardware/pci``; a node missing here is
+            a problem of each of its entries.
+        errors: Node → PVE's error text for nodes whose hardware could not be read (e.g. ``403
+            ...``, ``not in the cluster``), to say why.
+
+    Returns:
+        Mapping id → its measured entries, in spec order.
+
+    Raises:
+        PreflightError: Any entry is missing, another device, on a node without IOMMU, shares its
+            IOMMU group, or its node could not be read; ``report`` lists every problem and nothing
+            was changed.
+    """
     out: dict[str, list[MeasuredEntry]] = {}
     problems: list[dict[str, Any]] = []
     errors = errors or {}

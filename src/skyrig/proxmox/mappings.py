@@ -34,18 +34,43 @@ _FILE_LOCKS_GUARD = threading.Lock()
 
 
 def config_file_lock(name: str) -> threading.Lock:
-    """The process-wide lock that serialises writes to one cluster config file
-    (``mapping/pci.cfg``)."""
+    """Return the process-wide lock that serialises writes to one cluster config file.
+
+    Args:
+        name: The file below ``/etc/pve``, e.g. ``mapping/pci.cfg``.
+
+    Returns:
+        The same lock for the same name for the life of the process.
+    """
     with _FILE_LOCKS_GUARD:
         return _FILE_LOCKS.setdefault(name, threading.Lock())
 
 
 def is_stale_digest(exc: ProxmoxError) -> bool:
+    """Say whether PVE refused a write because the config file's digest is stale.
+
+    PVE checks the ``digest`` parameter with ``PVE::Tools::assert_if_modified`` and answers
+    ``detected modified configuration - file changed by other user?``.
+
+    Args:
+        exc: The error of a failed write.
+
+    Returns:
+        ``True`` when the message says the configuration was modified.
+    """
     return STALE_DIGEST in (exc.pve_message or str(exc))
 
 
 @dataclass
 class MappingOutcome:
+    """What reconciling one mapping did.
+
+    Attributes:
+        id: Mapping id.
+        action: ``created``, ``updated``, ``unchanged`` or ``deleted``.
+        map: The mapping's ``map`` entries after the action (PVE property strings).
+        changes: Fields that changed (``map``, ``description``; ``*`` when created).
+    """
     id: str
     action: MappingAction
     map: list[str] = field(default_factory=list)
@@ -58,6 +83,15 @@ def _norm_entry(text: str) -> tuple[tuple[str, str], ...]:
 
 
 def same_map(desired: list[str], live: list[str]) -> bool:
+    """Say whether two ``map`` lists are the same mapping, ignoring order, case and ``0x``.
+
+    Args:
+        desired: Entries skyrig would write (``id=..,iommugroup=..,node=..,path=..``).
+        live: Entries as ``GET /cluster/mapping/pci`` returns them.
+
+    Returns:
+        ``True`` when every entry matches one-to-one.
+    """
     return sorted(map(_norm_entry, desired)) == sorted(map(_norm_entry, live))
 
 
@@ -65,11 +99,16 @@ _HOSTPCI = re.compile(r"^hostpci\d+$")
 
 
 class MappingReconciler:
-    """Reads, measures and applies cluster PCI mappings.
+    """Read, measure and apply cluster PCI mappings (PVE API ``/cluster/mapping/pci``).
 
-    ``recorded``: mapping ids the provisioning record (or Pulumi's state) says this stack made;
-    with the owner marker in the description they decide ownership
-    (:func:`skyrig.proxmox.ownership.mapping_owned`)."""
+    Caches the live mapping list (``live``) for the reconciler's life; writes update the cache.
+
+    Args:
+        client: The PVE session.
+        recorded: Mapping ids the provisioning record (or Pulumi's state) says this stack made;
+            with the owner marker in the description they decide ownership
+            (:func:`skyrig.proxmox.ownership.mapping_owned`).
+    """
 
     def __init__(self, client: PveClient, *, recorded: Iterable[str] = ()) -> None:
         self.c = client
@@ -78,12 +117,21 @@ class MappingReconciler:
 
     def hardware(self, nodes: set[str]) -> tuple[dict[str, list[dict[str, Any]]],
                                                  dict[str, str]]:
-        """``GET /nodes/{n}/hardware/pci`` for every node that carries a mapping entry.
+        """Read ``GET /nodes/{n}/hardware/pci`` for every node that carries a mapping entry.
 
-        Returns (node → device list, node → PVE's error). Every API error lands in the second
-        dict (unknown node: ``hostname lookup … failed`` / ``unable to get IP for node … node
-        offline?``; offline node: 595 ``no route to host``; missing ``Sys.Audit``: 403), so the
-        preflight reports it with the other problems instead of failing on the first one."""
+        Every API error lands in the second dict (unknown node: ``hostname lookup … failed`` /
+        ``unable to get IP for node … node offline?``; offline node: 595 ``no route to host``;
+        missing ``Sys.Audit``: 403), refined with ``GET /nodes`` to ``not in the cluster`` / ``node
+        offline``, so the preflight reports it with the other problems instead of failing on the
+        first one.
+
+        Args:
+            nodes: PVE node names.
+
+        Returns:
+            ``(hardware, errors)``: node → its PCI device rows, and node → ``"<status> <PVE
+            message>"`` for nodes that could not be read.
+        """
         out: dict[str, list[dict[str, Any]]] = {}
         errors: dict[str, str] = {}
         for node in sorted(nodes):
@@ -107,25 +155,68 @@ class MappingReconciler:
         return out, errors
 
     def measure(self, specs: list[PciMappingSpec]) -> dict[str, list[MeasuredEntry]]:
-        """Measured entries per mapping id; :class:`PreflightError` (with every problem in its
-        ``report``) when any entry fails the preflight or any node cannot be read."""
+        """Measure every mapping entry on the hardware, fail-closed.
+
+        Args:
+            specs: The planned mappings.
+
+        Returns:
+            Mapping id → its measured entries.
+
+        Raises:
+            PreflightError: Any entry fails the preflight or any node cannot be read; every problem
+                is in its ``report`` (see :func:`skyrig.proxmox.hardware.measure_mappings`).
+        """
         nodes = {e.node for s in specs for e in s.entries}
         hw, errors = self.hardware(nodes)
         return measure_mappings(specs, hw, errors)
 
     def live(self, refresh: bool = False) -> dict[str, dict[str, Any]]:
+        """Return the live mappings (``GET /cluster/mapping/pci``), cached.
+
+        Args:
+            refresh: Re-read even when cached.
+
+        Returns:
+            Mapping id → PVE's row (``id``, ``map``, ``description``, ``digest``, ...); the cache
+            itself, not a copy.
+
+        Raises:
+            ProxmoxError: The read failed.
+        """
         if self._live is None or refresh:
             rows = self.c.get("cluster/mapping/pci") or []
             self._live = {str(r["id"]): r for r in rows}
         return self._live
 
     def desired(self, spec: PciMappingSpec, measured: list[MeasuredEntry]) -> dict[str, Any]:
+        """Return the body skyrig writes for a mapping.
+
+        Args:
+            spec: The planned mapping.
+            measured: Its measured entries.
+
+        Returns:
+            ``{"id", "description" (with the owner marker), "map" (list of map strings)}`` as
+            ``POST /cluster/mapping/pci`` takes it.
+        """
         return {"id": spec.id, "description": mapping_description(spec.description,
                                                                   spec.owner_tag),
                 "map": [m.map_string for m in measured]}
 
     def owned(self, mapping_id: str, tag: str) -> bool:
-        """Whether the live mapping belongs to ``tag``'s stack (False when it does not exist)."""
+        """Say whether the live mapping belongs to ``tag``'s stack.
+
+        Args:
+            mapping_id: Mapping id.
+            tag: The stack's owner tag, ``skyrig-<stack>``.
+
+        Returns:
+            ``False`` when the mapping does not exist or someone else owns it.
+
+        Raises:
+            ProxmoxError: Reading the live mappings failed.
+        """
         live = self.live().get(mapping_id)
         return live is not None and mapping_owned(live, tag, mapping_id in self.recorded)
 
@@ -147,14 +238,36 @@ class MappingReconciler:
                  "and deletes it on down)")
 
     def users(self, mapping_id: str) -> list[str]:
-        """VMs whose ``hostpciN`` references the mapping, as ``'<name> (vmid <id> on <node>)'``
-        (see :meth:`user_vms`)."""
+        """Return the VMs that reference the mapping, for messages (see :meth:`user_vms`).
+
+        Args:
+            mapping_id: Mapping id.
+
+        Returns:
+            ``"<name> (vmid <id> on <node>)"`` per VM, by VMID.
+
+        Raises:
+            ProxmoxError: Listing the cluster's VMs failed.
+        """
         return [f"{name} (vmid {vmid} on {node})" for name, vmid, node in
                 self.user_vms(mapping_id)]
 
     def user_vms(self, mapping_id: str) -> list[tuple[str, int, str]]:
-        """``(name, vmid, node)`` of every VM whose ``hostpciN`` references the mapping
-        (pending values included). One ``/config`` read per VM in the cluster."""
+        """Return every VM whose ``hostpciN`` references the mapping (pending values included).
+
+        Lists ``GET /cluster/resources?type=vm`` and reads each QEMU VM's config (one
+        ``GET /nodes/{node}/qemu/{vmid}/config`` per VM; templates are skipped, VMs gone meanwhile
+        are ignored).
+
+        Args:
+            mapping_id: Mapping id.
+
+        Returns:
+            ``(name, vmid, node)`` per VM, by VMID.
+
+        Raises:
+            ProxmoxError: Listing the cluster's VMs failed.
+        """
         rows = self.c.get("cluster/resources", type="vm") or []
         out = []
         for r in sorted(rows, key=lambda r: int(r.get("vmid", 0))):
@@ -173,7 +286,19 @@ class MappingReconciler:
         return out
 
     def diff(self, spec: PciMappingSpec, measured: list[MeasuredEntry]) -> list[str]:
-        """Field names that differ (``['*']`` when the mapping does not exist)."""
+        """Return the fields of the live mapping that differ from the desired one.
+
+        Args:
+            spec: The planned mapping.
+            measured: Its measured entries.
+
+        Returns:
+            A subset of ``["map", "description"]``; ``["*"]`` when the mapping does not exist; empty
+            when it matches.
+
+        Raises:
+            ProxmoxError: Reading the live mappings failed.
+        """
         live = self.live().get(spec.id)
         if live is None:
             return ["*"]
@@ -201,9 +326,23 @@ class MappingReconciler:
     def ensure(self, spec: PciMappingSpec, measured: list[MeasuredEntry]) -> MappingOutcome:
         """Create or update the mapping so that it matches ``spec`` and the measured hardware.
 
-        Writes to ``mapping/pci.cfg`` are serialised in this process; an update re-reads the
-        mapping (and with it the file's current digest) right before the PUT, and on PVE's
-        ``detected modified configuration`` answer re-diffs and retries once.
+        PVE API ``POST /cluster/mapping/pci`` (create) or ``PUT /cluster/mapping/pci/{id}`` with the
+        file's ``digest`` (update). Writes to ``mapping/pci.cfg`` are serialised in this process; an
+        update re-reads the mapping (and with it the file's current digest) right before the PUT,
+        and on PVE's ``detected modified configuration`` (or ``already defined``) answer re-diffs
+        and retries once.
+
+        Args:
+            spec: The planned mapping.
+            measured: Its measured entries (from :meth:`measure`).
+
+        Returns:
+            ``created``, ``updated`` (with the changed fields) or ``unchanged``.
+
+        Raises:
+            OwnershipError: A mapping of this id exists, this stack does not own it and
+                ``adopt_existing`` is off.
+            ProxmoxError: A read or write failed (a stale digest only after the one retry).
         """
         want = self.desired(spec, measured)
         if not self.diff(spec, measured):
@@ -236,11 +375,23 @@ class MappingReconciler:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def delete(self, mapping_id: str, tag: str = "") -> bool:
-        """Delete a mapping this stack owns and no VM references (False: already gone).
+        """Delete a mapping this stack owns and no VM references.
 
-        Raises :class:`OwnershipError` for a foreign mapping (``tag`` given and not the owner)
-        and :class:`ProxmoxError` naming the VMs that still use it: deleting it would make them
-        fail to start with ``PCI device mapping not found``."""
+        PVE API ``DELETE /cluster/mapping/pci/{id}``, serialised with the other writes to
+        ``mapping/pci.cfg``.
+
+        Args:
+            mapping_id: Mapping id.
+            tag: The stack's owner tag; empty skips the ownership check.
+
+        Returns:
+            ``True`` when deleted, ``False`` when it was already gone.
+
+        Raises:
+            OwnershipError: ``tag`` is given and the stack does not own the mapping.
+            ProxmoxError: VMs still reference it (deleting it would make them fail to start with
+                ``PCI device mapping not found``; the message names them), or a call failed.
+        """
         live = self.live().get(mapping_id)
         if live is None:
             return False

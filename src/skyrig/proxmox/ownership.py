@@ -20,16 +20,35 @@ _MARKER = re.compile(r"\s*\[owner: ([A-Za-z0-9_.-]+)\]\s*$")
 
 
 def parse_tags(value: Any) -> set[str]:
-    """PVE's ``tags`` (``a;b``; older releases and the UI also accept ``,`` and spaces) as a
-    lower-case set."""
+    """Parse PVE's ``tags`` property into a lower-case set.
+
+    PVE 7.3+ writes ``a;b`` (qm.conf ``tags``); older releases and the UI also accept ``,`` and
+    spaces as separators.
+
+    Args:
+        value: The ``tags`` value of a VM config or ``/cluster/resources`` row (``None`` allowed).
+
+    Returns:
+        The tags, lower-cased, without empty entries.
+    """
     return {t for t in _TAG_SPLIT.split(str(value or "").lower()) if t}
 
 
 def vm_owned(config: Mapping[str, Any], tag: str, description: str | None = None) -> bool:
-    """Whether a VM (its config or its ``/cluster/resources`` row) belongs to ``tag``'s stack.
+    """Say whether a VM (its config or its ``/cluster/resources`` row) belongs to ``tag``'s stack.
 
     True when the tags hold ``tag``; or, for a clone skyrig has not tagged yet, when the VM has
-    no tags and its description equals ``description`` (what skyrig gave the clone)."""
+    no tags and its description equals ``description`` (what skyrig gave the clone).
+
+    Args:
+        config: The VM's config or resources row; ``tags`` and ``description`` are read.
+        tag: The stack's owner tag, ``skyrig-<stack>``.
+        description: The description skyrig gives this stack's clones, or ``None`` to accept
+            only the tag.
+
+    Returns:
+        Whether skyrig may change or delete the VM for this stack.
+    """
     tags = parse_tags(config.get("tags"))
     if tag and tag.lower() in tags:
         return True
@@ -38,24 +57,57 @@ def vm_owned(config: Mapping[str, Any], tag: str, description: str | None = None
 
 
 def mapping_description(text: str, tag: str) -> str:
-    """The description skyrig writes on a mapping it owns (``text`` plus the owner marker)."""
+    """Return the description skyrig writes on a mapping it owns.
+
+    Args:
+        text: What the stack says about the mapping.
+        tag: The stack's owner tag; empty means no marker.
+
+    Returns:
+        ``"<text> [owner: <tag>]"``, or ``text`` when ``tag`` is empty.
+    """
     return f"{text} [owner: {tag}]" if tag else text
 
 
 def mapping_text(description: Any) -> str:
-    """A mapping's description without skyrig's owner marker (what the stack wrote)."""
+    """Return a mapping's description without skyrig's owner marker (what the stack wrote).
+
+    Args:
+        description: The live ``description`` of ``/cluster/mapping/pci/{id}`` (``None`` allowed).
+
+    Returns:
+        The text before `` [owner: ...]``; the whole description when there is no marker.
+    """
     return _MARKER.sub("", str(description or ""))
 
 
 def mapping_owner(description: Any) -> str | None:
-    """The owner tag recorded in a mapping's description, or None (made by someone else)."""
+    """Return the owner tag recorded in a mapping's description.
+
+    Args:
+        description: The live ``description`` of the mapping (``None`` allowed).
+
+    Returns:
+        The lower-cased owner tag, or ``None`` when someone else made the mapping.
+    """
     m = _MARKER.search(str(description or ""))
     return m.group(1).lower() if m else None
 
 
 def mapping_owned(live: Mapping[str, Any], tag: str, recorded: bool = False) -> bool:
-    """Whether the live mapping belongs to ``tag``'s stack: its description names the owner,
-    or the provisioning record says this stack created it (mappings made before the marker)."""
+    """Say whether a live cluster PCI mapping belongs to ``tag``'s stack.
+
+    Its description's owner marker decides; without a marker (mappings made before the marker
+    existed) the provisioning record does.
+
+    Args:
+        live: The mapping as ``GET /cluster/mapping/pci`` lists it; ``description`` is read.
+        tag: The stack's owner tag, ``skyrig-<stack>``.
+        recorded: Whether the provisioning record says this stack created the mapping.
+
+    Returns:
+        Whether skyrig may change or delete the mapping for this stack.
+    """
     owner = mapping_owner(live.get("description"))
     if owner is not None:
         return owner == tag.lower()

@@ -1,5 +1,9 @@
-"""The least privilege set skyrig's provisioning token needs (documented in
-docs/provisioning.md and exercised against pvesim's permission checks)."""
+"""The least privilege set skyrig's provisioning token needs.
+
+Documented in docs/provisioning.md and exercised against pvesim's permission checks; privilege
+names and ACL paths follow the PVE user management docs (pveum, "Privileges" and "Objects and
+Paths") and the permission line of each API call in the PVE API viewer.
+"""
 
 from __future__ import annotations
 

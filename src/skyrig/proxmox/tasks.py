@@ -36,6 +36,17 @@ class _Api(Protocol):
 
 @dataclass(frozen=True)
 class Upid:
+    """A parsed PVE task id.
+
+    Format (PVE ``PVE::Tools::upid_decode``):
+    ``UPID:<node>:<pid hex8>:<pstart hex8-9>:<starttime hex8>:<type>:<id>:<user>:``.
+
+    Attributes:
+        node: Node the task runs on (its status is read from ``/nodes/{node}/tasks/{upid}``).
+        type: Task type, e.g. ``qmclone``, ``qmstart``, ``qmdestroy``.
+        id: Object id, usually the VMID as text (may be empty).
+        user: User that started the task, e.g. ``skyrig@pve!provision``.
+    """
     node: str
     type: str
     id: str
@@ -43,6 +54,17 @@ class Upid:
 
     @classmethod
     def parse(cls, upid: str) -> Upid:
+        """Parse a UPID string.
+
+        Args:
+            upid: The task id as PVE returned it from a task-starting call.
+
+        Returns:
+            Its node, type, id and user.
+
+        Raises:
+            ProxmoxError: ``upid`` is not a well-formed UPID.
+        """
         m = UPID_RE.match(upid)
         if not m:
             raise ProxmoxError(f"not a PVE task id (UPID): {upid!r}", upid=upid)
@@ -51,6 +73,14 @@ class Upid:
 
 @dataclass(frozen=True)
 class TaskResult:
+    """How a PVE task ended (only successful ends; failures raise).
+
+    Attributes:
+        upid: The task id.
+        exitstatus: ``OK`` or ``WARNINGS: n`` as PVE reports it.
+        warnings: Log lines starting with ``WARN`` (or the exit status itself) when it warned.
+        elapsed_s: Seconds from the first poll to seeing the task stopped.
+    """
     upid: str
     exitstatus: str
     warnings: list[str] = field(default_factory=list)
@@ -59,6 +89,16 @@ class TaskResult:
 
 @dataclass(frozen=True)
 class WaitPolicy:
+    """How :func:`wait_for_task` polls.
+
+    Attributes:
+        timeout_s: Give up after this many seconds (stack key ``proxmox.task_timeout_s``).
+        first_poll_s: First sleep between polls, in seconds.
+        max_poll_s: Cap on the sleep between polls, in seconds.
+        factor: Multiplier applied to the sleep after each poll.
+        not_found_grace_s: Seconds after dispatch during which ``400 no such task`` is tolerated
+            (a task may not be visible on the node yet).
+    """
     timeout_s: float = 900.0
     first_poll_s: float = 0.05
     max_poll_s: float = 1.0
@@ -83,7 +123,30 @@ def wait_for_task(client: _Api, upid: str, *, policy: WaitPolicy | None = None,
                   vmid: int | None = None, what: str = "",
                   clock: Callable[[], float] = time.monotonic,
                   sleep: Callable[[float], None] = time.sleep) -> TaskResult:
-    """Poll ``/nodes/{node}/tasks/{upid}/status`` until the task stops; see module docstring."""
+    """Poll a task until it stops and return how it ended.
+
+    Reads ``GET /nodes/{node}/tasks/{upid}/status`` (PVE API) with backoff per ``policy``; never
+    sleeps past the deadline. ``OK`` is success; ``WARNINGS: n`` is success with the ``WARN`` lines
+    of ``GET /nodes/{node}/tasks/{upid}/log`` logged and returned; any other exit status fails.
+
+    Args:
+        client: Anything with PVE-style ``get(path, **params)``, normally a :class:`PveClient`.
+        upid: The task id returned by the call that started the task.
+        policy: Timeouts and poll intervals (default :class:`WaitPolicy`).
+        vmid: VMID, only to label errors.
+        what: Human label for logs and errors (default ``"<type> <id>"`` from the UPID).
+        clock: Monotonic clock in seconds (injected by tests).
+        sleep: Sleep function in seconds (injected by tests).
+
+    Returns:
+        The task's exit status, warnings and elapsed seconds.
+
+    Raises:
+        ProxmoxError: ``upid`` is malformed, or the status call failed (other than ``no such task``
+            within the grace period).
+        ProxmoxTaskError: The task stopped with another exit status (the last 20 log lines are in
+            ``log_tail``), or it did not stop within ``policy.timeout_s``.
+    """
     policy = policy or WaitPolicy()
     parsed = Upid.parse(upid)
     node = parsed.node

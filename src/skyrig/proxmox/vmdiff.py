@@ -54,7 +54,18 @@ KIND_DOC: dict[str, tuple[ChangeKind, str]] = {
 
 
 def kind_of(key: str) -> ChangeKind:
-    """How PVE applies a change of ``key`` to a *running* VM."""
+    """Say how PVE applies a change of ``key`` to a *running* VM.
+
+    Follows pve-docs qm "Hotplug" and PVE's fast-plug options (``PVE::QemuServer``
+    ``$fast_plug_option``): cloud-init and descriptive keys are written at once, ``netN`` is
+    hot-plugged with PVE's default ``hotplug=network,disk,usb``, everything else stays pending.
+
+    Args:
+        key: A VM config key, e.g. ``cores``, ``net0``, ``ipconfig0``, ``hostpci0``.
+
+    Returns:
+        ``"in-place"``, ``"hot"`` or ``"reboot"`` (``replace``/``forbidden`` come from elsewhere).
+    """
     if key in IN_PLACE_KEYS or any(p.match(key) for p in IN_PLACE_PATTERNS):
         return "in-place"
     if any(p.match(key) for p in HOT_PATTERNS):
@@ -67,7 +78,19 @@ def _family(key: str) -> str:
 
 
 def parse_prop(key: str, value: str) -> dict[str, str]:
-    """Parse a PVE property string into a dict (bare first value → the default key)."""
+    """Parse a PVE property string into a dict (bare first value → the default key).
+
+    Property strings follow PVE's ``PVE::JSONSchema`` format (``key=value,...`` with an optional
+    unnamed default key first, e.g. ``virtio=BC:24:11:..,bridge=vmbr0``); for ``netN`` the
+    ``<model>=<MAC>`` pair becomes ``model`` only (the MAC is PVE's, not skyrig's).
+
+    Args:
+        key: The config key; its family (``net``, ``cpu``, ``hostpci``, ...) picks the default key.
+        value: The property string.
+
+    Returns:
+        Property name → value, all strings.
+    """
     out: dict[str, str] = {}
     family = _family(key)
     for i, part in enumerate(p for p in str(value).split(",") if p != ""):
@@ -87,7 +110,20 @@ def _storage_of(volume: str) -> str:
 
 
 def normalise(key: str, value: Any) -> Any:
-    """The comparable form of one config value."""
+    """Return the comparable form of one config value.
+
+    Drops what PVE writes back by itself: MAC addresses (``netN``), allocated volume names
+    (``efidisk0``: only storage, ``efitype`` and ``pre-enrolled-keys`` count), property order,
+    URL-encoding of ``sshkeys``, tag order and case, and PVE's defaults (``rombar=1``,
+    ``pcie=0``, ``agent`` enabled 0).
+
+    Args:
+        key: The config key.
+        value: The value as skyrig would send it or as PVE returned it (``None`` allowed).
+
+    Returns:
+        A hashable value such that two values are the same setting iff their forms are equal.
+    """
     if value is None:
         return None
     text = str(value)
@@ -118,10 +154,33 @@ def normalise(key: str, value: Any) -> Any:
 
 
 def same(key: str, desired: Any, live: Any) -> bool:
+    """Say whether a desired and a live config value are the same setting (see :func:`normalise`).
+
+    Args:
+        key: The config key.
+        desired: The value skyrig would send.
+        live: The value PVE returned.
+
+    Returns:
+        ``True`` when no change is needed.
+    """
     return bool(normalise(key, desired) == normalise(key, live))
 
 
 def size_bytes(text: str) -> int:
+    """Parse a PVE disk size (``32G``, ``512M``, ``1.5T``, plain bytes) into bytes.
+
+    Units are binary (K = 1024), as in PVE's ``disk-size`` format (pve-docs qm.conf ``size``).
+
+    Args:
+        text: The size; unit one of ``K``, ``M``, ``G``, ``T`` or none (bytes).
+
+    Returns:
+        The size in bytes.
+
+    Raises:
+        ValueError: ``text`` is not a size.
+    """
     m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]?)", text.strip())
     if not m:
         raise ValueError(f"unable to parse size {text!r}")
@@ -130,6 +189,17 @@ def size_bytes(text: str) -> int:
 
 
 def disk_size(value: str | None) -> int | None:
+    """Return the ``size=`` of a disk property string in bytes.
+
+    Args:
+        value: A disk property, e.g. ``local-lvm:vm-301-disk-0,iothread=1,size=32G`` (or ``None``).
+
+    Returns:
+        The size in bytes, or ``None`` when there is no disk or no ``size=``.
+
+    Raises:
+        ValueError: The ``size=`` value is not a size.
+    """
     if not value:
         return None
     m = re.search(r"(?:^|,)size=([^,]+)", value)
@@ -138,6 +208,16 @@ def disk_size(value: str | None) -> int | None:
 
 @dataclass(frozen=True)
 class Change:
+    """One differing setting of a VM.
+
+    Attributes:
+        key: Config key (``cores``, ``net0``, ...), ``<disk>.size`` for the boot disk, or a
+            replace-forcing field (``node``, ``template_vmid``, ``storage``).
+        old: Live value (``None`` when unset); disk sizes in bytes.
+        new: Desired value (``None`` when the key is deleted); disk sizes as PVE writes them
+            (``32G``).
+        kind: How PVE can apply it (see the module docstring).
+    """
     key: str
     old: Any
     new: Any
@@ -146,7 +226,15 @@ class Change:
 
 @dataclass
 class VmDiff:
-    """What it takes to go from the live VM to the spec."""
+    """What it takes to go from the live VM to the spec.
+
+    Attributes:
+        set: Config keys to write with ``POST /nodes/{node}/qemu/{vmid}/config`` (PVE wire form).
+        delete: Config keys to remove (its ``delete`` parameter), e.g. a stale ``hostpci1``.
+        resize: New boot disk size for ``PUT /nodes/{node}/qemu/{vmid}/resize`` (e.g. ``64G``),
+            or ``None``.
+        changes: Every difference with its kind, in the order found.
+    """
 
     set: dict[str, str | int] = field(default_factory=dict)
     delete: list[str] = field(default_factory=list)
@@ -155,24 +243,40 @@ class VmDiff:
 
     @property
     def replace(self) -> list[str]:
+        """The keys that force destroying and re-creating the VM."""
         return [c.key for c in self.changes if c.kind == "replace"]
 
     @property
     def forbidden(self) -> list[Change]:
+        """The changes PVE cannot make at all (shrinking a disk)."""
         return [c for c in self.changes if c.kind == "forbidden"]
 
     @property
     def reboot_keys(self) -> list[str]:
+        """The keys that stay pending on a running VM until a reboot through the API."""
         return [c.key for c in self.changes if c.kind == "reboot"]
 
     @property
     def empty(self) -> bool:
+        """Whether the live VM already matches the spec."""
         return not self.changes
 
 
 def identity_changes(spec: GpuVmSpec, recorded: dict[str, Any] | None, live_node: str | None
                      ) -> list[Change]:
-    """Replace-forcing differences: the live node, and what was recorded at creation."""
+    """Return the replace-forcing differences: the live node and what was recorded at creation.
+
+    PVE cannot move a VM to another node's template or storage in place (a clone is made from
+    ``template_vmid`` onto ``storage``), so these force a replacement.
+
+    Args:
+        spec: The planned VM.
+        recorded: The VM's provisioning record (``template_vmid``, ``storage``), or ``None``.
+        live_node: The node the VM lives on now, or ``None`` when unknown.
+
+    Returns:
+        ``replace`` changes for ``node``, ``template_vmid`` and ``storage`` that differ.
+    """
     out: list[Change] = []
     if live_node is not None and live_node != spec.node:
         out.append(Change("node", live_node, spec.node, "replace"))
@@ -184,7 +288,27 @@ def identity_changes(spec: GpuVmSpec, recorded: dict[str, Any] | None, live_node
 
 def diff_config(spec: GpuVmSpec, live: dict[str, Any], *, running: bool,
                 recorded: dict[str, Any] | None = None, live_node: str | None = None) -> VmDiff:
-    """Diff ``spec`` against ``live`` (the config with pending changes applied)."""
+    """Diff ``spec`` against ``live`` (the config with pending changes applied).
+
+    Keys of ``spec.config`` that differ are set (``netN`` keeps its live MAC address); live
+    ``hostpciN`` keys the spec does not have are deleted; the boot disk grows when smaller than
+    ``spec.disk_size`` and a larger one is a ``forbidden`` change (PVE cannot shrink disks, PVE API
+    ``PUT /nodes/{node}/qemu/{vmid}/resize``). On a stopped VM every config change is ``in-place``.
+
+    Args:
+        spec: The planned VM.
+        live: ``GET /nodes/{node}/qemu/{vmid}/pending`` folded into one key → value dict (pending
+            value where one is pending).
+        running: Whether the VM is running (decides ``hot``/``reboot`` vs ``in-place``).
+        recorded: The VM's provisioning record, for replace-forcing fields.
+        live_node: The node the VM lives on now.
+
+    Returns:
+        What to set, delete and resize, and every change with its kind.
+
+    Raises:
+        ValueError: A ``size=`` in ``live`` or ``spec.disk_size`` is not a size.
+    """
     d = VmDiff()
     d.changes.extend(identity_changes(spec, recorded, live_node))
     desired = dict(spec.config)

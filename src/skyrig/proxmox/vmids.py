@@ -17,13 +17,37 @@ RACE_TEXTS = ("already exists", "config file already exists")
 
 
 def next_vmid(client: Any, lower: int | None = None) -> int:
-    """The first free id (PVE returns it as a string)."""
+    """Return the first free VMID (PVE API: ``GET /cluster/nextid``; not a reservation).
+
+    Args:
+        client: A :class:`~skyrig.proxmox.client.PveClient` or anything with its ``get``.
+        lower: Smallest VMID to consider (PVE's ``vmid`` parameter), or ``None``.
+
+    Returns:
+        The VMID (PVE returns it as a string; converted to ``int``).
+
+    Raises:
+        ProxmoxError: The call failed.
+    """
     params = {"vmid": lower} if lower is not None else {}
     return int(client.get("cluster/nextid", **params))
 
 
 def with_free_vmid(client: Any, create: Callable[[int], T], *, attempts: int = 5) -> T:
-    """Call ``create(vmid)`` with a fresh ``nextid``; retry when another client won the race."""
+    """Call ``create(vmid)`` with a fresh ``nextid``; retry when another client won the race.
+
+    Args:
+        client: A :class:`~skyrig.proxmox.client.PveClient` or anything with its ``get``.
+        create: Makes the VM with the given VMID; a :class:`ProxmoxError` whose message says
+            ``already exists`` means another client took the id.
+        attempts: How many ids to try.
+
+    Returns:
+        Whatever ``create`` returned.
+
+    Raises:
+        ProxmoxError: ``create`` failed for another reason (re-raised), or every attempt raced.
+    """
     last: ProxmoxError | None = None
     for _ in range(attempts):
         vmid = next_vmid(client)

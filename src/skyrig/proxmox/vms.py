@@ -37,7 +37,17 @@ _LOCK_TIMEOUTS = (re.compile(r"can't lock file '[^']+' - got timeout"),
 
 
 def is_lock_timeout(exitstatus: str) -> bool:
-    """Whether a task's exit status is a lock timeout (worth a bounded retry)."""
+    """Say whether a task's exit status is a lock timeout (worth a bounded retry).
+
+    Matches PVE's ``PVE::Tools::lock_file`` (``can't lock file '...' - got timeout``) and
+    ``PVE::Cluster::cfs_lock_storage`` (``cfs-lock '...' error: got lock request timeout``).
+
+    Args:
+        exitstatus: The task's exit status text.
+
+    Returns:
+        ``True`` for either lock timeout.
+    """
     return any(p.search(exitstatus) for p in _LOCK_TIMEOUTS)
 
 
@@ -54,7 +64,18 @@ def _noop(_vm: str, _step: str) -> None:
 
 @dataclass
 class VmState:
-    """A VM as PVE shows it: where, power state, current config and config with pending."""
+    """A VM as PVE shows it: where, power state, current config and config with pending.
+
+    Attributes:
+        vmid: VMID.
+        node: PVE node it lives on.
+        status: Power state from ``/cluster/resources`` or ``status/current`` (``running``,
+            ``stopped``, ...).
+        current: Config values in effect now (``value`` of ``GET .../pending`` rows).
+        config: Config with pending changes applied (``pending`` where one is pending; keys
+            pending deletion left out).
+        pending_keys: Sorted keys with a pending change or deletion.
+    """
 
     vmid: int
     node: str
@@ -65,20 +86,35 @@ class VmState:
 
     @property
     def running(self) -> bool:
+        """Whether the VM is running."""
         return self.status == "running"
 
     @property
     def tags(self) -> set[str]:
+        """The VM's tags (pending value included), lower-cased."""
         return parse_tags(self.config.get("tags"))
 
     @property
     def lock(self) -> str | None:
+        """The config ``lock`` (``clone``, ``backup``, ``migrate``, ...), or None."""
         value = self.config.get("lock")
         return str(value) if value else None
 
 
 @dataclass
 class VmOutcome:
+    """What reconciling one VM did.
+
+    Attributes:
+        name: VM name.
+        vmid: VMID.
+        node: PVE node.
+        action: ``created``, ``updated``, ``replaced``, ``unchanged`` or ``deleted``.
+        ip: IPv4 address the guest agent reported, or ``None``.
+        pending_reboot: Keys left pending on the running VM (``reboot_policy: never``).
+        changes: Keys changed (plus ``start`` / ``reboot: ...`` steps).
+        rebooted: Whether the VM was rebooted to apply pending changes.
+    """
     name: str
     vmid: int
     node: str
@@ -90,7 +126,17 @@ class VmOutcome:
 
 
 def owned(state: VmState, spec_or_tag: GpuVmSpec | str, description: str | None = None) -> bool:
-    """Whether the stack owns the VM (:func:`skyrig.proxmox.ownership.vm_owned`)."""
+    """Say whether the stack owns the VM (:func:`skyrig.proxmox.ownership.vm_owned`).
+
+    Args:
+        state: The live VM.
+        spec_or_tag: The planned VM (its owner tag and clone description are used) or an owner
+            tag ``skyrig-<stack>``.
+        description: With a tag: the description that marks an untagged half-made clone.
+
+    Returns:
+        Whether skyrig may change or delete the VM for this stack.
+    """
     if isinstance(spec_or_tag, GpuVmSpec):
         tag, description = spec_or_tag.owner_tag, str(spec_or_tag.config.get("description", ""))
     else:
@@ -99,7 +145,24 @@ def owned(state: VmState, spec_or_tag: GpuVmSpec | str, description: str | None 
 
 
 class VmReconciler:
-    """Reads, diffs and applies GPU VMs through one :class:`PveClient`."""
+    """Read, diff and apply GPU VMs through one :class:`PveClient`.
+
+    Args:
+        client: The PVE session.
+        task_timeout_s: Timeout of every PVE task (clone, config, start, ...), in seconds.
+        reboot_policy: ``never`` leaves changes that need a reboot pending (reported);
+            ``when-required`` reboots through the API, one VM at a time.
+        ip_timeout_s: How long to wait for the guest agent to report the VM's address, in
+            seconds (default: ``task_timeout_s``).
+        shutdown_timeout_s: ``timeout`` of the graceful shutdown before a stop, in seconds (PVE
+            API ``POST /nodes/{node}/qemu/{vmid}/status/shutdown``).
+        progress: Called as ``progress(vm_name, step)`` for every step.
+
+    Attributes:
+        before_clone: Called with the spec right before a clone is requested (the direct apply
+            records the VM there, so a placeholder left by a clone that dies with this process
+            is provably skyrig's).
+    """
 
     def __init__(self, client: PveClient, *, task_timeout_s: float = 900.0,
                  reboot_policy: RebootPolicy = "never", ip_timeout_s: float | None = None,
@@ -117,7 +180,17 @@ class VmReconciler:
 
     # ------------------------------------------------------------------ reads
     def index(self, refresh: bool = False) -> dict[int, dict[str, Any]]:
-        """vmid → ``/cluster/resources`` entry (one call for the whole cluster)."""
+        """Return every QEMU VM of the cluster (``GET /cluster/resources?type=vm``), cached.
+
+        Args:
+            refresh: Re-read even when cached.
+
+        Returns:
+            VMID → its ``/cluster/resources`` row (``node``, ``status``, ``name``, ``tags``, ...).
+
+        Raises:
+            ProxmoxError: The read failed.
+        """
         if self._index is None or refresh:
             rows = self.c.get("cluster/resources", type="vm") or []
             self._index = {int(r["vmid"]): r for r in rows
@@ -125,7 +198,21 @@ class VmReconciler:
         return self._index
 
     def read(self, vmid: int, node: str | None = None) -> VmState | None:
-        """The live VM, or None. Uses ``/pending`` (current and pending values in one call)."""
+        """Return the live VM, or None.
+
+        Uses ``GET /nodes/{node}/qemu/{vmid}/pending`` (PVE API: current and pending values in one
+        call); the node comes from :meth:`index`, else from ``node``.
+
+        Args:
+            vmid: VMID.
+            node: Node to look on when the VM is not in the cached index.
+
+        Returns:
+            The VM's state, or ``None`` when it does not exist (or no node is known).
+
+        Raises:
+            ProxmoxError: A read failed for another reason than "does not exist".
+        """
         entry = self.index().get(vmid)
         node = str(entry["node"]) if entry else node
         if node is None:
@@ -163,7 +250,23 @@ class VmReconciler:
         return str(st.get("status", "stopped"))
 
     def guest_ip(self, node: str, vmid: int, expected: str | None = None) -> str | None:
-        """The guest's IPv4 from the agent (the expected one if present), or None."""
+        """Return the guest's IPv4 address as the QEMU guest agent reports it.
+
+        PVE API ``GET /nodes/{node}/qemu/{vmid}/agent/network-get-interfaces``; an agent that is not
+        running yet (500/595/596 or no connection) counts as "no address yet".
+
+        Args:
+            node: PVE node.
+            vmid: VMID.
+            expected: The address the VM should have; when given, only it is returned.
+
+        Returns:
+            ``expected`` when the guest has it; otherwise (no ``expected``) the first non-loopback
+            IPv4 address; ``None`` when there is none.
+
+        Raises:
+            ProxmoxError: The agent call failed for another reason (e.g. 403).
+        """
         try:
             data = self.c.request("GET", f"nodes/{node}/qemu/{vmid}/agent/network-get-interfaces",
                                   node=node, vmid=vmid)
@@ -183,6 +286,22 @@ class VmReconciler:
         return found[0] if found and not expected else None
 
     def wait_for_ip(self, spec: GpuVmSpec, node: str) -> str:
+        """Wait until the guest agent reports the VM's planned address.
+
+        Polls :meth:`guest_ip` with backoff (0.1 s, ×1.5, capped at 1 s) for up to ``ip_timeout_s``
+        seconds.
+
+        Args:
+            spec: The planned VM (``ip``, ``vmid``).
+            node: PVE node.
+
+        Returns:
+            ``spec.ip``.
+
+        Raises:
+            ProxmoxError: The address did not appear in time (check cloud-init ``ipconfig0`` and the
+                template's qemu-guest-agent), or an agent call failed.
+        """
         self.progress(spec.name, f"waiting for guest agent to report {spec.ip}")
         deadline = time.monotonic() + self.ip_timeout_s
         delay = 0.1
@@ -227,6 +346,22 @@ class VmReconciler:
 
     # ------------------------------------------------------------------ create
     def clone(self, spec: GpuVmSpec) -> None:
+        """Full-clone the node's template to ``spec.vmid`` and wait until the VM is unlocked.
+
+        PVE API ``POST /nodes/{node}/qemu/{template}/clone`` with ``full=1`` and the clone
+        description. A lost answer or ``already exists`` is resolved by reading the VM: a clone of
+        this stack (locked ``clone`` or owned) is adopted, a missing one is requested again. A clone
+        task that fails on a lock timeout (:func:`is_lock_timeout`) is re-run up to 3 times (after
+        0.5, 1 and 2 s).
+
+        Args:
+            spec: The planned VM.
+
+        Raises:
+            OwnershipError: Another VM appeared at ``spec.vmid``.
+            ProxmoxError: The request failed, or the VM stayed locked past the task timeout.
+            ProxmoxTaskError: The clone task failed or timed out.
+        """
         params = dict(spec.clone_params)
         if params.get("target") == spec.node:
             params.pop("target")
@@ -271,6 +406,20 @@ class VmReconciler:
         return spec.vmid in self.index(refresh=True)
 
     def configure(self, spec: GpuVmSpec, d: VmDiff, digest: str | None = None) -> None:
+        """Write the diff's ``set`` and ``delete`` to the VM config (nothing when both are empty).
+
+        PVE API ``POST /nodes/{node}/qemu/{vmid}/config`` (async, waited for), with ``digest`` so a
+        concurrent edit is refused rather than overwritten.
+
+        Args:
+            spec: The planned VM.
+            d: The diff to write.
+            digest: The config digest read before diffing, or ``None``.
+
+        Raises:
+            ProxmoxError: The request failed (e.g. a stale digest).
+            ProxmoxTaskError: The config task failed or timed out.
+        """
         if not d.set and not d.delete:
             return
         params: dict[str, Any] = dict(d.set)
@@ -283,19 +432,65 @@ class VmReconciler:
                    spec.vmid, f"configure ({keys})", params)
 
     def resize(self, spec: GpuVmSpec, size: str) -> None:
+        """Grow the boot disk (PVE API ``PUT /nodes/{node}/qemu/{vmid}/resize``; online).
+
+        Args:
+            spec: The planned VM (``disk``, e.g. ``scsi0``).
+            size: New absolute size as PVE takes it, e.g. ``64G`` (GiB); PVE refuses to shrink.
+
+        Raises:
+            ProxmoxError: The request failed.
+            ProxmoxTaskError: The resize task failed or timed out.
+        """
         self._task("PUT", f"nodes/{spec.node}/qemu/{spec.vmid}/resize", spec.name, spec.node,
                    spec.vmid, f"resize {spec.disk} to {size}", {"disk": spec.disk, "size": size})
 
     def start(self, spec: GpuVmSpec) -> None:
+        """Start the VM (PVE API ``POST /nodes/{node}/qemu/{vmid}/status/start``) and wait.
+
+        Args:
+            spec: The planned VM.
+
+        Raises:
+            ProxmoxError: The request failed.
+            ProxmoxTaskError: The start task failed (e.g. a PCI mapping that does not resolve) or
+                timed out.
+        """
         self._task("POST", f"nodes/{spec.node}/qemu/{spec.vmid}/status/start", spec.name,
                    spec.node, spec.vmid, "start")
 
     def reboot(self, spec: GpuVmSpec) -> None:
+        """Reboot the VM through the API so pending changes apply; one reboot at a time.
+
+        PVE API ``POST /nodes/{node}/qemu/{vmid}/status/reboot`` (applies ``[PENDING]`` changes,
+        unlike a reboot inside the guest).
+
+        Args:
+            spec: The planned VM.
+
+        Raises:
+            ProxmoxError: The request failed.
+            ProxmoxTaskError: The reboot task failed or timed out.
+        """
         with REBOOT_LOCK:
             self._task("POST", f"nodes/{spec.node}/qemu/{spec.vmid}/status/reboot", spec.name,
                        spec.node, spec.vmid, "reboot (apply pending changes)")
 
     def create(self, spec: GpuVmSpec) -> VmOutcome:
+        """Clone, configure, resize and start a new VM, then wait for its address.
+
+        Args:
+            spec: The planned VM.
+
+        Returns:
+            The outcome, action ``created``.
+
+        Raises:
+            OwnershipError: Another VM appeared at ``spec.vmid``.
+            ProxmoxError: A call failed, the VM vanished after its clone, or its address did not
+                appear in time.
+            ProxmoxTaskError: A task failed or timed out.
+        """
         self.clone(spec)
         state = self.read(spec.vmid, spec.node)
         if state is None:
@@ -306,7 +501,19 @@ class VmReconciler:
     # ------------------------------------------------------------------ ensure
     def plan(self, spec: GpuVmSpec, state: VmState | None,
              recorded: dict[str, Any] | None = None) -> VmDiff | None:
-        """The diff that ``ensure`` would apply (None: the VM would be created)."""
+        """Return the diff that :meth:`ensure` would apply.
+
+        Args:
+            spec: The planned VM.
+            state: The live VM, or ``None``.
+            recorded: The VM's provisioning record, for replace-forcing fields.
+
+        Returns:
+            The diff, or ``None`` when the VM would be created.
+
+        Raises:
+            ValueError: A disk size cannot be parsed.
+        """
         if state is None:
             return None
         return diff_config(spec, state.config, running=state.running, recorded=recorded,
@@ -314,7 +521,28 @@ class VmReconciler:
 
     def ensure(self, spec: GpuVmSpec, recorded: dict[str, Any] | None = None,
                allow_replace: bool = True) -> VmOutcome:
-        """Make the live VM match ``spec``; create or replace it if needed."""
+        """Make the live VM match ``spec``; create or replace it if needed.
+
+        A clone placeholder is settled first (:meth:`settle_clone`); a VM at ``spec.vmid`` this
+        stack does not own is never touched. Replace-forcing changes (node, template, storage)
+        destroy and re-create the VM; everything else converges in place (config, resize, start,
+        reboot per ``reboot_policy``).
+
+        Args:
+            spec: The planned VM.
+            recorded: The VM's provisioning record (``None``: skyrig has no record of it).
+            allow_replace: Whether a replace-forcing change may destroy and re-create the VM.
+
+        Returns:
+            What was done and the VM's address.
+
+        Raises:
+            OwnershipError: The VM at ``spec.vmid`` belongs to someone else.
+            ProxmoxError: A call failed; a replacement is needed but not allowed; a disk would have
+                to shrink; a stale placeholder cannot be proven skyrig's; or the address did not
+                appear in time.
+            ProxmoxTaskError: A task failed or timed out.
+        """
         state = self.read(spec.vmid)
         if state is not None and state.lock == "clone" and not owned(state, spec):
             state = self.settle_clone(state, spec.template_vmid, spec.name,
@@ -401,9 +629,24 @@ class VmReconciler:
         return out
 
     def drop_leftovers(self, spec: GpuVmSpec, before: dict[str, Any]) -> list[str]:
-        """Delete the ``unusedN`` entries a write just produced (PVE moves the old volume of a
-        replaced disk-like key, e.g. a re-allocated ``efidisk0``, to ``unusedN``); deleting
-        ``unusedN`` destroys the volume. Entries that were there before are left alone."""
+        """Delete the ``unusedN`` entries a write just produced.
+
+        PVE moves the old volume of a replaced disk-like key (e.g. a re-allocated ``efidisk0``) to
+        ``unusedN``; deleting ``unusedN`` destroys the volume (pve-docs qm.conf ``unused[n]``).
+        Entries that were there before, or whose volume is not this VM's (``-<vmid>-``), are left
+        alone.
+
+        Args:
+            spec: The planned VM.
+            before: The config before the write; its ``unusedN`` keys are kept.
+
+        Returns:
+            The deleted keys, e.g. ``["unused0"]``.
+
+        Raises:
+            ProxmoxError: A call failed.
+            ProxmoxTaskError: The config task failed or timed out.
+        """
         conf = self.c.request("GET", f"nodes/{spec.node}/qemu/{spec.vmid}/config",
                               {"current": 1}, node=spec.node, vmid=spec.vmid) or {}
         new = sorted(k for k in conf if re.fullmatch(r"unused\d+", str(k)) and k not in before
@@ -416,8 +659,21 @@ class VmReconciler:
 
     # ------------------------------------------------------------------ clone placeholders
     def active_clones(self, nodes: set[str], ids: set[int]) -> list[tuple[str, str]]:
-        """Running ``qmclone`` tasks whose id (PVE: the *source* vmid) is in ``ids``:
-        ``(node, upid)``."""
+        """Return running ``qmclone`` tasks whose id is in ``ids``.
+
+        PVE API ``GET /nodes/{node}/tasks?source=active&typefilter=qmclone``; a clone task's id is
+        the *source* VMID (the template).
+
+        Args:
+            nodes: PVE nodes to ask.
+            ids: VMIDs (templates or targets) to look for.
+
+        Returns:
+            ``(node, upid)`` per running task.
+
+        Raises:
+            ProxmoxError: A task list could not be read.
+        """
         out = []
         for node in sorted(nodes):
             rows = self.c.request("GET", f"nodes/{node}/tasks", {"source": "active",
@@ -432,12 +688,28 @@ class VmReconciler:
                      spec_node: str | None = None) -> VmState | None:
         """Resolve a clone placeholder (config ``lock: clone`` and no owner tag yet).
 
-        * a ``qmclone`` task from the template (or for the vmid) still runs: wait for it and
-          return the VM as it is then (None if the clone failed and PVE removed it);
-        * no such task: a stale placeholder (the clone's process died). When the provisioning
-          record (``recorded``) or the description proves it is skyrig's, remove it
-          (``skiplock``, purge, unreferenced disks) and return None so it is cloned again;
-          otherwise raise :class:`ProxmoxError` with the commands that clean it up.
+        * A ``qmclone`` task from the template (or for the VMID) still runs: wait for it and return
+          the VM as it is then (``None`` if the clone failed and PVE removed it).
+        * No such task: a stale placeholder (the clone's process died). When the provisioning record
+          (``recorded``) or the description proves it is skyrig's, remove it (``skiplock``, purge,
+          unreferenced disks) and return ``None`` so it is cloned again.
+
+        Args:
+            state: The locked VM.
+            template_vmid: The template it would be cloned from, or ``None`` when unknown.
+            name: VM name for progress and messages.
+            description: The description skyrig gives this VM's clone.
+            recorded: Whether the provisioning record lists the VM.
+            spec_node: The node the spec wants, also searched for clone tasks.
+
+        Returns:
+            The VM after the running clone, or ``None`` when there is no VM (any more).
+
+        Raises:
+            ProxmoxError: The placeholder is not provably skyrig's, or removing it needs PVE's
+                ``skiplock`` which only root@pam has (the message gives the ``qm`` commands), or a
+                call failed.
+            ProxmoxTaskError: The destroy task failed or timed out.
         """
         nodes = {state.node, *([spec_node] if spec_node else [])}
         ids = {state.vmid, *([template_vmid] if template_vmid is not None else [])}
@@ -485,7 +757,24 @@ class VmReconciler:
     # ------------------------------------------------------------------ delete
     def destroy(self, state: VmState, owner_tag: str, description: str | None = None, *,
                 name: str | None = None) -> None:
-        """Graceful shutdown (timeout) → stop → destroy with purge. Owned VMs only."""
+        """Shut down gracefully, stop if still running, then destroy with purge. Owned VMs only.
+
+        PVE API ``POST .../status/shutdown`` (``timeout`` = ``shutdown_timeout_s``, no force), then
+        ``POST .../status/stop`` if needed, then ``DELETE /nodes/{node}/qemu/{vmid}`` with
+        ``purge=1`` and ``destroy-unreferenced-disks=1``.
+
+        Args:
+            state: The live VM.
+            owner_tag: The stack's owner tag, ``skyrig-<stack>``.
+            description: The clone description that marks an untagged half-made clone as skyrig's.
+            name: VM name for progress (default: the VMID).
+
+        Raises:
+            OwnershipError: The stack does not own the VM.
+            ProxmoxError: A call failed, or the VM stayed locked past the task timeout.
+            ProxmoxTaskError: The stop or destroy task failed or timed out (a timed-out shutdown
+                only leads to a stop).
+        """
         label = name or str(state.vmid)
         if not owned(state, owner_tag, description):
             raise OwnershipError(
@@ -511,8 +800,24 @@ class VmReconciler:
 
     def delete(self, vmid: int, owner_tag: str, description: str | None = None,
                name: str | None = None, recorded: bool = False) -> bool:
-        """Delete the VM if it exists (False if it was already gone). A clone placeholder
-        skyrig half-made is settled first (:meth:`settle_clone`)."""
+        """Delete the VM if it exists; a clone placeholder skyrig half-made is settled first.
+
+        Args:
+            vmid: VMID.
+            owner_tag: The stack's owner tag, ``skyrig-<stack>``.
+            description: The clone description that marks an untagged half-made clone as skyrig's.
+            name: VM name for progress and messages.
+            recorded: Whether the provisioning record lists the VM (proof for a stale placeholder).
+
+        Returns:
+            ``True``: the VM is gone (deleted now, or already absent).
+
+        Raises:
+            OwnershipError: The stack does not own the VM.
+            ProxmoxError: A call failed, or a stale placeholder cannot be removed (see
+                :meth:`settle_clone`).
+            ProxmoxTaskError: A task failed or timed out.
+        """
         state = self.read(vmid)
         if state is not None and state.lock == "clone" and not owned(state, owner_tag,
                                                                      description):
@@ -524,7 +829,20 @@ class VmReconciler:
         return True
 
     def import_vm(self, vmid: int, owner_tag: str) -> VmState:
-        """Adopt an existing VM by vmid: add the owner tag so the stack manages it from now on."""
+        """Adopt an existing VM by VMID: add the owner tag so the stack manages it from now on.
+
+        PVE API ``PUT /nodes/{node}/qemu/{vmid}/config`` with the merged ``tags``.
+
+        Args:
+            vmid: VMID.
+            owner_tag: The stack's owner tag, ``skyrig-<stack>``.
+
+        Returns:
+            The VM as it is after tagging.
+
+        Raises:
+            ProxmoxError: The VM does not exist, or a call failed.
+        """
         state = self.read(vmid)
         if state is None:
             raise ProxmoxError(f"VM {vmid} does not exist; nothing to import", vmid=vmid)
