@@ -37,7 +37,13 @@ MAX_HOSTPCI = 16
 
 @dataclass
 class Sections:
-    """Validated sections; ``None`` where field validation failed."""
+    """Validated sections of a stack file; ``None`` where field validation failed.
+
+    Attributes mirror the ``skyrig:`` keys of the stack file (docs/stack-reference.md):
+    ``environment``, ``proxmox``, ``network``, ``nodes``, ``pci_mappings``, ``vm_classes``,
+    ``vms``, ``gpu_stack``, ``kubernetes``, ``ray``, ``workload``, ``governance``, ``cloud_init``,
+    ``monitoring`` and ``platform``.
+    """
 
     environment: str | None
     proxmox: ProxmoxEndpoint | None
@@ -61,6 +67,14 @@ CHECKS: list[Check] = []
 
 
 def check(fn: Check) -> Check:
+    """Register a cross-field check (decorator); :func:`run_checks` runs them in order.
+
+    Args:
+        fn: A :data:`Check`: ``fn(sections, source, root)`` yielding :class:`ConfigIssue`.
+
+    Returns:
+        ``fn`` itself.
+    """
     CHECKS.append(fn)
     return fn
 
@@ -76,6 +90,18 @@ def _dupes(items: list[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
 
 @check
 def unique_vms(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
+    """Check that VM ids, names and addresses are unique and no VM takes a template's VMID.
+
+    VMIDs are cluster-wide in PVE (a template is a VM too).
+
+    Args:
+        s: The sections that passed field validation (``None`` where one did not).
+        src: The stack source, for file lines of key paths.
+        root: The project root (relative paths in the stack resolve against it).
+
+    Yields:
+        One issue per duplicate at ``vms[i].vmid|name|ip``, naming the first holder.
+    """
     if s.vms is None:
         return
     for attr in ("vmid", "name", "ip"):
@@ -100,6 +126,19 @@ def unique_vms(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssu
 
 @check
 def unique_nodes_and_mappings(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
+    """Check that nodes, templates, GPU slots and mapping ids are unique and GPUs are known.
+
+    Also: a node with GPUs needs ``iommu: true``; GPU models must be in the compatibility matrix.
+
+    Args:
+        s: The sections that passed field validation (``None`` where one did not).
+        src: The stack source, for file lines of key paths.
+        root: The project root (relative paths in the stack resolve against it).
+
+    Yields:
+        Issues at ``nodes[i].name|template_vmid|iommu``, ``nodes[i].gpus[j].path|model`` and
+        ``pci_mappings[i].id``.
+    """
     if s.nodes is not None:
         for idx, name in _dupes([(i, n.name) for i, n in enumerate(s.nodes)]):
             yield src.issue(
@@ -142,6 +181,18 @@ def unique_nodes_and_mappings(s: Sections, src: StackSource, root: Path) -> Iter
 
 @check
 def mappings_match_hardware(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
+    """Check that every PCI mapping entry points at a declared GPU of the mapping's model.
+
+    PVE allows one entry per node in a cluster PCI mapping (PVE API ``/cluster/mapping/pci``).
+
+    Args:
+        s: The sections that passed field validation (``None`` where one did not).
+        src: The stack source, for file lines of key paths.
+        root: The project root (relative paths in the stack resolve against it).
+
+    Yields:
+        Issues at ``pci_mappings[i].model`` and ``pci_mappings[i].entries[j].node|path``.
+    """
     if s.pci_mappings is None or s.nodes is None:
         return
     nodes = {n.name: n for n in s.nodes}
@@ -186,6 +237,19 @@ def mappings_match_hardware(s: Sections, src: StackSource, root: Path) -> Iterat
 
 @check
 def vm_references(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
+    """Check that each VM's node, class and PCI mappings exist and fit.
+
+    A VM may have at most 16 ``hostpciN`` devices (pve-docs qm.conf ``hostpci[n]``, n 0-15) and
+    only mappings with an entry on its node.
+
+    Args:
+        s: The sections that passed field validation (``None`` where one did not).
+        src: The stack source, for file lines of key paths.
+        root: The project root (relative paths in the stack resolve against it).
+
+    Yields:
+        Issues at ``vms[i].node|class|gpus`` and ``vms[i].gpus[j]``.
+    """
     if s.vms is None:
         return
     nodes = {n.name: n for n in s.nodes} if s.nodes is not None else None
@@ -229,6 +293,18 @@ def vm_references(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigI
 
 @check
 def gpus_not_shared(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
+    """Check that each physical GPU (node and slot) is passed to one VM, once.
+
+    A PCI device can be attached to one running VM only (pve-docs qm "PCI(e) Passthrough").
+
+    Args:
+        s: The sections that passed field validation (``None`` where one did not).
+        src: The stack source, for file lines of key paths.
+        root: The project root (relative paths in the stack resolve against it).
+
+    Yields:
+        Issues at ``vms[i].gpus[j]`` naming the VM that already has the card.
+    """
     if s.vms is None or s.pci_mappings is None:
         return
     mappings = {m.id: m for m in s.pci_mappings}
@@ -258,12 +334,34 @@ def gpus_not_shared(s: Sections, src: StackSource, root: Path) -> Iterator[Confi
 
 
 def effective(vm: GpuVm, cls: VmClass) -> tuple[int, int, int]:
-    """(cores, memory MiB, disk GiB) of a VM after class defaults and overrides."""
+    """Return a VM's resources after class defaults and per-VM overrides.
+
+    Args:
+        vm: The VM.
+        cls: Its VM class.
+
+    Returns:
+        ``(cores per socket, memory in MiB, boot disk in GiB)``.
+    """
     return (vm.cores or cls.cores, vm.memory_mib or cls.memory_mib, vm.disk_gib or cls.disk_gib)
 
 
 @check
 def capacity(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
+    """Check that VMs fit their nodes: vCPUs per VM and pinned memory per node.
+
+    GPU VMs pin all their RAM (VFIO), so the sum of VM memory on a node must fit its memory
+    minus ``reserved_memory_mib`` (MiB).
+
+    Args:
+        s: The sections that passed field validation (``None`` where one did not).
+        src: The stack source, for file lines of key paths.
+        root: The project root (relative paths in the stack resolve against it).
+
+    Yields:
+        Issues at ``vms[i].cores|class`` (too many vCPUs) and at the last VM of an
+        over-committed node.
+    """
     if s.vms is None or s.nodes is None or s.vm_classes is None:
         return
     nodes = {n.name: n for n in s.nodes}
@@ -298,6 +396,19 @@ def capacity(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]
 
 @check
 def passthrough_settings(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
+    """Check that VM classes used by GPU VMs have passthrough-capable settings.
+
+    Per pve-docs qm "PCI(e) Passthrough": ``machine: q35`` (needed for ``pcie=1``), ``bios:
+    ovmf`` with an EFI disk, ``cpu: host`` and no ballooning (VFIO pins all guest RAM).
+
+    Args:
+        s: The sections that passed field validation (``None`` where one did not).
+        src: The stack source, for file lines of key paths.
+        root: The project root (relative paths in the stack resolve against it).
+
+    Yields:
+        Issues at ``vm_classes.<class>.pcie|machine|bios|efi_disk|cpu|balloon_mib``.
+    """
     if s.vms is None or s.vm_classes is None:
         return
     for vm in s.vms:
@@ -336,6 +447,17 @@ def passthrough_settings(s: Sections, src: StackSource, root: Path) -> Iterator[
 
 @check
 def network(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
+    """Check the guest network: gateway and VM addresses in the subnet, no overlap with k8s ranges.
+
+    Args:
+        s: The sections that passed field validation (``None`` where one did not).
+        src: The stack source, for file lines of key paths.
+        root: The project root (relative paths in the stack resolve against it).
+
+    Yields:
+        Issues at ``network.gateway``, ``vms[i].ip`` (outside the subnet, or its network,
+        broadcast or gateway address) and ``kubernetes.pod_cidr|service_cidr``.
+    """
     if s.network is None:
         return
     net = s.network.subnet
@@ -372,6 +494,21 @@ def network(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
 
 @check
 def versions(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
+    """Check versions against the compatibility matrix (``compatibility.yaml``).
+
+    Covers CUDA vs NVIDIA driver minimum (CUDA Toolkit release notes, toolkit-to-driver table),
+    Debian driver branches, container toolkit, torch/jax CUDA builds, Ray vs KubeRay and KubeRay/k3s
+    vs Kubernetes minor versions.
+
+    Args:
+        s: The sections that passed field validation (``None`` where one did not).
+        src: The stack source, for file lines of key paths.
+        root: The project root (relative paths in the stack resolve against it).
+
+    Yields:
+        Issues at ``gpu_stack.*``, ``workload.torch_version|jax_version``,
+        ``ray.version|kuberay_version`` and ``kubernetes.version``.
+    """
     m = matrix()
     g = s.gpu_stack
     if g is not None:
@@ -473,6 +610,20 @@ def versions(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]
 
 @check
 def roles(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
+    """Check VM roles against Kubernetes and Ray settings.
+
+    An odd number of control-plane VMs (etcd quorum, Kubernetes docs "Operating etcd clusters for
+    Kubernetes"); exactly one ``ray_head`` for ``ray.mode: vm``; distinct Ray ports, clear of the
+    two ports a local head derives from ``head_port``; GPU worker bounds that fit the GPU VMs.
+
+    Args:
+        s: The sections that passed field validation (``None`` where one did not).
+        src: The stack source, for file lines of key paths.
+        root: The project root (relative paths in the stack resolve against it).
+
+    Yields:
+        Issues at ``kubernetes.enabled``, ``vms[i].roles[j]`` and ``ray.*``.
+    """
     if s.vms is None:
         return
     count = Counter(role for vm in s.vms for role in vm.roles)
@@ -556,6 +707,18 @@ def roles(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
 
 @check
 def environment_rules(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
+    """Check rules that depend on the environment (``local``, ``prod``).
+
+    Prod verifies TLS and has SSH keys; local runs against the embedded pvesim.
+
+    Args:
+        s: The sections that passed field validation (``None`` where one did not).
+        src: The stack source, for file lines of key paths.
+        root: The project root (relative paths in the stack resolve against it).
+
+    Yields:
+        Issues at ``proxmox.verify_tls|endpoint`` and ``cloud_init.ssh_keys``.
+    """
     p = s.proxmox
     if p is None:
         return
@@ -581,6 +744,18 @@ def environment_rules(s: Sections, src: StackSource, root: Path) -> Iterator[Con
 
 @check
 def workload_release(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
+    """Check that the pinned workload version is released and its release gates file exists.
+
+    A release is a ``## [x.y.z]`` heading of the package's CHANGELOG.md (Keep a Changelog).
+
+    Args:
+        s: The sections that passed field validation (``None`` where one did not).
+        src: The stack source, for file lines of key paths.
+        root: The project root (relative paths in the stack resolve against it).
+
+    Yields:
+        Issues at ``workload.path|version`` and ``governance.release_gates``.
+    """
     w = s.workload
     if w is None:
         return
@@ -615,8 +790,15 @@ LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
 def pvesim_hardware_path(value: str, root: Path) -> Path | None:
-    """The profile file named by ``proxmox.pvesim_hardware`` (relative to the project root),
-    or None for a profile shipped with pvesim."""
+    """Return the profile file named by ``proxmox.pvesim_hardware``.
+
+    Args:
+        value: A profile shipped with pvesim (:data:`PVESIM_PROFILES`) or a file path.
+        root: The project root; relative paths resolve against it.
+
+    Returns:
+        The file path, or ``None`` for a profile shipped with pvesim.
+    """
     if value in PVESIM_PROFILES:
         return None
     path = Path(value)
@@ -625,9 +807,19 @@ def pvesim_hardware_path(value: str, root: Path) -> Path | None:
 
 @check
 def pvesim_hardware_profile(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
-    """An embedded pvesim's hardware profile must exist and look like one (pvesim/hardware.py:
-    a YAML map with a non-empty ``nodes`` map), so a typo fails at validate (exit 2), not at
-    run time."""
+    """Check that an embedded pvesim's hardware profile exists and looks like one.
+
+    A YAML map with a non-empty ``nodes`` map, at most 1 MiB (pvesim/hardware.py), so a typo
+    fails at validate (exit 2), not at run time.
+
+    Args:
+        s: The sections that passed field validation (``None`` where one did not).
+        src: The stack source, for file lines of key paths.
+        root: The project root (relative paths in the stack resolve against it).
+
+    Yields:
+        At most one issue at ``proxmox.pvesim_hardware``.
+    """
     p = s.proxmox
     if p is None or not p.embedded:
         return
@@ -655,9 +847,20 @@ def pvesim_hardware_profile(s: Sections, src: StackSource, root: Path) -> Iterat
 
 @check
 def ray_exposure(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
-    """The Ray Jobs API runs arbitrary code: off loopback it needs token authentication and an
-    explicit acknowledgement (``ray.auth_mode: token`` + ``ray.dashboard_exposed: true``).
-    Applies to heads skyrig starts on a machine (``local``, ``vm``)."""
+    """Check that a Ray Jobs API off loopback has token auth and an explicit acknowledgement.
+
+    The Ray Jobs API runs arbitrary code (Ray docs, "Security"): off loopback it needs
+    ``ray.auth_mode: token`` and ``ray.dashboard_exposed: true``. Applies to heads skyrig starts on
+    a machine (``local``, ``vm``); under KubeRay the Service/NetworkPolicy decides exposure.
+
+    Args:
+        s: The sections that passed field validation (``None`` where one did not).
+        src: The stack source, for file lines of key paths.
+        root: The project root (relative paths in the stack resolve against it).
+
+    Yields:
+        At most one issue at ``ray.dashboard_host`` or ``ray.dashboard_exposed``.
+    """
     r = s.ray
     # KubeRay: the head binds inside its pod; exposure is the Service/NetworkPolicy's business.
     if r is None or r.mode == "kuberay" or r.dashboard_host in LOOPBACK_HOSTS:
@@ -679,6 +882,16 @@ def ray_exposure(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIs
 
 
 def run_checks(sections: Sections, src: StackSource, root: Path) -> list[ConfigIssue]:
+    """Run every registered check and collect all issues (one run reports every problem).
+
+    Args:
+        sections: The sections that passed field validation.
+        src: The stack source, for file lines.
+        root: The project root.
+
+    Returns:
+        Every issue found, in check order.
+    """
     issues: list[ConfigIssue] = []
     for fn in CHECKS:
         issues.extend(fn(sections, src, root))
@@ -694,7 +907,20 @@ def _gpu_worker_vms(s: Sections) -> list[tuple[int, GpuVm]]:
 
 @check
 def platform_versions(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
-    """Ray image CUDA variant and device-plugin release form a supported combination."""
+    """Check that the Ray image CUDA variant and the device-plugin release form a supported pair.
+
+    Only for ``ray.mode: kuberay`` with Kubernetes on. Ray images per ``rayproject/ray`` tags;
+    device plugin vs Kubernetes per NVIDIA k8s-device-plugin release notes (both in the matrix).
+
+    Args:
+        s: The sections that passed field validation (``None`` where one did not).
+        src: The stack source, for file lines of key paths.
+        root: The project root (relative paths in the stack resolve against it).
+
+    Yields:
+        Issues at ``ray.version``, ``gpu_stack.cuda_version``,
+        ``platform.device_plugin_version`` and ``kubernetes.version``.
+    """
     k, r, g, p = s.kubernetes, s.ray, s.gpu_stack, s.platform
     if k is None or r is None or p is None or not k.enabled or r.mode != "kuberay":
         return
@@ -730,7 +956,21 @@ def platform_versions(s: Sections, src: StackSource, root: Path) -> Iterator[Con
 
 @check
 def gpu_workers_fit(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
-    """Ray GPU worker pods fit their VMs; GPUs and replicas fit the GPU worker VMs."""
+    """Check that Ray GPU worker pods fit their VMs and replicas fit the GPU worker VMs.
+
+    One worker pod per GPU worker VM; each keeps ``platform.system_reserve_cpu`` and
+    ``system_reserve_memory_mib`` (MiB) for the system and needs the object store plus 2048 MiB; the
+    Ray head must leave 2048 MiB for k3s on the largest control-plane VM.
+
+    Args:
+        s: The sections that passed field validation (``None`` where one did not).
+        src: The stack source, for file lines of key paths.
+        root: The project root (relative paths in the stack resolve against it).
+
+    Yields:
+        Issues at ``ray.mode|gpu_workers_max|gpus_per_worker`` and
+        ``platform.system_reserve_cpu|system_reserve_memory_mib|head_memory_mib``.
+    """
     r, p, k = s.ray, s.platform, s.kubernetes
     if r is None or p is None or s.vms is None or r.mode != "kuberay":
         return
@@ -798,7 +1038,17 @@ def gpu_workers_fit(s: Sections, src: StackSource, root: Path) -> Iterator[Confi
 
 @check
 def platform_settings(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
-    """Data volume, MLflow mode and workload image are complete and consistent."""
+    """Check that the data volume, MLflow mode and workload image are complete and consistent.
+
+    Args:
+        s: The sections that passed field validation (``None`` where one did not).
+        src: The stack source, for file lines of key paths.
+        root: The project root (relative paths in the stack resolve against it).
+
+    Yields:
+        Issues at ``platform.data.*``, ``platform.results.mount_path``, ``workload.tracking_uri``
+        and ``platform.image.tag|variant``.
+    """
     p, w, r, k = s.platform, s.workload, s.ray, s.kubernetes
     if p is None or r is None or r.mode != "kuberay" or (k is not None and not k.enabled):
         return

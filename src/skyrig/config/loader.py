@@ -25,7 +25,14 @@ STACK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 @dataclass(frozen=True)
 class Stack:
-    """A validated environment: its name, typed config, source file and project root."""
+    """A validated environment: its name, typed config, source file and project root.
+
+    Attributes:
+        name: Stack name (``local``, ``dev``, ``prod``; from ``Pulumi.<name>.yaml``).
+        config: The validated ``skyrig:`` values.
+        source: The file's raw values and key lines.
+        root: The project root (holds ``Pulumi.yaml`` and ``stacks/``).
+    """
 
     name: str
     config: StackConfig
@@ -34,18 +41,34 @@ class Stack:
 
     @property
     def file(self) -> Path:
+        """The stack file's path."""
         return self.source.file
 
     @property
     def state_dir(self) -> Path:
-        """Where skyrig keeps this stack's local state (pvesim, Ray, runs, Pulumi backend):
-        ``$SKYRIG_STATE_DIR/<stack>`` or ``<root>/.skyrig/<stack>``."""
+        """Where skyrig keeps this stack's local state (pvesim, Ray, runs, Pulumi backend).
+
+        ``$SKYRIG_STATE_DIR/<stack>`` or ``<root>/.skyrig/<stack>``; not created here.
+        """
         base = os.environ.get("SKYRIG_STATE_DIR")
         return (Path(base) if base else self.root / ".skyrig") / self.name
 
 
 def project_root(start: Path | None = None) -> Path:
-    """The skyrig project root: ``$SKYRIG_ROOT`` or the nearest parent holding Pulumi.yaml."""
+    """Return the skyrig project root: ``$SKYRIG_ROOT`` or the nearest parent holding it.
+
+    The root is the nearest directory (``start`` or a parent) with both ``Pulumi.yaml`` and
+    ``stacks/`` (Pulumi's project layout).
+
+    Args:
+        start: Where to start looking (default: the working directory).
+
+    Returns:
+        The resolved root directory.
+
+    Raises:
+        SkyrigConfigError: No such directory above ``start`` and ``$SKYRIG_ROOT`` is unset.
+    """
     env = os.environ.get("SKYRIG_ROOT")
     if env:
         return Path(env).resolve()
@@ -65,10 +88,20 @@ def project_root(start: Path | None = None) -> Path:
 
 
 def stack_file(stack: str | Path, root: Path) -> Path:
-    """``local`` → ``<root>/stacks/Pulumi.local.yaml``; a path is taken as it is.
+    """Return the stack file for a stack name or path.
 
-    Raises :class:`SkyrigConfigError` for a name that is neither a stack name
-    (:data:`STACK_NAME_RE`) nor a usable path (empty, NUL bytes, longer than 4096 bytes).
+    Args:
+        stack: A stack name (``local`` → ``<root>/stacks/Pulumi.local.yaml``, Pulumi's
+            ``Pulumi.<stack>.yaml`` naming) or a path (ends in ``.yaml``/``.yml`` or holds a
+            separator; taken as it is, resolved).
+        root: The project root.
+
+    Returns:
+        The stack file path (not checked for existence).
+
+    Raises:
+        SkyrigConfigError: ``stack`` is neither a stack name (:data:`STACK_NAME_RE`) nor a usable
+            path (empty, NUL bytes, longer than 4096 bytes, unresolvable).
     """
     text = str(stack)
     if not text or "\x00" in text or len(text.encode("utf-8", "replace")) > 4096:
@@ -199,7 +232,19 @@ def validate_source(src: StackSource, name: str, root: Path) -> Stack:
 
     Secrets: plain-text values under secret-like keys are refused in every namespace, URIs
     carrying ``user:password@`` are refused, and ``secure:`` values must have Pulumi's
-    ciphertext form.
+    ciphertext form (Pulumi docs: "Secrets", ``pulumi config set --secret``).
+
+    Args:
+        src: The parsed stack file.
+        name: The stack name.
+        root: The project root (relative paths in the stack resolve against it).
+
+    Returns:
+        The validated stack.
+
+    Raises:
+        SkyrigConfigError: Anything is wrong; ``issues`` lists every problem with file, line, key
+            path and a fix.
     """
     issues: list[ConfigIssue] = []
     _plaintext_secrets(src.values, (), src, issues)
@@ -246,7 +291,19 @@ def validate_source(src: StackSource, name: str, root: Path) -> Stack:
 
 
 def load_stack(stack: str | Path, root: Path | None = None) -> Stack:
-    """Read and validate ``stacks/Pulumi.<stack>.yaml`` (or a path). Raises SkyrigConfigError."""
+    """Read and validate ``stacks/Pulumi.<stack>.yaml`` (or a path).
+
+    Args:
+        stack: A stack name or a stack file path (see :func:`stack_file`).
+        root: The project root (default: :func:`project_root`).
+
+    Returns:
+        The validated stack, named after the file (``Pulumi.<name>.yaml``).
+
+    Raises:
+        SkyrigConfigError: No project root, a bad name or path, an unreadable or malformed file,
+            or any validation issue (all reported at once; exit status 2).
+    """
     root = root or project_root()
     file = stack_file(stack, root)
     src = read_stack_file(file)
@@ -255,7 +312,19 @@ def load_stack(stack: str | Path, root: Path | None = None) -> Stack:
 
 
 def resolve_secret(ref: SecretRef, what: str) -> str:
-    """The secret's value when Pulumi is not the caller: read from the environment."""
+    """Return a secret's value when Pulumi is not the caller: read from the environment.
+
+    Args:
+        ref: The secret reference of the stack (``env:`` and/or Pulumi ``secure:``).
+        what: What the secret is for, to name it in the error.
+
+    Returns:
+        The value of the environment variable ``ref.env``.
+
+    Raises:
+        SkyrigConfigError: The variable is unset or empty (a ``secure:`` value can only be read by
+            ``pulumi up``).
+    """
     if ref.env and os.environ.get(ref.env):
         return os.environ[ref.env]
     raise SkyrigConfigError(

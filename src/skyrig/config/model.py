@@ -28,11 +28,17 @@ PVE_TAG_RE = r"^(?i:[a-z0-9_][a-z0-9_\-+.]*)$"
 
 
 def pulumi_ciphertext_problem(value: str) -> str | None:
-    """Why ``value`` is not Pulumi ciphertext, or None when it has the form.
+    """Say why ``value`` is not Pulumi ciphertext, or None when it has the form.
 
     Pulumi stores ``pulumi config set --secret`` values as ``v1:<nonce>:<ciphertext>``, both
     standard base64 (AES-256-GCM: a 12-byte nonce, ciphertext at least the 16-byte tag), see
-    Pulumi's ``symmetricCrypter.EncryptValue``.
+    Pulumi's ``symmetricCrypter.EncryptValue``. Only the form is checked, nothing is decrypted.
+
+    Args:
+        value: The ``secure:`` value of a stack file.
+
+    Returns:
+        A message for the config issue, or ``None`` when the form is right.
     """
     import base64
     import binascii
@@ -142,6 +148,7 @@ class ProxmoxEndpoint(Strict):
 
     @property
     def embedded(self) -> bool:
+        """Whether the stack runs against the embedded pvesim (``endpoint: pvesim``)."""
         return self.endpoint == "pvesim"
 
     @field_validator("endpoint")

@@ -46,7 +46,15 @@ def _models(model: type[BaseModel], seen: list[type[BaseModel]]) -> None:
 
 
 def render_markdown() -> str:
-    """The reference, one table per concept, in the order the stack file uses them."""
+    """Render the stack-file reference, one table per concept, in the order the stack uses them.
+
+    Each model's first docstring paragraph heads its table; each field gives key (alias),
+    type, default and its ``Field`` description (units are in the descriptions and key names:
+    ``*_mib`` MiB, ``*_gib`` GiB, ``*_s`` seconds).
+
+    Returns:
+        The Markdown text of docs/stack-reference.md.
+    """
     models: list[type[BaseModel]] = []
     _models(StackConfig, models)
     out = [

@@ -35,7 +35,15 @@ KeyPath = tuple[str | int, ...]
 
 @dataclass
 class StackSource:
-    """The ``skyrig:`` values of one stack file, plain Python data, plus where each key is."""
+    """The ``skyrig:`` values of one stack file, plain Python data, plus where each key is.
+
+    Attributes:
+        file: The stack file.
+        values: ``skyrig:`` key (without namespace) → plain value (dicts, lists, scalars).
+        lines: Key path (e.g. ``("vms", 3, "ip")``) → 1-based line; ``()`` is the ``config:`` line.
+        other_namespaces: Keys of other namespaces (``proxmox:password``) → plain value.
+        other_lines: Key of another namespace → 1-based line.
+    """
 
     file: Path
     values: dict[str, Any]
@@ -45,7 +53,14 @@ class StackSource:
     other_lines: dict[str, int] = field(default_factory=dict)
 
     def line_of(self, path: Iterable[str | int]) -> int | None:
-        """Line of the deepest existing prefix of ``path`` (1-based)."""
+        """Return the line of the deepest existing prefix of ``path``.
+
+        Args:
+            path: Key path, e.g. ``("vms", 3, "ip")``.
+
+        Returns:
+            1-based line number, or ``None`` when not even ``config:`` has one.
+        """
         p = tuple(path)
         while p:
             if p in self.lines:
@@ -54,6 +69,17 @@ class StackSource:
         return self.lines.get((), None)
 
     def issue(self, path: Iterable[str | int], message: str, hint: str = "") -> ConfigIssue:
+        """Build a config issue located at a key path of this file.
+
+        Args:
+            path: Key path, e.g. ``("vms", 3, "ip")``.
+            message: What is wrong.
+            hint: What to do about it.
+
+        Returns:
+            The issue with file, line (see :meth:`line_of`) and rendered path
+            (``skyrig:vms[3].ip``).
+        """
         p = tuple(path)
         return ConfigIssue(
             file=str(self.file),
@@ -65,7 +91,14 @@ class StackSource:
 
 
 def render_path(path: KeyPath) -> str:
-    """``("vms", 3, "ip")`` → ``skyrig:vms[3].ip``."""
+    """Render a key path the way errors show it.
+
+    Args:
+        path: Key path, e.g. ``("vms", 3, "ip")``.
+
+    Returns:
+        E.g. ``skyrig:vms[3].ip``; ``config`` for the empty path.
+    """
     if not path:
         return "config"
     out = f"{NAMESPACE}:{path[0]}"
@@ -179,10 +212,10 @@ MAX_INDENT = 256
 
 
 def _prescan(text: str, shown: str) -> None:
-    """Refuse flow nesting deeper than MAX_NESTING and indentation wider than MAX_INDENT
-    before the YAML scanner sees the text (its cost grows with the square of the flow depth).
+    """Refuse deep flow nesting and wide indentation before the YAML scanner sees the text.
 
-    One pass: brackets inside quotes and comments are not counted.
+    Limits are MAX_NESTING levels and MAX_INDENT columns (the scanner's cost grows with the square
+    of the flow depth). One pass: brackets inside quotes and comments are not counted.
     """
     depth = 0
     for lineno, line in enumerate(text.splitlines(), start=1):
@@ -241,12 +274,25 @@ def _parse(text: str, shown: str) -> Any:
 
 
 def read_stack_file(file: Path) -> StackSource:
-    """Parse a stack file; YAML or structure errors raise :class:`SkyrigConfigError` (exit 2).
+    """Parse a stack file the way Pulumi reads it (``config:`` map of ``<namespace>:<key>``).
 
     Bounded input: a regular file (not a directory, FIFO or device) of at most
-    :data:`MAX_STACK_BYTES`, UTF-8, at most :data:`MAX_NESTING` levels deep and
+    :data:`MAX_STACK_BYTES` (64 KiB), UTF-8, at most :data:`MAX_NESTING` levels deep and
     :data:`MAX_EXPANDED_NODES` values once aliases are expanded (so "billion laughs" files and
-    huge files are refused in well under a second instead of exhausting CPU and memory).
+    huge files are refused in well under a second instead of exhausting CPU and memory). Bare
+    keys belong to the project namespace ``skyrig`` (Pulumi docs: project configuration).
+
+    Args:
+        file: The stack file, ``stacks/Pulumi.<stack>.yaml``.
+
+    Returns:
+        The ``skyrig:`` values with the line of every key and list item, and the other
+        namespaces.
+
+    Raises:
+        SkyrigConfigError: The file is missing, unreadable, not a regular file, too large, not
+            UTF-8, not valid YAML, nested too deep, an alias bomb, or has no top-level ``config:``
+            map (exit status 2).
     """
     shown = str(file)
     doc = _parse(_read_bounded(file, shown), shown)

@@ -30,19 +30,33 @@ RAY_VM_MODES = frozenset({"vm"})
 
 
 def ray_on_vms(cfg: StackConfig) -> bool:
-    """Whether the stack runs Ray on its VMs (``ray.mode`` in :data:`RAY_VM_MODES`).
+    """Say whether the stack runs Ray on its VMs (``ray.mode`` in :data:`RAY_VM_MODES`).
 
     The one rule for the ``ray_head``/``ray_worker`` groups: the inventory fills them only when
     this is true, and ``playbooks/ray.yml`` runs the ray_node role only when the inventory's
     ``skyrig_ray_on_vms`` (this value) is true. ``kuberay`` runs Ray as pods; ``local`` on the
     operator's machine.
+
+    Args:
+        cfg: The validated stack config.
+
+    Returns:
+        ``True`` for ``ray.mode: vm``.
     """
     return cfg.ray.mode in RAY_VM_MODES
 
 
 def gpu_product_label(model: str) -> str:
-    """The ``nvidia.com/gpu.product`` node label of a GPU model key, from the compatibility
-    matrix (``gpu_models.<model>.product_label``); the key itself when the matrix lacks it.
+    """Return the ``nvidia.com/gpu.product`` node label value of a GPU model key.
+
+    The value NVIDIA's GPU feature discovery sets (e.g. ``NVIDIA-RTX-A4000``), taken from the
+    compatibility matrix (``gpu_models.<model>.product_label``).
+
+    Args:
+        model: GPU model key, e.g. ``rtx-a4000``.
+
+    Returns:
+        The label value; the key itself when the matrix lacks it.
     """
     return str((gpu_model(model) or {}).get("product_label", model))
 
@@ -63,10 +77,19 @@ def _group(
 
 
 def build_inventory(stack: Stack, ips: dict[str, str] | None = None) -> Inventory:
-    """The inventory for ``stack`` as a YAML-inventory dict (``{"all": {...}}``).
+    """Return the Ansible inventory for ``stack`` as a YAML-inventory dict.
 
-    ``ips`` (VM name → address, from provisioning outputs) overrides the stack's planned
-    addresses. Pure: no I/O, no secrets.
+    Shape per Ansible's YAML inventory plugin: ``{"all": {"vars": ..., "hosts": ..., "children":
+    {group: {"hosts", "children", "vars"}}}}`` with the groups and role variables of the module
+    docstring. Pure: no I/O, no secrets.
+
+    Args:
+        stack: The validated stack.
+        ips: VM name → IPv4 address from provisioning outputs; overrides the stack's planned
+            addresses.
+
+    Returns:
+        The inventory; host names are Proxmox node and VM names.
     """
     cfg = stack.config
     ips = ips or {}
