@@ -28,7 +28,17 @@ COMPONENTS = ("platform", "ray_cluster", "workload", "monitoring")
 
 @dataclass(frozen=True)
 class KubePlan:
-    """Kubernetes objects of one stack, per component (apply in :data:`COMPONENTS` order)."""
+    """Kubernetes objects of one stack, per component (apply in :data:`COMPONENTS` order).
+
+    Attributes:
+        stack: Stack name.
+        k8s_version: Kubernetes version the objects are validated for, e.g. ``1.33.4``.
+        kuberay_version: KubeRay release whose CRDs and operator are used, e.g. ``1.7.0``.
+        platform: Namespaces, device plugin, KubeRay operator, RBAC, NetworkPolicies, quotas.
+        ray_cluster: The RayCluster.
+        workload: Data/results PVCs, the MLflow server (if in-cluster) and the RayJob.
+        monitoring: Objects of :mod:`skyrig.monitoring`.
+    """
 
     stack: str
     k8s_version: str
@@ -39,14 +49,28 @@ class KubePlan:
     monitoring: list[Obj] = field(default_factory=list)
 
     def components(self) -> dict[str, list[Obj]]:
-        """``{component: objects}`` in apply order (empty components included)."""
+        """Return ``{component: objects}`` in apply order (empty components included).
+
+        Returns:
+            Component name → a new list of its objects (the objects themselves are not copied).
+        """
         return {c: list(getattr(self, c)) for c in COMPONENTS}
 
     def objects(self) -> list[Obj]:
+        """Return every object of every component, in apply order.
+
+        Returns:
+            The objects as Kubernetes manifest dicts.
+        """
         return [obj for objs in self.components().values() for obj in objs]
 
     def summary_rows(self) -> list[dict[str, Any]]:
-        """One row per object: component, kind, namespace, name (for ``skyrig plan``)."""
+        """Return one row per object for ``skyrig plan``.
+
+        Returns:
+            Rows with ``component``, ``kind``, ``namespace`` (``-`` when cluster-scoped) and
+            ``name``.
+        """
         return [
             {"component": c, "kind": obj["kind"],
              "namespace": obj["metadata"].get("namespace", "-"),
@@ -63,9 +87,19 @@ def _monitoring_objects(stack: Stack) -> list[Obj]:
 
 
 def build_kube(stack: Stack) -> KubePlan:
-    """All Kubernetes objects of a dev/prod stack. Raises :class:`SkyrigConfigError` when the
-    stack has no Kubernetes platform (``kubernetes.enabled: false`` or ``ray.mode`` not
-    ``kuberay``) or pins a release that is not vendored."""
+    """Build all Kubernetes objects of a dev/prod stack (pure: no I/O, no API server).
+
+    Args:
+        stack: The validated stack.
+
+    Returns:
+        The objects per component.
+
+    Raises:
+        SkyrigConfigError: The stack has no Kubernetes platform (``kubernetes.enabled: false`` or
+            ``ray.mode`` not ``kuberay``) or pins a KubeRay or device-plugin release that is not
+            vendored.
+    """
     cfg = stack.config
     if not cfg.kubernetes.enabled or cfg.ray.mode != "kuberay":
         raise SkyrigConfigError(
@@ -85,7 +119,14 @@ def build_kube(stack: Stack) -> KubePlan:
 
 
 def has_platform(stack: Stack) -> bool:
-    """Whether the stack runs a Kubernetes platform (dev/prod; not local)."""
+    """Say whether the stack runs a Kubernetes platform (dev/prod; not local).
+
+    Args:
+        stack: The validated stack.
+
+    Returns:
+        ``True`` when ``kubernetes.enabled`` and ``ray.mode: kuberay``.
+    """
     return stack.config.kubernetes.enabled and stack.config.ray.mode == "kuberay"
 
 

@@ -35,13 +35,32 @@ WORKER_PROCESS_MEMORY_MIB = 2048  # Ray worker processes besides the object stor
 
 
 def labels(stack: Stack, component: str, **extra: str) -> dict[str, str]:
-    """The labels every skyrig object carries (stack, component, managed-by)."""
+    """Return the labels every skyrig object carries (stack, component, managed-by).
+
+    Uses the Kubernetes recommended labels (``app.kubernetes.io/managed-by``, ``part-of``,
+    ``component``) plus ``skyrig.io/stack``.
+
+    Args:
+        stack: The validated stack.
+        component: Value of ``app.kubernetes.io/component``, e.g. ``ray-head``.
+        **extra: Further labels.
+
+    Returns:
+        The label map; ``extra`` entries override the defaults.
+    """
     return {**MANAGED_BY, "app.kubernetes.io/component": component,
             "skyrig.io/stack": stack.name, **extra}
 
 
 def k8s_version(stack: Stack) -> str:
-    """``v1.33.4+k3s1`` → ``1.33.4`` (the Kubernetes release the manifests target)."""
+    """Return the Kubernetes release the manifests target.
+
+    Args:
+        stack: The validated stack.
+
+    Returns:
+        ``major.minor.patch`` of ``kubernetes.version``, e.g. ``v1.33.4+k3s1`` → ``1.33.4``.
+    """
     return ".".join(str(p) for p in version_tuple(stack.config.kubernetes.version)[:3])
 
 
@@ -54,24 +73,59 @@ def _meta(name: str, stack: Stack, component: str, namespace: str | None = None,
 
 
 def restricted_container() -> Obj:
-    """Container securityContext of the PSS ``restricted`` profile."""
+    """Return the container securityContext of the Pod Security Standards ``restricted`` profile.
+
+    Kubernetes Pod Security Standards, ``restricted``: no privilege escalation, all capabilities
+    dropped, non-root, ``RuntimeDefault`` seccomp.
+
+    Returns:
+        A new securityContext dict.
+    """
     return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
             "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def restricted_pod(uid: int = RAY_UID, gid: int = RAY_GID) -> Obj:
-    """Pod securityContext of the PSS ``restricted`` profile (fixed non-root uid/gid)."""
+    """Return the pod securityContext of the PSS ``restricted`` profile (fixed non-root uid/gid).
+
+    Kubernetes Pod Security Standards, ``restricted``; ``fsGroup`` makes mounted volumes writable
+    by ``gid``.
+
+    Args:
+        uid: ``runAsUser`` (default 1000, the ``ray`` user of rayproject/ray).
+        gid: ``runAsGroup`` and ``fsGroup`` (default 100).
+
+    Returns:
+        A new securityContext dict.
+    """
     return {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": gid, "fsGroup": gid,
             "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def gpu_toleration() -> Obj:
-    """Tolerates the taint the k8s_node role puts on GPU nodes (``nvidia.com/gpu``)."""
+    """Return the toleration of the taint the k8s_node role puts on GPU nodes.
+
+    The taint is ``nvidia.com/gpu=present:NoSchedule`` (as NVIDIA's device-plugin docs suggest);
+    the toleration matches any value.
+
+    Returns:
+        ``{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}``.
+    """
     return {"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
 
 
 def gpu_node_selector(stack: Stack) -> dict[str, str]:
-    """Node selector of the GPU model's product label (set by k8s_node and by GFD)."""
+    """Return the node selector of the GPU model's product label (set by k8s_node and by GFD).
+
+    The label is ``nvidia.com/gpu.product`` as NVIDIA GPU Feature Discovery sets it; the model is
+    the first (sorted) model of the stack's PCI mappings, ``rtx-a4000`` when there is none.
+
+    Args:
+        stack: The validated stack.
+
+    Returns:
+        E.g. ``{"nvidia.com/gpu.product": "NVIDIA-RTX-A4000"}``.
+    """
     models = {m.model for m in stack.config.pci_mappings} or {"rtx-a4000"}
     model = gpu_model(sorted(models)[0]) or {}
     return {GPU_PRODUCT_LABEL: str(model.get("product_label", "NVIDIA-RTX-A4000"))}
@@ -81,8 +135,17 @@ def gpu_node_selector(stack: Stack) -> dict[str, str]:
 
 
 def worker_resources(stack: Stack) -> dict[str, Any]:
-    """CPU (cores), memory (MiB) and GPUs of one GPU worker pod: the smallest GPU worker VM
-    minus the platform's system reserve (k3s, kubelet, DaemonSets), as checks.py validates."""
+    """Return the CPU, memory and GPUs of one GPU worker pod.
+
+    The smallest GPU worker VM minus the platform's system reserve (k3s, kubelet, DaemonSets), as
+    :func:`skyrig.config.checks.gpu_workers_fit` validates; at least 1 core and 1024 MiB.
+
+    Args:
+        stack: The validated stack (dev/prod: Kubernetes on, ``ray.mode: kuberay``).
+
+    Returns:
+        ``{"cpu": cores (int), "memory_mib": MiB (int), "gpus": GPUs per worker (int)}``.
+    """
     cfg = stack.config
     p, r = cfg.platform, cfg.ray
     sizes = []
@@ -109,22 +172,48 @@ def _res(cpu: int | str, memory_mib: int, gpus: int = 0) -> Obj:
 
 
 def ray_image(stack: Stack) -> str:
-    """``rayproject/ray:<ray>-<py>-cu<XY>``: the stack's Ray release, CUDA variant from the
-    compatibility matrix (``ray_images``)."""
+    """Return the Ray image of the stack: ``rayproject/ray:<ray>-<py>-cu<XY>``.
+
+    Tag scheme of the ``rayproject/ray`` images on Docker Hub; Python and CUDA variant from the
+    compatibility matrix (``ray_images``).
+
+    Args:
+        stack: The validated stack (dev/prod: Kubernetes on, ``ray.mode: kuberay``).
+
+    Returns:
+        E.g. ``rayproject/ray:2.52.0-py311-cu128``.
+
+    Raises:
+        KeyError: The Ray version is not in the matrix (a validated stack never has that).
+    """
     r, g = stack.config.ray, stack.config.gpu_stack
     info = matrix()["ray_images"][r.version]
     return f"rayproject/ray:{r.version}-{info['python']}-cu{g.cuda_version.replace('.', '')}"
 
 
 def workload_image_tag(stack: Stack) -> str:
-    """The immutable tag the Containerfile build produces: ``<workload version>-<variant>``."""
+    """Return the immutable tag the Containerfile build produces: ``<workload version>-<variant>``.
+
+    Args:
+        stack: The validated stack (dev/prod: Kubernetes on, ``ray.mode: kuberay``).
+
+    Returns:
+        ``platform.image.tag`` when set, else e.g. ``0.1.0-cuda``.
+    """
     img, w = stack.config.platform.image, stack.config.workload
     return img.tag or f"{w.version}-{img.variant}"
 
 
 def workload_image(stack: Stack) -> str:
-    """The RayJob's image: ``repository@sha256:...`` when a digest is pinned, else
-    ``repository:<version>-<variant>``."""
+    """Return the RayJob's image reference.
+
+    Args:
+        stack: The validated stack (dev/prod: Kubernetes on, ``ray.mode: kuberay``).
+
+    Returns:
+        ``repository@sha256:...`` when a digest is pinned, else
+        ``repository:<version>-<variant>``.
+    """
     img = stack.config.platform.image
     if img.digest:
         return f"{img.repository}@{img.digest}"
@@ -135,8 +224,18 @@ def workload_image(stack: Stack) -> str:
 
 
 def namespaces(stack: Stack) -> list[Obj]:
-    """Workload and operator namespaces (PSA ``restricted``) and the device-plugin namespace
-    (PSA ``privileged``: its DaemonSet mounts the kubelet's device-plugin directory)."""
+    """Return the workload, operator and device-plugin namespaces with Pod Security labels.
+
+    Workload and operator namespaces enforce, audit and warn at PSA ``restricted``; the
+    device-plugin namespace is ``privileged`` (its DaemonSet mounts the kubelet's device-plugin
+    directory). Kubernetes docs: "Pod Security Admission" labels.
+
+    Args:
+        stack: The validated stack (dev/prod: Kubernetes on, ``ray.mode: kuberay``).
+
+    Returns:
+        Three ``v1`` Namespace objects.
+    """
     p = stack.config.platform
     out = []
     for name, level in ((p.operator_namespace, "restricted"), (p.namespace, "restricted"),
@@ -150,8 +249,21 @@ def namespaces(stack: Stack) -> list[Obj]:
 
 
 def device_plugin(stack: Stack) -> list[Obj]:
-    """NVIDIA device plugin (and GPU Feature Discovery when asked) from the vendored release,
-    on A4000 GPU nodes only, tolerating the GPU taint."""
+    """Return the NVIDIA device plugin (and GPU Feature Discovery when asked) DaemonSets.
+
+    From the vendored NVIDIA k8s-device-plugin static manifests of
+    ``platform.device_plugin_version``, on GPU nodes only (product-label selector), tolerating the
+    GPU taint, with requests = limits of 50m CPU and 64 MiB.
+
+    Args:
+        stack: The validated stack (dev/prod: Kubernetes on, ``ray.mode: kuberay``).
+
+    Returns:
+        One or two ``apps/v1`` DaemonSet objects.
+
+    Raises:
+        SkyrigConfigError: That device-plugin release is not vendored.
+    """
     p = stack.config.platform
     dp, gfd = device_plugin_manifests(p.device_plugin_version)
     dp["metadata"]["namespace"] = DEVICE_PLUGIN_NAMESPACE
@@ -173,8 +285,20 @@ def device_plugin(stack: Stack) -> list[Obj]:
 
 
 def kuberay_operator(stack: Stack) -> list[Obj]:
-    """The KubeRay operator of the stack's ``kuberay_version``: CRDs and install objects from the
-    vendored kustomize render, moved into the operator namespace."""
+    """Return the KubeRay operator install of ``ray.kuberay_version`` in the operator namespace.
+
+    CRDs and install objects from the vendored kustomize render of KubeRay's
+    ``ray-operator/config/default``; the operator Deployment gets 100m CPU and 512 MiB.
+
+    Args:
+        stack: The validated stack (dev/prod: Kubernetes on, ``ray.mode: kuberay``).
+
+    Returns:
+        CRDs, ServiceAccount, Roles and bindings, Service and Deployment (fresh copies).
+
+    Raises:
+        SkyrigConfigError: That KubeRay release is not vendored.
+    """
     r, p = stack.config.ray, stack.config.platform
     ns = p.operator_namespace
     out = []
@@ -194,8 +318,17 @@ def kuberay_operator(stack: Stack) -> list[Obj]:
 
 
 def rbac(stack: Stack) -> list[Obj]:
-    """Least privilege for the job submitter: RayJobs in the workload namespace only (plus read
-    access to the pods and logs it follows), with a token Secret for CI/operators."""
+    """Return least-privilege RBAC for the job submitter, in the workload namespace.
+
+    Full access to RayJobs, read access to RayClusters, pods and pod logs it follows (Kubernetes
+    RBAC docs), and a ``kubernetes.io/service-account-token`` Secret for CI/operators.
+
+    Args:
+        stack: The validated stack (dev/prod: Kubernetes on, ``ray.mode: kuberay``).
+
+    Returns:
+        ServiceAccount, Role, RoleBinding and token Secret.
+    """
     ns = stack.config.platform.namespace
     sa = {"apiVersion": "v1", "kind": "ServiceAccount",
           "metadata": _meta(SUBMITTER, stack, "rbac", ns), "automountServiceAccountToken": False}
@@ -235,7 +368,15 @@ def _ports(*ports: int, protocol: str = "TCP") -> list[Obj]:
 
 
 def tracking_uri(stack: Stack) -> str:
-    """The MLflow URI the RayJob reports to: the in-cluster Service, or the external URI."""
+    """Return the MLflow URI the RayJob reports to: the in-cluster Service, or the external URI.
+
+    Args:
+        stack: The validated stack (dev/prod: Kubernetes on, ``ray.mode: kuberay``).
+
+    Returns:
+        ``http://mlflow.<namespace>.svc.cluster.local:<port>`` for ``mlflow.mode: in-cluster``,
+        else ``workload.tracking_uri``.
+    """
     p, w = stack.config.platform, stack.config.workload
     if p.mlflow.mode == "in-cluster":
         return f"http://{MLFLOW}.{p.namespace}.svc.cluster.local:{p.mlflow.port}"
@@ -243,9 +384,20 @@ def tracking_uri(stack: Stack) -> str:
 
 
 def network_policies(stack: Stack) -> list[Obj]:
-    """Default deny in the workload namespace, then only: DNS, Ray pod to Ray pod, clients of the
-    Ray head (submitter pods, the KubeRay operator), the metrics scrape from the monitoring
-    namespace, the autoscaler to the API server, and Ray to MLflow."""
+    """Return the workload namespace's NetworkPolicies: default deny, then only what Ray needs.
+
+    Allowed: DNS to kube-dns, Ray pod to Ray pod, clients of the Ray head (submitter pods, the
+    KubeRay operator), the metrics scrape from the monitoring namespace, the autoscaler to the API
+    server (port 6443 of the control-plane VMs) and Ray to MLflow. Kubernetes NetworkPolicy
+    semantics: policies are additive; a pod selected by any policy only gets what some policy
+    allows.
+
+    Args:
+        stack: The validated stack (dev/prod: Kubernetes on, ``ray.mode: kuberay``).
+
+    Returns:
+        ``networking.k8s.io/v1`` NetworkPolicy objects.
+    """
     cfg = stack.config
     p, r, k = cfg.platform, cfg.ray, cfg.kubernetes
     ns = p.namespace
@@ -306,9 +458,19 @@ def network_policies(stack: Stack) -> list[Obj]:
 
 
 def quotas(stack: Stack) -> list[Obj]:
-    """ResourceQuota (room for the standing RayCluster and one RayJob cluster at full size, the
-    GPUs the GPU worker VMs have, MLflow) and a LimitRange that gives every container
-    requests/limits (the quota requires them)."""
+    """Return the workload namespace's ResourceQuota and LimitRange.
+
+    The quota leaves room for the standing RayCluster and one RayJob cluster at full size, the
+    GPUs of the GPU worker VMs and MLflow (memory in MiB, ``Mi``); the LimitRange gives every
+    container requests/limits, which a quota on ``requests.*``/``limits.*`` requires (Kubernetes
+    docs: "Resource Quotas").
+
+    Args:
+        stack: The validated stack (dev/prod: Kubernetes on, ``ray.mode: kuberay``).
+
+    Returns:
+        ``[ResourceQuota, LimitRange]``.
+    """
     cfg = stack.config
     p, r = cfg.platform, cfg.ray
     ns = p.namespace
@@ -339,6 +501,14 @@ def quotas(stack: Stack) -> list[Obj]:
 
 
 def cluster_name(stack: Stack) -> str:
+    """Return the name of the standing RayCluster.
+
+    Args:
+        stack: The validated stack (dev/prod: Kubernetes on, ``ray.mode: kuberay``).
+
+    Returns:
+        ``<stack>-ray``.
+    """
     return f"{stack.name}-ray"
 
 
@@ -363,8 +533,21 @@ def _volumes(stack: Stack, *, data: bool) -> tuple[list[Obj], list[Obj]]:
 
 
 def ray_cluster_spec(stack: Stack, image: str, *, data: bool = True) -> Obj:
-    """``RayCluster.spec``: head on a CPU node, one A4000 worker group sized to the GPU worker
-    VMs, autoscaler on, metrics port exposed, object store from the stack."""
+    """Return a ``RayCluster.spec`` (KubeRay ray.io/v1 API).
+
+    Head on a CPU node (no ``nvidia.com/gpu.present`` label), ``num-cpus: 0``; one GPU worker
+    group sized by :func:`worker_resources` (requests = limits), autoscaler on (idle timeout 600 s),
+    metrics port exposed, object store ``ray.object_store_memory_mib`` (passed to Ray in bytes),
+    ``/dev/shm`` as memory-backed ``emptyDir``; pods follow PSS ``restricted``.
+
+    Args:
+        stack: The validated stack (dev/prod: Kubernetes on, ``ray.mode: kuberay``).
+        image: Container image of head and workers.
+        data: Whether to mount the data (read-only) and results volumes.
+
+    Returns:
+        The spec dict, also used as a RayJob's ``rayClusterSpec``.
+    """
     cfg = stack.config
     r, p = cfg.ray, cfg.platform
     w = worker_resources(stack)
@@ -417,8 +600,17 @@ def ray_cluster_spec(stack: Stack, image: str, *, data: bool = True) -> Obj:
 
 
 def ray_cluster(stack: Stack) -> list[Obj]:
-    """The standing RayCluster (Ray image of the stack's Ray/CUDA). Its head and worker
-    PodMonitors come from :func:`skyrig.monitoring.kube_objects` (one scrape per Ray pod)."""
+    """Return the standing RayCluster on the stack's Ray/CUDA image.
+
+    Its head and worker PodMonitors come from :func:`skyrig.monitoring.kube_objects` (one scrape
+    per Ray pod).
+
+    Args:
+        stack: The validated stack (dev/prod: Kubernetes on, ``ray.mode: kuberay``).
+
+    Returns:
+        One ``ray.io/v1`` RayCluster object.
+    """
     cfg = stack.config
     ns = cfg.platform.namespace
     cluster = {"apiVersion": "ray.io/v1", "kind": "RayCluster",
@@ -431,16 +623,35 @@ def ray_cluster(stack: Stack) -> list[Obj]:
 
 
 def release_name(stack: Stack) -> str:
-    """The RayJob name: workload, version and model alias (two releases never collide), at most
-    47 characters (KubeRay derives cluster and Job names from it)."""
+    """Return the RayJob name: workload, version and model alias (two releases never collide).
+
+    At most 47 characters: KubeRay derives the RayCluster and submitter Job names from it (with
+    suffixes), and names used as label values are limited to 63 characters.
+
+    Args:
+        stack: The validated stack (dev/prod: Kubernetes on, ``ray.mode: kuberay``).
+
+    Returns:
+        E.g. ``qso-anomaly-v0-2-0-champion``.
+    """
     w = stack.config.workload
     name = f"{w.name.replace('_', '-')}-v{w.version.replace('.', '-')}-{w.model_alias}"
     return name.lower()[:47].rstrip("-")
 
 
 def entrypoint_args(stack: Stack) -> list[str]:
-    """Arguments of ``python -m qso_anomaly.pipeline`` the stack implies (parsed by the
-    workload's own ``build_parser`` in the tests)."""
+    """Return the arguments of ``python -m qso_anomaly.pipeline`` the stack implies.
+
+    Parsed by the workload's own ``build_parser`` in the tests.
+
+    Args:
+        stack: The validated stack (dev/prod: Kubernetes on, ``ray.mode: kuberay``).
+
+    Returns:
+        Argument list: ``--out``, ``--tracking-uri``, ``--model-alias``, ``--n-spectra``,
+        ``--seed``, ``--framework``, ``--expect-version``, ``--use-ray``, ``--num-workers`` and
+        ``--use-gpu``/``--no-use-gpu``.
+    """
     cfg = stack.config
     w, p, r = cfg.workload, cfg.platform, cfg.ray
     args = ["--out", f"{p.results.mount_path}/{release_name(stack)}",
@@ -457,12 +668,30 @@ def entrypoint_args(stack: Stack) -> list[str]:
 
 
 def entrypoint(stack: Stack) -> str:
+    """Return the RayJob's shell-quoted entrypoint command line.
+
+    Args:
+        stack: The validated stack (dev/prod: Kubernetes on, ``ray.mode: kuberay``).
+
+    Returns:
+        ``python -m qso_anomaly.pipeline <args>`` (see :func:`entrypoint_args`).
+    """
     return shlex.join(["python", "-m", "qso_anomaly.pipeline", *entrypoint_args(stack)])
 
 
 def rayjob(stack: Stack) -> Obj:
-    """One RayJob for the pinned workload release: its own Ray cluster on the workload image,
-    shut down after the job, kept ``ttlSecondsAfterFinished``, retried ``backoffLimit`` times."""
+    """Return one RayJob for the pinned workload release (KubeRay ray.io/v1 RayJob).
+
+    Its own Ray cluster on the workload image, ``K8sJobMode`` submitter under the submitter
+    ServiceAccount, shut down after the job, kept ``ttlSecondsAfterFinished`` seconds, retried
+    ``backoffLimit`` times, stopped after ``activeDeadlineSeconds`` (``platform.job_deadline_s``).
+
+    Args:
+        stack: The validated stack (dev/prod: Kubernetes on, ``ray.mode: kuberay``).
+
+    Returns:
+        The RayJob object, labelled with workload, version and model alias.
+    """
     cfg = stack.config
     p, w = cfg.platform, cfg.workload
     image = workload_image(stack)
@@ -490,7 +719,16 @@ def rayjob(stack: Stack) -> Obj:
 
 
 def volumes(stack: Stack) -> list[Obj]:
-    """The data PVC (kind pvc; NFS needs no object) and the results PVC."""
+    """Return the data PVC (kind pvc; NFS needs no object) and the results PVC.
+
+    Both ``ReadWriteMany`` (every Ray pod mounts them), sizes ``size_gib`` as ``<n>Gi``.
+
+    Args:
+        stack: The validated stack (dev/prod: Kubernetes on, ``ray.mode: kuberay``).
+
+    Returns:
+        One or two ``v1`` PersistentVolumeClaim objects.
+    """
     p = stack.config.platform
     out = []
 
@@ -509,7 +747,18 @@ def volumes(stack: Stack) -> list[Obj]:
 
 
 def mlflow_server(stack: Stack) -> list[Obj]:
-    """In-cluster MLflow (Deployment + Service + PVC) when ``platform.mlflow.mode`` says so."""
+    """Return the in-cluster MLflow server when ``platform.mlflow.mode`` is ``in-cluster``.
+
+    One replica (``Recreate``: SQLite store on a ``ReadWriteOnce`` PVC of ``storage_gib``
+    GiB), ``--serve-artifacts`` (MLflow docs: tracking server artifact proxy), readiness on
+    ``/health``, 1 CPU and 2048 MiB, PSS ``restricted``.
+
+    Args:
+        stack: The validated stack (dev/prod: Kubernetes on, ``ray.mode: kuberay``).
+
+    Returns:
+        ``[PVC, Deployment, Service]``, or ``[]`` for an external server.
+    """
     p = stack.config.platform
     m = p.mlflow
     if m.mode != "in-cluster":

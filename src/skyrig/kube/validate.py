@@ -46,7 +46,15 @@ OBJECT_META = {
 
 @dataclass(frozen=True)
 class ManifestProblem:
-    """One object that does not validate: which, where in it, and why."""
+    """One object that does not validate: which, where in it, and why.
+
+    Attributes:
+        kind: The object's ``kind`` (``<no kind>`` when missing).
+        name: ``metadata.name`` (``<unnamed>`` when missing).
+        path: Dotted path of the offending field, e.g. ``spec.template.spec.containers.0``; empty
+            for the object itself.
+        message: The schema validator's message.
+    """
 
     kind: str
     name: str
@@ -54,11 +62,20 @@ class ManifestProblem:
     message: str
 
     def render(self) -> str:
+        """Return the problem as one line: ``<kind>/<name>: <path>: <message>``.
+
+        Returns:
+            The line; ``<root>`` stands for an empty path.
+        """
         return f"{self.kind}/{self.name}: {self.path or '<root>'}: {self.message}"
 
 
 class ManifestValidationError(SkyrigError):
-    """Rendered Kubernetes objects do not validate against their schemas."""
+    """Rendered Kubernetes objects do not validate against their schemas.
+
+    Args:
+        problems: Every problem found; kept as ``problems``.
+    """
 
     def __init__(self, problems: list[ManifestProblem]) -> None:
         self.problems = problems
@@ -70,7 +87,19 @@ class ManifestValidationError(SkyrigError):
 
 
 def strict_schema(schema: Any) -> Any:
-    """A deep copy of an OpenAPI v3 schema where object schemas reject unknown fields."""
+    """Return a deep copy of an OpenAPI v3 schema where object schemas reject unknown fields.
+
+    Adds ``additionalProperties: false`` to every schema that lists ``properties`` and sets
+    neither ``additionalProperties`` nor ``x-kubernetes-preserve-unknown-fields`` (the API server
+    prunes unknown fields of structural schemas; Kubernetes docs: "CustomResourceDefinition ...
+    Field pruning").
+
+    Args:
+        schema: A schema or any part of one (dicts, lists and scalars are walked).
+
+    Returns:
+        The tightened copy; the input is not changed.
+    """
     if isinstance(schema, list):
         return [strict_schema(s) for s in schema]
     if not isinstance(schema, dict):
@@ -117,7 +146,7 @@ def _definitions(schema_dir: str, version: str) -> Any:
 
 @cache
 def _builtin_validator(k8s_version: str, api: str, kind: str) -> Any:
-    """kubernetes-validate's strict schema for (version, apiVersion, kind), compiled once.
+    """Return kubernetes-validate's strict schema for (version, apiVersion, kind), compiled once.
 
     Same schema choice as ``kubernetes_validate.validate(obj, version, strict=True)`` (the newest
     bundled version not newer than ``k8s_version``; tests check both agree), but cached: the
@@ -140,7 +169,17 @@ def _builtin_validator(k8s_version: str, api: str, kind: str) -> Any:
 
 
 def custom_kinds(kuberay_version: str = "1.7.0") -> list[tuple[str, str]]:
-    """(apiVersion, kind) pairs validated against vendored CRDs."""
+    """Return the (apiVersion, kind) pairs validated against vendored CRDs.
+
+    Args:
+        kuberay_version: KubeRay release without ``v``.
+
+    Returns:
+        Sorted pairs such as ``("ray.io/v1", "RayJob")`` for every served CRD version.
+
+    Raises:
+        SkyrigConfigError: That KubeRay release is not vendored.
+    """
     return sorted(_crd_validators(kuberay_version))
 
 
@@ -155,11 +194,23 @@ def _name(obj: Obj) -> str:
 
 def problems(objs: Iterable[Obj], k8s_version: str,
              kuberay_version: str = "1.7.0") -> list[ManifestProblem]:
-    """Every problem of every object (empty list: all valid).
+    """Return every problem of every object (empty list: all valid).
 
-    ``k8s_version`` is ``"1.33.4"`` or ``"1.33"``; built-in kinds use kubernetes-validate's
-    schema for that minor (strict), custom resources the vendored CRDs of ``kuberay_version``
-    and Prometheus Operator v0.93.0.
+    Built-in kinds use kubernetes-validate's strict schema for the Kubernetes minor (unknown fields
+    are errors); custom resources use the served version's ``openAPIV3Schema`` of the vendored CRDs
+    of KubeRay ``kuberay_version`` and Prometheus Operator v0.93.0, tightened by
+    :func:`strict_schema`. A kind without a schema is a problem, never a silent pass.
+
+    Args:
+        objs: Kubernetes manifests as dicts.
+        k8s_version: Kubernetes version, ``"1.33.4"`` or ``"1.33"``.
+        kuberay_version: KubeRay release without ``v``.
+
+    Returns:
+        The problems, object by object, sorted by field path within an object.
+
+    Raises:
+        SkyrigConfigError: That KubeRay release is not vendored.
     """
     crd_validators = _crd_validators(kuberay_version)
     out: list[ManifestProblem] = []
@@ -193,7 +244,17 @@ def problems(objs: Iterable[Obj], k8s_version: str,
 
 def validate_objects(objs: Iterable[Obj], k8s_version: str,
                      kuberay_version: str = "1.7.0") -> None:
-    """Raise :class:`ManifestValidationError` listing every problem, or return when all valid."""
+    """Validate objects and raise listing every problem (see :func:`problems`).
+
+    Args:
+        objs: Kubernetes manifests as dicts.
+        k8s_version: Kubernetes version, ``"1.33.4"`` or ``"1.33"``.
+        kuberay_version: KubeRay release without ``v``.
+
+    Raises:
+        ManifestValidationError: Any object does not validate.
+        SkyrigConfigError: That KubeRay release is not vendored.
+    """
     found = problems(objs, k8s_version, kuberay_version)
     if found:
         raise ManifestValidationError(found)

@@ -64,10 +64,20 @@ def _kuberay(version: str) -> tuple[Obj, ...]:
 
 
 def kuberay_install(version: str) -> list[Obj]:
-    """The KubeRay operator install of ``version`` (CRDs, RBAC, Service, Deployment): fresh
-    copies (parsed again from the cached JSON text: faster than a deep copy of 4 MB).
+    """Return the KubeRay operator install of ``version`` as fresh copies.
 
-    Raises :class:`SkyrigConfigError` when that release is not vendored.
+    The objects KubeRay's own kustomize config (``ray-operator/config/default``, rendered with
+    ``kubectl kustomize``) holds: CRDs, RBAC, Service, Deployment. Parsed again from the cached JSON
+    text (faster than a deep copy of 4 MB), so callers may mutate them.
+
+    Args:
+        version: KubeRay release without ``v``, e.g. ``1.7.0``.
+
+    Returns:
+        The manifests in KubeRay's order.
+
+    Raises:
+        SkyrigConfigError: That release is not vendored.
     """
     docs: list[Obj] = json.loads(_kuberay_text(version))
     return docs
@@ -89,14 +99,31 @@ def _device_plugin(version: str) -> tuple[Obj, Obj]:
 
 
 def device_plugin_manifests(version: str) -> tuple[Obj, Obj]:
-    """(device-plugin DaemonSet, GPU Feature Discovery DaemonSet) of ``version``: deep copies."""
+    """Return the NVIDIA device plugin and GPU Feature Discovery DaemonSets of ``version``.
+
+    From NVIDIA's k8s-device-plugin release (``deployments/static/``); see the vendored
+    ``PROVENANCE.md``.
+
+    Args:
+        version: Device-plugin release without ``v``, e.g. ``0.20.0``.
+
+    Returns:
+        ``(device-plugin DaemonSet, GPU Feature Discovery DaemonSet)``: deep copies, safe to mutate.
+
+    Raises:
+        SkyrigConfigError: The vendored manifest is of another release.
+    """
     dp, gfd = _device_plugin(version)
     return copy.deepcopy(dp), copy.deepcopy(gfd)
 
 
 @cache
 def prometheus_operator_crds() -> tuple[Obj, ...]:
-    """The ServiceMonitor, PodMonitor and PrometheusRule CRDs (v0.93.0)."""
+    """Return the ServiceMonitor, PodMonitor and PrometheusRule CRDs of Prometheus Operator v0.93.0.
+
+    Returns:
+        The CRD objects (cached and shared: do not mutate).
+    """
     out: list[Obj] = []
     for name in PROMETHEUS_OPERATOR_CRDS:
         out.extend(d for d in yaml.load_all(_text("prometheus-operator", name), _Loader) if d)
@@ -104,6 +131,16 @@ def prometheus_operator_crds() -> tuple[Obj, ...]:
 
 
 def crds(kuberay_version: str) -> list[Obj]:
-    """Every CRD skyrig validates custom resources against (KubeRay + Prometheus Operator)."""
+    """Return every CRD skyrig validates custom resources against (KubeRay + Prometheus Operator).
+
+    Args:
+        kuberay_version: KubeRay release without ``v``.
+
+    Returns:
+        The CRD objects (shared with the cache: do not mutate).
+
+    Raises:
+        SkyrigConfigError: That KubeRay release is not vendored.
+    """
     ray = [d for d in _kuberay(kuberay_version) if d.get("kind") == "CustomResourceDefinition"]
     return [*ray, *prometheus_operator_crds()]
