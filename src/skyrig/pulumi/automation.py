@@ -24,7 +24,14 @@ from skyrig.proxmox.endpoint import PVESIM_ENV, Endpoint
 
 
 def pulumi_cli() -> str | None:
-    """Path of the ``pulumi`` CLI on PATH, or None (then the Automation API cannot run)."""
+    """Return the path of the ``pulumi`` CLI on PATH, or None (then the Automation API cannot run).
+
+    The Automation API drives the CLI (Pulumi docs: "Automation API"), so without it skyrig uses
+    the direct apply.
+
+    Returns:
+        The executable's path, or ``None``.
+    """
     return shutil.which("pulumi")
 
 
@@ -67,8 +74,27 @@ def _collector(result: ApplyResult) -> Any:
 
 
 def pulumi_up(stack: Stack, *, console: Console, endpoint: Endpoint | None) -> ApplyResult:
-    """``pulumi up`` of ``stack`` (program ``stacks/__main__.py``); ``endpoint`` reaches the
-    program as ``$SKYRIG_PVESIM_ENDPOINT``. Returns what changed, per resource."""
+    """Run ``pulumi up`` of ``stack`` through the Automation API (program ``stacks/__main__.py``).
+
+    The state backend is the local file backend ``<state_dir>/pulumi`` (Pulumi docs: "State and
+    backends", ``file://``); the passphrase comes from ``$PULUMI_CONFIG_PASSPHRASE``. Engine
+    events of the dynamic ``GpuVm``/``PciMapping`` resources are sorted into the result's lists.
+
+    Args:
+        stack: The validated stack.
+        console: Where Pulumi's output is printed.
+        endpoint: An endpoint override (the embedded pvesim) passed to the program as
+            ``$SKYRIG_PVESIM_ENDPOINT``, or ``None``.
+
+    Returns:
+        What changed per resource (``vm/<name>``, ``pci-mapping/<id>``), the VMs' addresses from
+        the ``inventory`` output, pending reboots and elapsed seconds.
+
+    Raises:
+        SkyrigError: The ``pulumi`` Python package is missing.
+        pulumi.automation.errors.CommandError: ``pulumi up`` failed (its output names the
+            resource and the skyrig error).
+    """
     started = time.monotonic()
     result = ApplyResult(stack=stack.name, path="pulumi")
     st = _stack(stack, endpoint)
@@ -85,7 +111,20 @@ def pulumi_up(stack: Stack, *, console: Console, endpoint: Endpoint | None) -> A
 
 
 def pulumi_destroy(stack: Stack, *, console: Console, endpoint: Endpoint | None) -> ApplyResult:
-    """``pulumi destroy`` of ``stack``; returns what was deleted."""
+    """Run ``pulumi destroy`` of ``stack`` through the Automation API.
+
+    Args:
+        stack: The validated stack.
+        console: Where Pulumi's output is printed.
+        endpoint: An endpoint override (the embedded pvesim), or ``None``.
+
+    Returns:
+        What was deleted per resource, and elapsed seconds.
+
+    Raises:
+        SkyrigError: The ``pulumi`` Python package is missing.
+        pulumi.automation.errors.CommandError: ``pulumi destroy`` failed.
+    """
     started = time.monotonic()
     result = ApplyResult(stack=stack.name, path="pulumi")
     st = _stack(stack, endpoint)

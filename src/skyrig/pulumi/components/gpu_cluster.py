@@ -13,7 +13,16 @@ from skyrig.pulumi.providers import GpuVm, PciMapping
 
 @dataclass
 class GpuClusterArgs:
-    """What the component needs: the plan, how to reach PVE, and provisioning behaviour."""
+    """What the component needs: the plan, how to reach PVE, and provisioning behaviour.
+
+    Attributes:
+        plan: The stack's plan (mappings and VMs).
+        endpoint: The PVE endpoint, or a Pulumi Input of one.
+        roles: VM name → inventory roles, copied into the ``inventory`` output.
+        reboot_policy: ``never`` or ``when-required`` (see
+            :class:`skyrig.proxmox.vms.VmReconciler`).
+        task_timeout_s: Timeout of each PVE task, in seconds.
+    """
 
     plan: Plan
     endpoint: pulumi.Input[Any]
@@ -23,7 +32,25 @@ class GpuClusterArgs:
 
 
 class GpuCluster(pulumi.ComponentResource):
-    """Mappings first, then one ``GpuVm`` per planned VM (each after the mappings it uses)."""
+    """Mappings first, then one ``GpuVm`` per planned VM (each after the mappings it uses).
+
+    A Pulumi component resource (type ``skyrig:proxmox:GpuCluster``) whose children are the
+    dynamic ``PciMapping`` (``pci-<id>``) and ``GpuVm`` (``vm-<name>``) resources.
+
+    Args:
+        name: Pulumi resource name.
+        args: Plan, endpoint and provisioning behaviour.
+        opts: Pulumi resource options.
+
+    Attributes:
+        mappings: Mapping id → its resource.
+        vms: VM name → its resource.
+        inventory: ``{"stack", "hosts": [{"name", "ip", "vmid", "node", "roles",
+            "gpu_mappings", "gpu_ids"}]}``; ``ip`` is the reported IPv4 address, else the planned
+            one; ``gpu_ids`` are ``vendor:device`` hex.
+        vm_ips: VM name → IPv4 address (reported, else planned).
+        pending_reboot: Names of VMs with changes pending until a reboot.
+    """
 
     mappings: dict[str, PciMapping]
     vms: dict[str, GpuVm]

@@ -28,14 +28,31 @@ SECRET_KINDS = {"Secret"}
 
 def kube_provider(name: str, kubeconfig: pulumi.Input[str], *,
                   opts: pulumi.ResourceOptions | None = None) -> k8s.Provider:
-    """A provider for the stack's cluster; the kubeconfig is wrapped as a Pulumi secret."""
+    """Return a pulumi-kubernetes provider for the stack's cluster.
+
+    The kubeconfig is wrapped as a Pulumi secret; server-side apply is on (pulumi-kubernetes
+    ``Provider`` ``enable_server_side_apply``, Kubernetes docs: "Server-Side Apply").
+
+    Args:
+        name: Pulumi resource name of the provider.
+        kubeconfig: The kubeconfig text (or an Input of it).
+        opts: Pulumi resource options.
+
+    Returns:
+        The provider.
+    """
     return k8s.Provider(name, kubeconfig=pulumi.Output.secret(kubeconfig),
                         enable_server_side_apply=True, opts=opts)
 
 
 @dataclass
 class KubeComponentArgs:
-    """The plan and the provider a Kubernetes component deploys with."""
+    """The plan and the provider a Kubernetes component deploys with.
+
+    Attributes:
+        plan: The stack's Kubernetes objects.
+        provider: The pulumi-kubernetes provider of the stack's cluster.
+    """
 
     plan: KubePlan
     provider: k8s.Provider
@@ -75,8 +92,20 @@ class _KubeObjects(pulumi.ComponentResource):
 
 
 class GpuPlatform(_KubeObjects):
-    """Namespaces, NVIDIA device plugin, KubeRay operator and CRDs, RBAC, NetworkPolicies and
-    quotas of a stack (``KubePlan.platform``)."""
+    """The platform objects of a stack (``KubePlan.platform``).
+
+    Namespaces, NVIDIA device plugin, KubeRay operator and CRDs, RBAC, NetworkPolicies and quotas;
+    type ``skyrig:kube:GpuPlatform``.
+
+    Args:
+        name: Pulumi resource name.
+        args: Plan and provider.
+        opts: Pulumi resource options.
+
+    Attributes:
+        submitter_token_secret: Name of the job submitter's token Secret (a Pulumi secret; ``""``
+            when none).
+    """
 
     def __init__(self, name: str, args: KubeComponentArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:
@@ -87,7 +116,15 @@ class GpuPlatform(_KubeObjects):
 
 
 class RayClusterComponent(_KubeObjects):
-    """The RayCluster and its ServiceMonitor/PodMonitor (``KubePlan.ray_cluster``)."""
+    """The RayCluster and its ServiceMonitor/PodMonitor (``KubePlan.ray_cluster``).
+
+    Type ``skyrig:kube:RayCluster``.
+
+    Args:
+        name: Pulumi resource name.
+        args: Plan and provider.
+        opts: Pulumi resource options.
+    """
 
     def __init__(self, name: str, args: KubeComponentArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:
@@ -95,8 +132,19 @@ class RayClusterComponent(_KubeObjects):
 
 
 class WorkloadRelease(_KubeObjects):
-    """Data/results PVCs, the in-cluster MLflow server (if any) and the RayJob of the pinned
-    workload release (``KubePlan.workload``)."""
+    """The workload objects of the pinned release (``KubePlan.workload``).
+
+    Data/results PVCs, the in-cluster MLflow server (if any) and the RayJob; type
+    ``skyrig:kube:WorkloadRelease``.
+
+    Args:
+        name: Pulumi resource name.
+        args: Plan and provider.
+        opts: Pulumi resource options.
+
+    Attributes:
+        rayjob_name: Name of the RayJob (``""`` when none).
+    """
 
     def __init__(self, name: str, args: KubeComponentArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:

@@ -14,7 +14,18 @@ SECRET_OUTPUTS = ["pve_token_secret"]
 
 
 def connection_inputs(endpoint: Any) -> dict[str, Any]:
-    """Inputs from an :class:`Endpoint` (or an Output of one); the secret is wrapped secret."""
+    """Return the connection inputs of a dynamic resource from an :class:`Endpoint`.
+
+    The token secret is wrapped with ``pulumi.Output.secret`` so it is encrypted in the state
+    (Pulumi docs: "Secrets").
+
+    Args:
+        endpoint: An :class:`Endpoint` or a Pulumi Output of one.
+
+    Returns:
+        Outputs for :data:`CONNECTION_KEYS`: ``pve_url``, ``pve_token_id``, ``pve_token_secret``
+        (secret), ``pve_ca_path`` (``""`` for none) and ``pve_verify_tls``.
+    """
     import pulumi
 
     ep = pulumi.Output.from_input(endpoint)
@@ -28,6 +39,18 @@ def connection_inputs(endpoint: Any) -> dict[str, Any]:
 
 
 def endpoint_from(props: dict[str, Any]) -> Endpoint:
+    """Rebuild the endpoint from a dynamic resource's properties.
+
+    Args:
+        props: Resource properties holding :data:`CONNECTION_KEYS` (plain values, as the
+            provider receives them).
+
+    Returns:
+        The endpoint (an empty ``pve_ca_path`` means none).
+
+    Raises:
+        KeyError: ``pve_url``, ``pve_token_id`` or ``pve_token_secret`` is missing.
+    """
     return Endpoint(url=str(props["pve_url"]), token_id=str(props["pve_token_id"]),
                     token_secret=str(props["pve_token_secret"]),
                     ca_path=str(props.get("pve_ca_path") or "") or None,
@@ -35,8 +58,29 @@ def endpoint_from(props: dict[str, Any]) -> Endpoint:
 
 
 def client_from(props: dict[str, Any]) -> PveClient:
+    """Open a PVE session from a dynamic resource's properties.
+
+    Args:
+        props: Resource properties holding :data:`CONNECTION_KEYS`.
+
+    Returns:
+        A token-authenticated client.
+
+    Raises:
+        ProxmoxError: The endpoint is not HTTPS or cannot be reached.
+        KeyError: A required connection key is missing.
+    """
     return PveClient(endpoint_from(props))
 
 
 def changed_connection(olds: dict[str, Any], news: dict[str, Any]) -> bool:
+    """Say whether any connection property changed between two states.
+
+    Args:
+        olds: Old resource properties.
+        news: New resource properties.
+
+    Returns:
+        ``True`` when any of :data:`CONNECTION_KEYS` differs.
+    """
     return any(olds.get(k) != news.get(k) for k in CONNECTION_KEYS)
