@@ -105,8 +105,8 @@ def restricted_pod(uid: int = RAY_UID, gid: int = RAY_GID) -> Obj:
 def gpu_toleration() -> Obj:
     """Return the toleration of the taint the k8s_node role puts on GPU nodes.
 
-    The taint is ``nvidia.com/gpu=present:NoSchedule`` (as NVIDIA's device-plugin docs suggest);
-    the toleration matches any value.
+    The taint is ``nvidia.com/gpu=present:NoSchedule``, the key NVIDIA's device-plugin DaemonSet
+    tolerates; the toleration matches any value.
 
     Returns:
         ``{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}``.
@@ -625,8 +625,7 @@ def ray_cluster(stack: Stack) -> list[Obj]:
 def release_name(stack: Stack) -> str:
     """Return the RayJob name: workload, version and model alias (two releases never collide).
 
-    At most 47 characters: KubeRay derives the RayCluster and submitter Job names from it (with
-    suffixes), and names used as label values are limited to 63 characters.
+    At most 47 characters (KubeRay derives the RayCluster and submitter Job names from it).
 
     Args:
         stack: The validated stack (dev/prod: Kubernetes on, ``ray.mode: kuberay``).

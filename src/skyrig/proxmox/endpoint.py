@@ -31,7 +31,7 @@ class Endpoint:
         token_id: PVE API token id ``user@realm!tokenname`` (PVE docs: pveum API tokens).
         token_secret: The token's secret UUID (never printed in ``repr``).
         ca_path: PEM CA bundle that signs the API certificate; ``None`` uses the system store.
-        verify_tls: Whether to verify the certificate (only the local simulator may turn it off).
+        verify_tls: Whether to verify the certificate (a config check refuses ``false`` in prod).
     """
 
     url: str

@@ -26,7 +26,8 @@ class ProvisionRecord:
     """The provisioning record of one stack, loaded from and saved to a JSON file.
 
     Thread-safe: provisioning threads may update it concurrently; every mutation is saved at once
-    (write to ``<path>.tmp``, then rename). A missing or unreadable file starts an empty record.
+    (written to a ``.tmp`` sibling, then renamed over the file). A missing or unreadable file starts
+    an empty record.
 
     Args:
         path: The record file, ``.skyrig/<stack>/provision.json``.
@@ -161,7 +162,7 @@ class ProvisionRecord:
         self.save()
 
     def save(self) -> None:
-        """Write the record atomically (``<path>.tmp`` then rename), creating its directory.
+        """Write the record atomically (``.tmp`` sibling, then rename), creating its directory.
 
         Raises:
             OSError: The file or its directory cannot be written.

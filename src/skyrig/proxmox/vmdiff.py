@@ -56,8 +56,8 @@ KIND_DOC: dict[str, tuple[ChangeKind, str]] = {
 def kind_of(key: str) -> ChangeKind:
     """Say how PVE applies a change of ``key`` to a *running* VM.
 
-    Follows pve-docs qm "Hotplug" and PVE's fast-plug options (``PVE::QemuServer``
-    ``$fast_plug_option``): cloud-init and descriptive keys are written at once, ``netN`` is
+    Follows pve-docs qm "Hotplug": descriptive keys (PVE's fast-plug options such as ``name``,
+    ``description``, ``tags``, ``onboot``) and cloud-init keys are written at once, ``netN`` is
     hot-plugged with PVE's default ``hotplug=network,disk,usb``, everything else stays pending.
 
     Args:
