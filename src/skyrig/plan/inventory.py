@@ -49,11 +49,11 @@ def ray_on_vms(cfg: StackConfig) -> bool:
 def gpu_product_label(model: str) -> str:
     """Return the ``nvidia.com/gpu.product`` node label value of a GPU model key.
 
-    The value NVIDIA's GPU feature discovery sets (e.g. ``NVIDIA-RTX-A4000``), taken from the
-    compatibility matrix (``gpu_models.<model>.product_label``).
+    The value NVIDIA's GPU Feature Discovery sets for the card, taken from the compatibility
+    matrix (``gpu_models.<model>.product_label``).
 
     Args:
-        model: GPU model key, e.g. ``rtx-a4000``.
+        model: GPU model key of the compatibility matrix.
 
     Returns:
         The label value; the key itself when the matrix lacks it.
