@@ -134,7 +134,10 @@ class ModelSpec:
                 merged grid, 3600–9824 Å in 0.8 Å steps (7,781 px).
 
         Returns:
-            ``base`` downsampled by ``grid_downsample``.
+            ``base`` downsampled by ``grid_downsample`` (every k-th pixel).
+
+        Raises:
+            DataError: When ``grid_downsample < 1`` (the spec does not check it).
         """
         return (base or WavelengthGrid.desi_edr()).downsample(self.grid_downsample)
 
