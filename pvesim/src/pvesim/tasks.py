@@ -9,12 +9,27 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pvesim.apierror import ApiError, TaskFailure
+from pvesim.faults import FaultInjector
+from pvesim.store import StateStore
 
-if TYPE_CHECKING:
-    from pvesim.backend import Backend
+
+class TaskHost(Protocol):
+    """What the task manager needs of the simulator's backend (:class:`pvesim.backend.Backend`).
+
+    Kept as a protocol so that this module does not import the backend that owns it.
+    """
+
+    store: StateStore
+    faults: FaultInjector
+    durations: dict[str, float]
+    stopping: threading.Event
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep ``seconds`` (s); False when the simulator is stopping."""
+        ...
 
 UPID_RE = re.compile(
     r"^UPID:([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?):([0-9A-F]{8}):([0-9A-F]{8,9}):"
@@ -89,7 +104,7 @@ Worker = Callable[[TaskContext], None]
 
 
 class TaskManager:
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: TaskHost) -> None:
         self.b = backend
         self._threads: set[threading.Thread] = set()
         self._tlock = threading.Lock()

@@ -9,11 +9,12 @@ says so.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 from skyrig.errors import OwnershipError, ProxmoxError
 from skyrig.plan import Plan
@@ -25,6 +26,8 @@ from skyrig.proxmox.state import ProvisionRecord
 from skyrig.proxmox.vms import VmOutcome, VmReconciler
 
 ApplyPath = Literal["direct", "pulumi"]
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -201,16 +204,15 @@ def apply_plan(plan: Plan, client: PveClient, *, parallelism: int = 4,
             record.put_vm(spec)
         return out
 
-    with ThreadPoolExecutor(max_workers=max(1, parallelism),
-                            thread_name_prefix="skyrig-vm") as pool:
-        futures = {pool.submit(one, spec): spec for spec in plan.vms}
-        for fut in as_completed(futures):
-            vm = futures[fut]
-            try:
-                result.record_vm(fut.result())
-            except Exception as exc:
-                failures[f"vm/{vm.name}"] = exc
-                report(vm.name, f"failed: {str(exc).splitlines()[0]}")
+    def done(vm: GpuVmSpec, fut: Future[VmOutcome]) -> None:
+        try:
+            result.record_vm(fut.result())
+        except Exception as exc:
+            failures[f"vm/{vm.name}"] = exc
+            report(vm.name, f"failed: {str(exc).splitlines()[0]}")
+
+    _run_parallel(plan.vms, one, parallelism, done,
+                  cancelled=lambda vm: report(vm.name, "not started (interrupted)"))
     if remapped:
         _mapping_reboots(remapped, vr, mr, result, report)
     if prune and not failures:
@@ -329,18 +331,18 @@ def destroy_plan(plan: Plan, client: PveClient, *, parallelism: int = 4,
             result.details[key] = [f"not owned by stack {plan.stack}; left alone ({exc.message})"]
             return False
 
-    with ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:
-        futures = {pool.submit(one, vmid): vmid for vmid in targets}
-        for fut in as_completed(futures):
-            vmid = futures[fut]
-            try:
-                if fut.result():
-                    result.deleted.append(f"vm/{targets[vmid]}")
-                    report(targets[vmid], "deleted")
-                if record is not None:
-                    record.drop_vm(vmid)
-            except Exception as exc:
-                failures[f"vm/{targets[vmid]}"] = exc
+    def done(vmid: int, fut: Future[bool]) -> None:
+        try:
+            if fut.result():
+                result.deleted.append(f"vm/{targets[vmid]}")
+                report(targets[vmid], "deleted")
+            if record is not None:
+                record.drop_vm(vmid)
+        except Exception as exc:
+            failures[f"vm/{targets[vmid]}"] = exc
+
+    _run_parallel(list(targets), one, parallelism, done,
+                  cancelled=lambda vmid: report(targets[vmid], "not started (interrupted)"))
     if not failures:
         mr = MappingReconciler(client, recorded=record.mappings() if record else ())
         ids = [m.id for m in plan.pci_mappings] + (record.mappings() if record else [])
@@ -352,6 +354,58 @@ def destroy_plan(plan: Plan, client: PveClient, *, parallelism: int = 4,
     if failures:
         raise ApplyFailed(failures, result)
     return result
+
+
+def _run_parallel(items: Iterable[T], fn: Callable[[T], R], parallelism: int,
+                  done: Callable[[T, Future[R]], None], *,
+                  cancelled: Callable[[T], None]) -> None:
+    """Run ``fn`` over ``items`` on at most ``parallelism`` threads, calling ``done`` per item
+    as it finishes (in the calling thread).
+
+    On an interrupt (Ctrl-C) or any other exception in the calling thread nothing new starts:
+    items not yet begun are dropped (``cancelled`` is called for each, so the caller can say
+    they were left), the ones already running finish their PVE task (a task PVE has started
+    cannot be taken back half-way; this waits for them), and the exception propagates. A re-run
+    converges.
+    """
+    todo = list(items)
+    state = threading.Condition()
+    began: set[int] = set()
+    running = 0
+    stop = False
+
+    def guarded(i: int) -> R | None:
+        nonlocal running
+        with state:
+            if stop:
+                return None
+            began.add(i)
+            running += 1
+        try:
+            return fn(todo[i])
+        finally:
+            with state:
+                running -= 1
+                state.notify_all()
+
+    pool = ThreadPoolExecutor(max_workers=max(1, parallelism), thread_name_prefix="skyrig-pve")
+    futures: dict[Future[R], int] = {}
+    try:
+        for i in range(len(todo)):
+            futures[pool.submit(guarded, i)] = i  # type: ignore[arg-type]
+        for fut in as_completed(futures):
+            done(todo[futures[fut]], fut)
+    except BaseException:
+        with state:
+            stop = True
+        pool.shutdown(wait=False, cancel_futures=True)
+        with state:
+            state.wait_for(lambda: running == 0)
+        for i, item in enumerate(todo):
+            if i not in began:
+                cancelled(item)
+        raise
+    pool.shutdown(wait=True)
 
 
 def preview_plan(plan: Plan, client: PveClient) -> dict[str, list[str]]:

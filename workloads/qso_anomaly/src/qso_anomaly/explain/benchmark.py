@@ -3,6 +3,8 @@
 Unlike the pipeline (which explains the top-k flagged spectra), this draws up to ``per_class``
 spectra of every class from a fresh synthetic survey so that localisation AUROC can be reported
 per class, then runs the weight-randomisation check on the same spectra.
+
+Times are in seconds (``time.perf_counter``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,32 @@ def run_xai_benchmark(trained: Any, *, n: int = 2000, seed: int = 123, per_class
                       ig_steps: int = 32, framework: str = "torch", occlusion_window: int = 16,
                       out: str | Path | None = None, anomaly_fraction: float = 0.5
                       ) -> dict[str, Any]:
-    """Per-class localisation (IG, occlusion), deletion/insertion and randomisation numbers."""
+    """Per-class localisation (IG, occlusion), deletion/insertion and randomisation numbers.
+
+    Generates ``n`` synthetic spectra (seeded, on the model's grid), cleans and scores them
+    with the torch model, and explains the highest-scored ``per_class`` spectra of every
+    anomaly class with :func:`qso_anomaly.explain.runner.explain` (IG baseline: the
+    reconstruction).
+
+    Args:
+        trained: A :class:`~qso_anomaly.train.trained.TrainedModel`.
+        n: Spectra to generate.
+        seed: Seed of the survey generator and of the explanation run.
+        per_class: Spectra explained per anomaly class.
+        ig_steps: Integrated-Gradients path steps (≥ 2).
+        framework: ``torch`` (Captum) or ``jax`` (IG through ``jax.grad``).
+        occlusion_window: Occlusion and deletion window width in pixels.
+        out: Directory for ``xai_benchmark.json`` and the explanation files, or ``None``.
+        anomaly_fraction: Share of generated spectra with an injected anomaly, in [0, 1].
+
+    Returns:
+        JSON-ready result: per-class rows (``ig_auroc``, ``occlusion_auroc``, relevance mass,
+        pointing game, ``meets_0_85``), deletion/insertion AUC means with random references,
+        the randomisation check, ``timing_s`` (seconds) and ``spectra_explained_per_second``.
+
+    Raises:
+        ValueError: For ``ig_steps < 2`` or ``occlusion_window < 1``.
+    """
     from qso_anomaly.data.synth import generate
     from qso_anomaly.data.validate import clean_batch
     from qso_anomaly.explain.runner import ExplainConfig, TorchScorer, explain
@@ -94,7 +121,14 @@ def run_xai_benchmark(trained: Any, *, n: int = 2000, seed: int = 123, per_class
 
 
 def markdown_table(result: dict[str, Any]) -> str:
-    """The per-class table for docs/benchmarks.md."""
+    """The per-class table for docs/benchmarks.md.
+
+    Args:
+        result: A result of :func:`run_xai_benchmark`.
+
+    Returns:
+        A Markdown table, one row per class (``n/a`` for missing or non-finite numbers).
+    """
     lines = [("| class | n | localised | mask share | IG AUROC | occlusion AUROC | "
              "IG relevance mass | pointing game |"),
              "|---|---|---|---|---|---|---|---|"]

@@ -7,6 +7,14 @@
   with re-drawn weights must differ from the trained model's.
 
 Only valid pixels (not masked, ``ivar > 0``) take part in any metric.
+
+Sources: relevance-mass and relevance-rank accuracy as defined by Arras, Osman & Samek 2022
+("CLEVR-XAI", Information Fusion 81); the pointing game of Zhang et al. 2018 ("Top-down Neural
+Attention by Excitation Backprop", IJCV); deletion/insertion of Petsiuk, Das & Saenko 2018
+("RISE", BMVC), here over pixel windows (design §9.3); the randomisation test of Adebayo et
+al. 2018 ("Sanity Checks for Saliency Maps", NeurIPS), with Spearman rank correlation as its
+similarity measure. Shapes: N spectra, P pixels; attributions are in score units per pixel.
+Nothing here raises a qso_anomaly error.
 """
 
 from __future__ import annotations
@@ -30,7 +38,21 @@ ScoreFn = Callable[..., Any]
 
 @dataclass(frozen=True)
 class Localisation:
-    """Localisation metrics of one spectrum's attribution against its injection mask."""
+    """Localisation metrics of one spectrum's attribution against its injection mask.
+
+    A field is NaN when it is undefined: every field without a valid pixel, every field but
+    ``mask_fraction`` (then 0) without an injected pixel, ``auroc`` when every valid pixel is
+    injected.
+
+    Attributes:
+        auroc: Pixel AUROC of the attribution vs the mask (Mann–Whitney, ties averaged;
+            0.5 = chance).
+        average_precision: Step average precision of the attribution vs the mask.
+        relevance_mass: Share of positive attribution inside the mask, in [0, 1].
+        relevance_rank: Share of the top-|M| pixels (by attribution) inside the mask.
+        pointing_game: 1.0 when the highest-attribution pixel is in the mask, else 0.0.
+        mask_fraction: Share of valid pixels inside the mask, in [0, 1].
+    """
 
     auroc: float
     average_precision: float
@@ -46,6 +68,15 @@ def localisation(attr: NDArray[Any], truth: NDArray[np.bool_], valid: NDArray[np
 
     With ``use_abs=False`` the signed attribution is used: pixels that push the anomaly score up
     should be the injected ones.
+
+    Args:
+        attr: Attributions (P,).
+        truth: Injection mask (P,), True = pixel changed by the injected anomaly.
+        valid: Valid pixels (P,); others are left out (default: all).
+        use_abs: Rank pixels by |attribution| instead of the signed value.
+
+    Returns:
+        The metrics over the valid pixels (NaN where undefined, see :class:`Localisation`).
     """
     a = np.asarray(attr, dtype=np.float64)
     t = np.asarray(truth, dtype=bool)
@@ -78,7 +109,16 @@ def localisation(attr: NDArray[Any], truth: NDArray[np.bool_], valid: NDArray[np
 
 def smooth_rows(attr: NDArray[Any], valid: NDArray[np.bool_] | None, width: int
                 ) -> NDArray[np.float64]:
-    """Boxcar-smooth each row over ``width`` px (invalid pixels count as 0); 1 = unchanged."""
+    """Boxcar-smooth each row over ``width`` px (invalid pixels count as 0); 1 = unchanged.
+
+    Args:
+        attr: Attributions (N, P).
+        valid: Valid pixels (N, P), or ``None``.
+        width: Boxcar width in pixels (``scipy.ndimage.uniform_filter1d``, ``nearest`` edges).
+
+    Returns:
+        Smoothed attributions (N, P), float64.
+    """
     a = np.asarray(attr, dtype=np.float64)
     if valid is not None:
         a = np.where(valid, a, 0.0)
@@ -96,6 +136,16 @@ def localisation_batch(attr: NDArray[Any], truth: NDArray[np.bool_],
 
     ``smooth_px > 1`` boxcar-smooths the (absolute, with ``use_abs``) attribution first: at
     low S/N single-pixel attributions are noisy, while injected features span many pixels.
+
+    Args:
+        attr: Attributions (N, P).
+        truth: Injection masks (N, P).
+        valid: Valid pixels (N, P), or ``None`` for all.
+        use_abs: Rank pixels by |attribution|.
+        smooth_px: Boxcar width in pixels (1 = no smoothing).
+
+    Returns:
+        One :class:`Localisation` per row, in order.
     """
     if smooth_px > 1:
         base = np.abs(np.asarray(attr, dtype=np.float64)) if use_abs else attr
@@ -112,6 +162,15 @@ def summarise_localisation(rows: list[Localisation], labels: NDArray[Any],
 
     A class counts as *localised* when its median mask fraction is above 0 and below
     ``localised_max_fraction`` (troughs, spikes, line windows — not whole-continuum changes).
+
+    Args:
+        rows: Metrics of N spectra (from :func:`localisation_batch`).
+        labels: Class label per spectrum (N,).
+        localised_max_fraction: Largest median mask fraction of a localised class.
+
+    Returns:
+        By class: ``n``, ``n_with_mask``, ``<metric>_mean`` and ``<metric>_median`` for every
+        :class:`Localisation` field (``None`` when no finite value) and ``localised`` (bool).
     """
     out: dict[str, dict[str, Any]] = {}
     labels = np.asarray(labels).astype(str)
@@ -149,6 +208,15 @@ class PerturbationCurves:
     starting from the baseline and pasting windows of the spectrum back in the same order —
     should rise fast (high AUC, 1 is best). ``*_random``: the same with a random window order
     (the reference to beat); ``deletion_gain`` = random − ordered deletion AUC in [−1, 1].
+
+    Attributes:
+        fractions: Share of windows replaced at each point, (K,) from 0 to 1.
+        deletion: Deletion curves (N, K), attribution order.
+        insertion: Insertion curves (N, K), attribution order.
+        deletion_random: Deletion curves (N, K), random window order.
+        insertion_random: Insertion curves (N, K), random window order.
+        usable: Spectra whose score is clearly above their baseline's (N,); only these enter
+            :meth:`summary`.
     """
 
     fractions: NDArray[np.float64]
@@ -163,6 +231,12 @@ class PerturbationCurves:
         return np.asarray(np.trapezoid(curves, fractions, axis=1), dtype=np.float64)
 
     def aucs(self) -> dict[str, NDArray[np.float64]]:
+        """Area under every curve (trapezoid rule over ``fractions``).
+
+        Returns:
+            ``deletion_auc``, ``insertion_auc``, ``deletion_auc_random`` and
+            ``insertion_auc_random``, each (N,) in [0, 1].
+        """
         return {
             "deletion_auc": self._auc(self.deletion, self.fractions),
             "insertion_auc": self._auc(self.insertion, self.fractions),
@@ -171,6 +245,12 @@ class PerturbationCurves:
         }
 
     def summary(self) -> dict[str, float | int]:
+        """Means over the usable spectra.
+
+        Returns:
+            ``n`` (usable spectra), ``<auc>_mean`` for the four AUCs and
+            ``deletion_gain_mean``; NaN means when no spectrum is usable.
+        """
         out: dict[str, float | int] = {"n": int(self.usable.sum())}
         aucs = self.aucs()
         for key, vals in aucs.items():
@@ -203,7 +283,34 @@ def perturbation_curves(
     batch_size: int = 256,
     min_delta: float = 1e-6,
 ) -> PerturbationCurves:
-    """Deletion and insertion curves with non-overlapping windows of ``window`` px."""
+    """Deletion and insertion curves with non-overlapping windows of ``window`` px.
+
+    Windows are ranked by their summed attribution over valid pixels; at each of the
+    ``n_steps + 1`` points the top share of windows is replaced by the baseline (deletion) or
+    pasted from the spectrum into the baseline (insertion), after Petsiuk et al. 2018 (RISE).
+    The same is done with a random window order (seeded). A spectrum is usable when
+    score(x) − score(baseline) > ``min_delta``·max(1, |score(x)|). Evaluates
+    2·N + 4·N·(n_steps + 1) spectra.
+
+    Args:
+        score_fn: Batched score function ``(B, P) float32 [+ extras] -> (B,)``.
+        flux: Spectra (N, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹.
+        baseline: Baselines (N, P), same unit (the reconstruction).
+        attr: Attributions (N, P) that set the window order.
+        valid: Valid pixels (N, P), or ``None`` for all.
+        extras: Per-spectrum arrays with N rows passed to ``score_fn`` (ivar, z, ...).
+        window: Window width in pixels (8–32 px keeps the perturbed spectra on-manifold).
+        n_steps: Curve steps K − 1.
+        seed: Seed of the random window order.
+        batch_size: Spectra per ``score_fn`` call.
+        min_delta: Relative score excess below which a spectrum is not usable.
+
+    Returns:
+        The curves, each normalised per spectrum and clipped to [0, 1].
+
+    Raises:
+        ValueError: When ``window`` is below 1.
+    """
     x = np.asarray(flux, dtype=np.float32)
     b = np.asarray(baseline, dtype=np.float32)
     a = np.asarray(attr, dtype=np.float64)
@@ -259,7 +366,16 @@ def perturbation_curves(
 
 def rank_correlation_rows(a: NDArray[Any], b: NDArray[Any], valid: NDArray[np.bool_] | None = None
                           ) -> NDArray[np.float64]:
-    """Spearman rank correlation of each row of ``a`` with the same row of ``b`` (valid pixels)."""
+    """Spearman rank correlation of each row of ``a`` with the same row of ``b`` (valid pixels).
+
+    Args:
+        a: Attributions (N, P).
+        b: Attributions (N, P).
+        valid: Valid pixels (N, P), or ``None`` for all.
+
+    Returns:
+        Correlations (N,) in [−1, 1], float64; NaN for a row where either map is constant.
+    """
     out = np.empty(a.shape[0], dtype=np.float64)
     for i in range(a.shape[0]):
         sel = slice(None) if valid is None else np.asarray(valid[i], dtype=bool)
@@ -273,7 +389,16 @@ def rank_correlation_rows(a: NDArray[Any], b: NDArray[Any], valid: NDArray[np.bo
 
 
 def top_k_overlap(a: NDArray[Any], b: NDArray[Any], k: int) -> NDArray[np.float64]:
-    """Share of the top-k pixels (by |attribution|) that the two attribution maps have in common."""
+    """Share of the top-k pixels (by |attribution|) that the two attribution maps have in common.
+
+    Args:
+        a: Attributions (N, P).
+        b: Attributions (N, P).
+        k: Number of top pixels (≥ 1).
+
+    Returns:
+        Overlaps (N,) in [0, 1].
+    """
     ta = np.argsort(-np.abs(a), axis=1)[:, :k]
     tb = np.argsort(-np.abs(b), axis=1)[:, :k]
     return np.array([len(set(ta[i]) & set(tb[i])) / k for i in range(a.shape[0])])
@@ -291,6 +416,19 @@ class RandomisationCheck:
     (pixel AUROC, range [0, 1], 0.5 = chance): a model whose localisation a random network
     matches is not explaining what it learned (reported in the release evidence as
     ``xai.randomisation.separated``; not yet a release gate).
+
+    Attributes:
+        spearman_abs_mean: Mean |Spearman| of |attribution| (trained vs randomised).
+        spearman_signed_mean: Mean Spearman of the signed attributions.
+        top_k_overlap_mean: Mean top-k overlap by |attribution|.
+        localisation_auroc_trained: Mean localisation AUROC of the trained model, or None.
+        localisation_auroc_randomised: Mean localisation AUROC of the randomised model, or
+            None.
+        max_similarity: Threshold on ``spearman_abs_mean`` for ``passed``.
+        passed: The explanation changes with the weights (similarity below the threshold).
+        localisation_gap: Trained − randomised localisation AUROC, or None.
+        min_localisation_gap: Threshold on ``localisation_gap`` for ``separated``.
+        separated: The trained model localises clearly better, or None without masks.
     """
 
     spearman_abs_mean: float
@@ -305,6 +443,7 @@ class RandomisationCheck:
     separated: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The check as JSON-ready data (every field by name)."""
         return asdict(self)
 
 
@@ -323,7 +462,23 @@ def randomisation_check(
     """Compare attributions of the trained model with those of a weight-randomised copy.
 
     ``use_abs`` / ``smooth_px`` define the localisation AUROC reported for both models (the
-    same definition as :func:`localisation_batch`).
+    same definition as :func:`localisation_batch`). Adebayo et al. 2018's model-parameter
+    randomisation test, with all weights randomised at once.
+
+    Args:
+        trained: Attributions of the trained model (N, P).
+        randomised: Attributions of the weight-randomised model (N, P), same spectra.
+        valid: Valid pixels (N, P), or ``None`` for all.
+        truth: Injection masks (N, P), or ``None`` (no localisation comparison).
+        max_similarity: ``passed`` needs mean |Spearman| of |attribution| below this.
+        top_fraction: Share of pixels in the top-k overlap (k ≥ 1).
+        use_abs: Localisation ranks |attribution|.
+        smooth_px: Localisation boxcar width in pixels.
+        min_localisation_gap: ``separated`` needs a trained − randomised AUROC gap of at
+            least this.
+
+    Returns:
+        The check (similarities, localisation AUROCs and the two verdicts).
     """
     t = np.asarray(trained, dtype=np.float64)
     r = np.asarray(randomised, dtype=np.float64)
@@ -367,6 +522,13 @@ def randomise_torch_module(module: Any, seed: int = 0) -> Any:
 
     Parameters that are constant (std 0, e.g. norm weights of 1) are drawn with std 1 around
     their original value so that they change too.
+
+    Args:
+        module: A ``torch.nn.Module`` (not modified).
+        seed: Seed of the ``torch.Generator`` that draws the new weights.
+
+    Returns:
+        The randomised copy (buffers such as the latent density are kept).
     """
     import copy
 
@@ -386,7 +548,16 @@ def randomise_torch_module(module: Any, seed: int = 0) -> Any:
 
 
 def randomise_jax_params(params: Any, seed: int = 0) -> Any:
-    """The same randomisation for a JAX/NumPy parameter pytree."""
+    """The same randomisation for a JAX/NumPy parameter pytree.
+
+    Args:
+        params: Parameter pytree (not modified); non-float leaves are kept as they are.
+        seed: Seed of the NumPy generator.
+
+    Returns:
+        A pytree of the same structure with re-drawn float leaves (NumPy arrays), including
+        any latent-density leaves it contains.
+    """
     import jax
 
     leaves, treedef = jax.tree_util.tree_flatten(params)

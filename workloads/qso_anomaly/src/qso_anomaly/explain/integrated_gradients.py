@@ -10,6 +10,12 @@ Two implementations over the same quadrature rule so that they can be checked ag
 The baseline is the model's reconstruction of each spectrum (reference §9.2: a zero baseline is
 physically meaningless for flux). Masked pixels (``mask`` True = bad, or ``ivar == 0``) get zero
 attribution.
+
+Integrated Gradients: Sundararajan, Taly & Yan 2017, "Axiomatic Attribution for Deep Networks"
+(ICML): attr_p = (x_p − b_p) · ∫₀¹ ∂f(b + α(x − b))/∂x_p dα, whose sum over pixels equals
+f(x) − f(b) (completeness). Quadrature rules as Captum's ``approximation_methods``. Flux is in
+1e-17 erg s⁻¹ cm⁻² Å⁻¹, attributions in score units per pixel; shapes use N spectra, P pixels,
+S path steps. Argument errors raise ``ValueError`` (no qso_anomaly error is raised here).
 """
 
 from __future__ import annotations
@@ -30,7 +36,16 @@ class Attribution:
     """Per-pixel attributions of an anomaly score for N spectra.
 
     ``values[i, p]`` is the share of ``score(x_i) - score(baseline_i)`` attributed to pixel p
-    (completeness: rows sum to ``delta_score`` up to ``convergence_delta``).
+    (completeness, for IG: rows sum to ``delta_score`` up to ``convergence_delta``; occlusion
+    gives every pixel of a window the window's whole drop, so its rows do not sum to it).
+
+    Attributes:
+        values: Attributions (N, P) float32, in score units; 0 on invalid pixels.
+        method: Method tag, e.g. ``ig-captum-gausslegendre`` or ``occlusion-w16-s16``.
+        delta_score: score(x) − score(baseline), (N,) float32.
+        convergence_delta: (N,) float32. IG: Σ values (before invalid pixels are zeroed) −
+            delta_score, the quadrature error. Occlusion: Σ window drops − delta_score with
+            non-overlapping windows (interactions between windows), NaN when they overlap.
     """
 
     values: FloatArray  # (N, P)
@@ -40,6 +55,7 @@ class Attribution:
 
     @property
     def n_spectra(self) -> int:
+        """Number of explained spectra N."""
         return int(self.values.shape[0])
 
 
@@ -48,6 +64,16 @@ def quadrature(method: str, n_steps: int) -> tuple[NDArray[np.float64], NDArray[
 
     ``gausslegendre`` uses the Gauss–Legendre nodes rescaled to [0, 1]; ``riemann_trapezoid`` uses
     ``n_steps`` equally spaced nodes with half weights at both ends (Captum's variant).
+
+    Args:
+        method: ``gausslegendre`` or ``riemann_trapezoid``.
+        n_steps: Number of nodes S (≥ 2).
+
+    Returns:
+        ``(alphas, weights)``, each (S,) float64; alphas in [0, 1].
+
+    Raises:
+        ValueError: When ``n_steps < 2`` or the method is unknown.
     """
     if n_steps < 2:
         raise ValueError(f"n_steps must be >= 2, got {n_steps}")
@@ -65,7 +91,16 @@ def quadrature(method: str, n_steps: int) -> tuple[NDArray[np.float64], NDArray[
 
 def valid_pixels(mask: NDArray[np.bool_] | None, ivar: NDArray[Any] | None, shape: tuple[int, ...]
                  ) -> NDArray[np.bool_]:
-    """Pixels that carry information: not masked and ``ivar > 0``."""
+    """Pixels that carry information: not masked and ``ivar > 0``.
+
+    Args:
+        mask: Bad-pixel mask (N, P), True = bad, or ``None``.
+        ivar: Inverse variance (N, P) in flux⁻², or ``None``.
+        shape: Shape of the result, (N, P).
+
+    Returns:
+        Boolean array of ``shape``, True where the pixel is valid.
+    """
     valid = np.ones(shape, dtype=bool)
     if mask is not None:
         valid &= ~np.asarray(mask, dtype=bool)
@@ -91,6 +126,23 @@ def integrated_gradients_torch(
     ...) to scores (M,) and must be differentiable with respect to ``flux``. Captum evaluates
     ``n_steps * N`` interpolated spectra and repeats ``extras`` to match, so never close over
     per-spectrum arrays. ``internal_batch_size`` bounds memory (chunks of that many rows).
+
+    Args:
+        score_fn: Differentiable ``(M, P) tensor [+ extras] -> (M,)`` score function.
+        flux: Spectra (N, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹.
+        baseline: Baselines (N, P), same unit (the reconstruction, design §9.2).
+        valid: Valid pixels (N, P); attributions of invalid pixels are set to 0.
+        extras: Per-spectrum arrays with N rows (ivar (N, P), z (N,), ...).
+        n_steps: Path steps S (≥ 2).
+        method: ``gausslegendre`` or ``riemann_trapezoid``.
+        internal_batch_size: Rows per Captum forward/backward pass (``None``: all N·S).
+
+    Returns:
+        Attribution (``values`` (N, P) float32 in score units, ``delta_score`` (N,),
+        ``convergence_delta`` (N,) from Captum).
+
+    Raises:
+        ValueError: When ``n_steps < 2`` or the method is unknown.
     """
     import torch
     from captum.attr import IntegratedGradients
@@ -140,6 +192,24 @@ def integrated_gradients_jax(
     depend on other rows (true for per-spectrum models), so ``grad(sum(score))`` gives every
     row's own gradient.
     ``steps_per_chunk`` bounds memory (default: all steps in one ``vmap``).
+
+    Args:
+        score_fn: JAX-differentiable ``(N, P) [+ extras] -> (N,)`` score function.
+        flux: Spectra (N, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹.
+        baseline: Baselines (N, P), same unit (the reconstruction, design §9.2).
+        valid: Valid pixels (N, P); attributions of invalid pixels are set to 0.
+        extras: Per-spectrum arrays with N rows (ivar (N, P), z (N,), ...), passed whole.
+        n_steps: Path steps S (≥ 2).
+        method: ``gausslegendre`` or ``riemann_trapezoid`` (same nodes and weights as the
+            Captum path, so the two implementations can be compared).
+        steps_per_chunk: Path steps per jitted ``vmap`` call; memory grows as S_chunk·N·P.
+
+    Returns:
+        Attribution (``values`` (N, P) float32 in score units, ``delta_score`` (N,),
+        ``convergence_delta`` (N,) = Σ values − delta_score over all pixels).
+
+    Raises:
+        ValueError: When ``n_steps < 2`` or the method is unknown.
     """
     import jax
     import jax.numpy as jnp

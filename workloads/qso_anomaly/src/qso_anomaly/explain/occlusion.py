@@ -10,6 +10,11 @@ The attribution of a pixel is the mean score drop of the windows that cover it (
 ``Occlusion`` convention: every pixel of a window carries the window's full drop). A positive
 value means "replacing this region with the baseline lowers the anomaly score": the region
 makes the spectrum anomalous.
+
+Occlusion as an attribution method: Zeiler & Fergus 2014 ("Visualizing and Understanding
+Convolutional Networks"); the per-pixel averaging follows Captum's ``Occlusion``
+(``captum/attr/_core/occlusion.py``). Flux is in 1e-17 erg s⁻¹ cm⁻² Å⁻¹ and attributions in
+score units. Argument errors raise ``ValueError`` (no qso_anomaly error is raised here).
 """
 
 from __future__ import annotations
@@ -27,7 +32,20 @@ Extras = tuple[NDArray[Any], ...]
 
 
 def window_starts(npix: int, window: int, stride: int) -> NDArray[np.int64]:
-    """Start indices of windows of ``window`` px every ``stride`` px; the last one ends at npix."""
+    """Start indices of windows of ``window`` px every ``stride`` px; the last one ends at npix.
+
+    Args:
+        npix: Pixels P of the spectrum.
+        window: Window width in pixels (≥ 1).
+        stride: Step between window starts in pixels (≥ 1).
+
+    Returns:
+        Start indices (W,), int64, so that the windows cover every pixel; ``[0]`` when
+        ``window >= npix``.
+
+    Raises:
+        ValueError: When ``window`` or ``stride`` is below 1.
+    """
     if window < 1 or stride < 1:
         raise ValueError(f"window and stride must be >= 1, got window={window}, stride={stride}")
     if window >= npix:
@@ -40,7 +58,17 @@ def window_starts(npix: int, window: int, stride: int) -> NDArray[np.int64]:
 
 def evaluate_batched(score_fn: ScoreFn, flux: NDArray[np.float32], batch_size: int,
                      extras: Extras = ()) -> NDArray[np.float64]:
-    """Apply ``score_fn(flux, *extras)`` in chunks of rows and return float64 scores (M,)."""
+    """Apply ``score_fn(flux, *extras)`` in chunks of rows and return float64 scores (M,).
+
+    Args:
+        score_fn: Batched score function ``(B, P) float32 [+ extras] -> (B,)``.
+        flux: Spectra (M, P) float32 in 1e-17 erg s⁻¹ cm⁻² Å⁻¹.
+        batch_size: Rows per call.
+        extras: Per-row arrays with M rows (ivar (M, P), z (M,), ...), sliced alongside.
+
+    Returns:
+        Scores (M,), float64.
+    """
     out = np.empty(flux.shape[0], dtype=np.float64)
     for start in range(0, flux.shape[0], batch_size):
         chunk = flux[start : start + batch_size]
@@ -50,7 +78,15 @@ def evaluate_batched(score_fn: ScoreFn, flux: NDArray[np.float32], batch_size: i
 
 
 def repeat_extras(extras: Extras, times: int) -> Extras:
-    """Stack ``times`` copies of every per-spectrum array (matching ``(G, N, P) -> (G*N, P)``)."""
+    """Stack ``times`` copies of every per-spectrum array (matching ``(G, N, P) -> (G*N, P)``).
+
+    Args:
+        extras: Per-spectrum arrays with N rows each.
+        times: Number of copies G.
+
+    Returns:
+        The arrays with G·N rows (copy g occupies rows g·N … g·N + N − 1).
+    """
     return tuple(np.concatenate([np.asarray(e)] * times, axis=0) for e in extras)
 
 
@@ -65,7 +101,32 @@ def occlusion(
     extras: Extras = (),
     batch_size: int = 256,
 ) -> Attribution:
-    """Occlusion attributions (N, P) with the given baseline (usually the reconstruction)."""
+    """Occlusion attributions (N, P) with the given baseline (usually the reconstruction).
+
+    For each window, the window of every spectrum is replaced by the baseline and the score
+    drop ``score(x) − score(x with window from baseline)`` is recorded; a pixel gets the mean
+    drop of the windows covering it (Captum ``Occlusion`` convention). Evaluates N·(W + 2)
+    spectra.
+
+    Args:
+        score_fn: Batched score function ``(B, P) float32 [+ extras] -> (B,)``.
+        flux: Spectra (N, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹.
+        baseline: Baseline spectra (N, P), same unit (e.g. the reconstruction, design §9.2).
+        window: Window width in pixels.
+        stride: Step between windows in pixels (default ``window``: non-overlapping).
+        valid: Valid pixels (N, P); attributions of invalid pixels are set to 0.
+        extras: Per-spectrum arrays with N rows passed to ``score_fn`` (ivar, z, ...).
+        batch_size: Spectra per ``score_fn`` call (bounds memory).
+
+    Returns:
+        Attribution with ``values`` (N, P) float32 in score units, ``delta_score`` (N,) =
+        score(flux) − score(baseline), and ``convergence_delta`` (N,) = Σ window drops −
+        delta_score for non-overlapping windows (NaN when windows overlap).
+
+    Raises:
+        ValueError: When ``flux`` and ``baseline`` are not both (N, P) of the same shape, or
+            ``window``/``stride`` is below 1.
+    """
     x = np.asarray(flux, dtype=np.float32)
     b = np.asarray(baseline, dtype=np.float32)
     if x.shape != b.shape or x.ndim != 2:

@@ -5,6 +5,12 @@ reconstruction as the baseline (Captum for PyTorch, ``jax.grad`` + ``vmap`` for 
 windowed occlusion. Faithfulness: localisation against injection masks (synthetic data),
 windowed deletion/insertion curves, and the weight-randomisation sanity check. The result is
 an :class:`ExplanationSet` (arrays in ``explanations.npz``) plus ``xai_report.json``.
+
+Sources: Integrated Gradients (Sundararajan et al. 2017), occlusion (Zeiler & Fergus 2014,
+Captum's convention), deletion/insertion (Petsiuk et al. 2018), localisation metrics (Arras et
+al. 2022; pointing game, Zhang et al. 2018), the randomisation check (Adebayo et al. 2018);
+details in the modules that implement them. Shapes: N scored spectra, M explained ones, P
+pixels; flux in 1e-17 erg s⁻¹ cm⁻² Å⁻¹, ivar in flux⁻², wavelengths in Å, times in seconds.
 """
 
 from __future__ import annotations
@@ -38,6 +44,25 @@ from qso_anomaly.explain.windows import artefact_mass_fraction, line_window_mass
 
 @dataclass(frozen=True)
 class ExplainConfig:
+    """Settings of one :func:`explain` run.
+
+    Attributes:
+        top_k: Highest-scored spectra to explain.
+        ig_steps: Integrated-Gradients path steps (≥ 2).
+        ig_method: Quadrature, ``gausslegendre`` or ``riemann_trapezoid``.
+        internal_batch_size: Spectra per model call inside IG, occlusion and the curves.
+        occlusion_window: Occlusion window width in pixels (non-overlapping windows).
+        deletion_window: Deletion/insertion window width in pixels.
+        deletion_steps: Deletion/insertion curve steps.
+        randomisation: Run the weight-randomisation sanity check.
+        randomisation_max_similarity: Its similarity threshold (mean |Spearman|).
+        seed: Seed of the random window order and (+1) of the randomised weights.
+        framework: ``torch`` (Captum) or ``jax`` (needs a JAX score function).
+        per_class: With labels, also the highest-scored this many of every anomaly class.
+        localisation_abs: Localisation ranks |attribution| (signed numbers are reported too).
+        localisation_smooth_px: Boxcar width in pixels for localisation.
+    """
+
     top_k: int = 20
     ig_steps: int = 32
     ig_method: str = "gausslegendre"
@@ -60,6 +85,25 @@ class ExplainConfig:
 
 @dataclass
 class ExplanationSet:
+    """Explanations of M spectra and the XAI report (``explanations.npz`` + ``xai_report.json``).
+
+    Attributes:
+        index: Row of each explained spectrum in the scored batch (M,).
+        targetid: TARGETID of each (M,) (the index when none was given).
+        score: Anomaly score of each (M,).
+        label: Class label of each (M,) (``unknown`` without labels).
+        z: Redshift of each (M,).
+        snr: Drawn S/N per pixel (M,) for synthetic data, or None.
+        flux: Flux (M, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹.
+        recon: Reconstruction, the attribution baseline (M, P), same unit.
+        ivar: Inverse variance (M, P) in flux⁻².
+        truth_mask: Injection masks (M, P) for synthetic data, or None.
+        ig: Integrated-Gradients attributions (M, P) in score units; 0 on invalid pixels.
+        occlusion: Occlusion attributions (M, P) in score units; 0 on invalid pixels.
+        report: JSON-ready report (method, timings in seconds, curves, localisation,
+            randomisation); non-finite numbers are stored as None.
+    """
+
     index: NDArray[np.int64]
     targetid: NDArray[np.int64]
     score: NDArray[np.float64]
@@ -75,6 +119,17 @@ class ExplanationSet:
     report: dict[str, Any] = field(default_factory=dict)
 
     def save(self, out_dir: str | Path) -> dict[str, str]:
+        """Write ``explanations.npz`` (compressed arrays) and ``xai_report.json``.
+
+        Args:
+            out_dir: Directory (created if missing); existing files are overwritten.
+
+        Returns:
+            ``{"arrays": npz path, "report": json path}``.
+
+        Raises:
+            OSError: When the directory or files cannot be written.
+        """
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         arrays = {k: v for k, v in asdict(self).items() if k != "report" and v is not None}
@@ -87,6 +142,18 @@ class ExplanationSet:
 
     @classmethod
     def load(cls, out_dir: str | Path) -> ExplanationSet:
+        """Read a set written by :meth:`save` (no pickles are loaded).
+
+        Args:
+            out_dir: Directory holding ``explanations.npz`` and ``xai_report.json``.
+
+        Returns:
+            The set (``snr`` and ``truth_mask`` None when they were not saved).
+
+        Raises:
+            FileNotFoundError: When either file is missing.
+            TypeError: When the archive lacks one of the required arrays.
+        """
         out = Path(out_dir)
         with np.load(out / "explanations.npz", allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
@@ -113,7 +180,17 @@ def _json_safe(obj: Any) -> Any:
 
 def select_indices(scores: NDArray[Any], labels: NDArray[Any] | None, cfg: ExplainConfig
                    ) -> NDArray[np.int64]:
-    """Top-k by score, plus (``per_class``) the highest-scored few of every anomaly class."""
+    """Top-k by score, plus (``per_class``) the highest-scored few of every anomaly class.
+
+    Args:
+        scores: Anomaly scores (N,).
+        labels: Class labels (N,) (``normal`` is not an anomaly class), or ``None``.
+        cfg: ``top_k`` and ``per_class``.
+
+    Returns:
+        Row indices (M,), int64, without duplicates: the top-k by decreasing score, then the
+        per-class picks.
+    """
     s = np.asarray(scores, dtype=np.float64)
     order = np.argsort(-s, kind="stable")
     picked = [int(i) for i in order[: cfg.top_k]]
@@ -126,13 +203,30 @@ def select_indices(scores: NDArray[Any], labels: NDArray[Any] | None, cfg: Expla
 
 @dataclass
 class TorchScorer:
-    """Adapter for a torch model: ``model(flux, ivar, z) -> recon`` and a score function."""
+    """Adapter for a torch model: ``model(flux, ivar, z) -> recon`` and a score function.
+
+    Attributes:
+        model: A torch module whose call reconstructs spectra (e.g. ``QsoAutoencoder``).
+        score_fn: ``(model, flux, ivar, z) -> (N,)`` differentiable score (e.g.
+            :func:`qso_anomaly.models.torch_model.anomaly_score_torch`).
+    """
 
     model: Any
     score_fn: Callable[[Any, Any, Any, Any], Any]  # (model, flux, ivar, z) -> (N,) tensor
 
     def reconstruct(self, flux: NDArray[Any], ivar: NDArray[Any], z: NDArray[Any],
                     batch_size: int = 512) -> NDArray[np.float32]:
+        """Reconstruct spectra without gradients (the model is put in eval mode).
+
+        Args:
+            flux: Flux (N, P) float32 in 1e-17 erg s⁻¹ cm⁻² Å⁻¹.
+            ivar: Inverse variance (N, P) float32 in flux⁻².
+            z: Redshifts (N,) float32.
+            batch_size: Spectra per forward pass.
+
+        Returns:
+            Reconstruction (N, P) float32, same unit as ``flux``.
+        """
         import torch
 
         out = []
@@ -145,10 +239,20 @@ class TorchScorer:
         return np.concatenate(out).astype(np.float32)
 
     def differentiable(self) -> Callable[..., Any]:
+        """The score as a differentiable function of tensors (for Captum).
+
+        Returns:
+            ``f(flux, ivar, z) -> (N,)`` on torch tensors.
+        """
         model, fn = self.model, self.score_fn
         return lambda flux, ivar, z: fn(model, flux, ivar, z)
 
     def numpy_score(self) -> Callable[..., NDArray[np.float64]]:
+        """The score as a NumPy function without gradients (for occlusion and the curves).
+
+        Returns:
+            ``f(flux, ivar, z) -> (N,) float64`` on NumPy arrays (float32 inputs).
+        """
         import torch
 
         model, fn = self.model, self.score_fn
@@ -162,6 +266,14 @@ class TorchScorer:
         return score
 
     def randomised(self, seed: int) -> TorchScorer:
+        """A scorer over a weight-randomised copy of the model (Adebayo et al. 2018).
+
+        Args:
+            seed: Seed of :func:`~qso_anomaly.explain.faithfulness.randomise_torch_module`.
+
+        Returns:
+            A new scorer with the same score function.
+        """
         return TorchScorer(randomise_torch_module(self.model, seed), self.score_fn)
 
 
@@ -201,6 +313,29 @@ def explain(
     With ``cfg.framework == "jax"``, ``jax_score_factory(torch_model)`` must return the JAX
     score function ``f(flux, ivar, z) -> (N,)`` of the same weights (e.g. through
     ``params_from_torch``); it is called for the trained and for the randomised model.
+
+    Args:
+        scorer: The trained model and its score function.
+        flux: Flux (N, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹ of the scored batch.
+        ivar: Inverse variance (N, P) in flux⁻².
+        mask: Bad-pixel mask (N, P), True = bad, or ``None``.
+        z: Redshifts (N,).
+        scores: Anomaly scores (N,) that select the spectra.
+        wave: Observed-frame wavelengths (P,) in Å (line windows, artefact regions).
+        targetid: TARGETIDs (N,), or ``None``.
+        labels: Class labels (N,), or ``None``.
+        truth_mask: Injection masks (N, P) for localisation, or ``None``.
+        snr: S/N per pixel (N,), or ``None``.
+        cfg: Settings (default :class:`ExplainConfig`).
+        jax_score_factory: ``torch_model -> f(flux, ivar, z)`` JAX score builder (needed for
+            ``framework="jax"``).
+
+    Returns:
+        The M selected spectra, their IG and occlusion attributions (M, P) and the report.
+
+    Raises:
+        ValueError: When ``cfg.framework == "jax"`` without ``jax_score_factory``, for an
+            unknown IG quadrature or fewer than 2 steps, or a window below 1 pixel.
     """
     cfg = cfg or ExplainConfig()
     if cfg.framework == "jax" and jax_score_factory is None:

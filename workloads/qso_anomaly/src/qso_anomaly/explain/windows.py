@@ -3,6 +3,9 @@
 Emission lines are vacuum rest-frame wavelengths (DESI is vacuum). Artefact regions are observed
 frame: bright sky lines (vacuum) and the b/r and r/z arm joins of DESI. Attribution mass that sits
 mostly in artefact regions marks a flag as instrumental rather than astrophysical.
+
+Wavelengths are in Å (vacuum); attributions are (N, P) or (P,) arrays on the observed grid
+(N spectra, P pixels) in score units per pixel. Nothing here raises a qso_anomaly error.
 """
 
 from __future__ import annotations
@@ -39,7 +42,19 @@ C_KMS = 299_792.458
 
 def line_window_masks(wave_obs: NDArray[Any], z: float, *, half_width_kms: float = 6000.0
                       ) -> dict[str, NDArray[np.bool_]]:
-    """Observed-frame pixel masks of every emission line that falls on the grid at redshift z."""
+    """Observed-frame pixel masks of every emission line that falls on the grid at redshift z.
+
+    A line's window is λ_rest·(1 + z) ± λ_rest·(1 + z)·``half_width_kms``/c.
+
+    Args:
+        wave_obs: Observed-frame wavelengths (P,) in Å (vacuum).
+        z: Redshift of the spectrum.
+        half_width_kms: Half width of each window in km/s (6000 km/s spans a broad line).
+
+    Returns:
+        Boolean masks (P,) by line name (keys of :data:`EMISSION_LINES`), only for lines with
+        at least one pixel on the grid.
+    """
     wave = np.asarray(wave_obs, dtype=np.float64)
     out: dict[str, NDArray[np.bool_]] = {}
     for name, rest in EMISSION_LINES.items():
@@ -52,7 +67,16 @@ def line_window_masks(wave_obs: NDArray[Any], z: float, *, half_width_kms: float
 
 
 def artefact_mask(wave_obs: NDArray[Any], *, sky_half_width: float = 5.0) -> NDArray[np.bool_]:
-    """Pixels within ±``sky_half_width`` Å of a bright sky line or inside an arm join."""
+    """Pixels within ±``sky_half_width`` Å of a bright sky line or inside an arm join.
+
+    Args:
+        wave_obs: Observed-frame wavelengths (P,) in Å (vacuum).
+        sky_half_width: Half width around each sky line in :data:`SKY_LINES`, in Å.
+
+    Returns:
+        Boolean mask (P,); arm joins are the overlaps in :data:`ARM_JOINS` (5760–5800 Å,
+        7520–7620 Å).
+    """
     wave = np.asarray(wave_obs, dtype=np.float64)
     sel = np.zeros(wave.shape, dtype=bool)
     for line in SKY_LINES:
@@ -64,7 +88,19 @@ def artefact_mask(wave_obs: NDArray[Any], *, sky_half_width: float = 5.0) -> NDA
 
 def line_window_mass(attr: NDArray[Any], wave_obs: NDArray[Any], z: float,
                      *, half_width_kms: float = 6000.0) -> dict[str, float]:
-    """Share of the positive attribution of one spectrum in each line window (plus "continuum")."""
+    """Share of the positive attribution of one spectrum in each line window (plus "continuum").
+
+    Args:
+        attr: Attributions of one spectrum (P,); only positive values count.
+        wave_obs: Observed-frame wavelengths (P,) in Å.
+        z: Redshift of the spectrum.
+        half_width_kms: Line window half width in km/s (see :func:`line_window_masks`).
+
+    Returns:
+        Fractions in [0, 1] by line name and ``"continuum"`` (pixels in no window);
+        overlapping windows both count a pixel, so the sum can exceed 1. ``{}`` when there is
+        no positive attribution.
+    """
     pos = np.clip(np.asarray(attr, dtype=np.float64), 0.0, None)
     total = pos.sum()
     if total <= 0:
@@ -80,7 +116,16 @@ def line_window_mass(attr: NDArray[Any], wave_obs: NDArray[Any], z: float,
 
 def artefact_mass_fraction(attr: NDArray[Any], wave_obs: NDArray[Any],
                            *, sky_half_width: float = 5.0) -> NDArray[np.float64]:
-    """Share of positive attribution in artefact regions, for each row of (N, P) attributions."""
+    """Share of positive attribution in artefact regions, for each row of (N, P) attributions.
+
+    Args:
+        attr: Attributions (N, P); only positive values count.
+        wave_obs: Observed-frame wavelengths (P,) in Å.
+        sky_half_width: Half width around each sky line in Å (see :func:`artefact_mask`).
+
+    Returns:
+        Fractions (N,) in [0, 1], float64; 0 for a row without positive attribution.
+    """
     pos = np.clip(np.asarray(attr, dtype=np.float64), 0.0, None)
     art = artefact_mask(wave_obs, sky_half_width=sky_half_width)
     total = pos.sum(axis=1)

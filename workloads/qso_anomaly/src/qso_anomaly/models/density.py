@@ -10,9 +10,24 @@ from sklearn.mixture import GaussianMixture
 
 @dataclass
 class DensityModel:
-    """log p(l) = logsumexp_k [log w_k − D/2 log 2π + Σ log diag L_k − ½‖(l − μ_k) L_k‖²]
-    (L_k = Cholesky factor of the precision, sklearn convention), plus the robust location and
-    scale of log χ²/dof and −log p on held-out data that standardise the two score terms."""
+    """Gaussian-mixture density of the latents plus the calibration of the two score terms.
+
+    log p(l) = logsumexp_k [log w_k − D/2 log 2π + Σ log diag L_k − ½‖(l − μ_k) L_k‖²], with
+    L_k the Cholesky factor of the precision matrix of component k (scikit-learn's
+    ``GaussianMixture.precisions_cholesky_`` convention, ``covariance_type="full"``). The
+    calibration fields are the robust location and scale (median, IQR/1.349) of log χ²/dof and
+    of −log p on held-out normal spectra; they standardise the two terms of the anomaly score
+    (:func:`qso_anomaly.models.torch_model.score_parts_torch`).
+
+    Attributes:
+        weights: Mixture weights w_k, shape (K,), float64, summing to 1.
+        means: Component means μ_k, shape (K, D) with D the latent dimension, in latent units.
+        prec_chol: Cholesky factors L_k of the component precisions, shape (K, D, D).
+        chi2_loc: Median of log(χ²/dof) on held-out data (dimensionless).
+        chi2_scale: IQR/1.349 of log(χ²/dof) on held-out data (> 0).
+        nll_loc: Median of −log p(latent) on held-out data, in nats.
+        nll_scale: IQR/1.349 of −log p(latent) on held-out data, in nats (> 0).
+    """
 
     weights: np.ndarray  # (K,)
     means: np.ndarray  # (K, D)
@@ -24,10 +39,38 @@ class DensityModel:
 
     @classmethod
     def standard_normal(cls, dim: int) -> DensityModel:
+        """One standard-normal component N(0, I) (the density of an untrained model).
+
+        Args:
+            dim: Latent dimension D (``ModelSpec.latent_dim``).
+
+        Returns:
+            A density with K = 1, uncalibrated (location 0, scale 1 for both score terms).
+        """
         return cls(np.ones(1), np.zeros((1, dim)), np.eye(dim)[None].copy())
 
     @classmethod
     def fit(cls, latents: np.ndarray, n_components: int, seed: int = 0) -> DensityModel:
+        """Fit a full-covariance Gaussian mixture to training latents (scikit-learn EM).
+
+        The number of components is ``max(1, min(n_components, N // 20))`` so that every
+        component has about 20 spectra or more; ``reg_covar=1e-4`` keeps the covariances
+        positive definite. The result is uncalibrated (see :meth:`calibrate`).
+
+        Args:
+            latents: Latent vectors of normal training spectra, shape (N, D), any float dtype
+                (fitted in float64).
+            n_components: Largest number of mixture components K
+                (``ModelSpec.density_components``).
+            seed: Random state of the k-means initialisation.
+
+        Returns:
+            The fitted density (K components, weights/means/precision Cholesky factors).
+
+        Raises:
+            ValueError: From scikit-learn when ``latents`` holds NaN or inf or is empty; no
+                qso_anomaly error is raised here.
+        """
         k = max(1, min(n_components, latents.shape[0] // 20))
         gmm = GaussianMixture(k, covariance_type="full", reg_covar=1e-4, random_state=seed,
                               n_init=1, max_iter=200)
@@ -35,6 +78,14 @@ class DensityModel:
         return cls(gmm.weights_, gmm.means_, gmm.precisions_cholesky_)
 
     def nll(self, latents: np.ndarray) -> np.ndarray:
+        """Negative log density −log p(l) of each latent vector under the mixture.
+
+        Args:
+            latents: Latent vectors, shape (N, D), any float dtype (evaluated in float64).
+
+        Returns:
+            −log p(l), shape (N,), float64, in nats (lower = more typical).
+        """
         lat = np.asarray(latents, dtype=np.float64)
         d = lat.shape[1]
         diff = lat[:, None, :] - self.means[None]  # (N, K, D)
@@ -45,12 +96,29 @@ class DensityModel:
         return -(m[:, 0] + np.log(np.exp(logp - m).sum(axis=1)))
 
     def calibrate(self, chi2_dof: np.ndarray, nll: np.ndarray) -> None:
-        """Set robust standardisation (median, IQR/1.349) from held-out normal data."""
+        """Set the robust standardisation (median, IQR/1.349) from held-out normal data.
+
+        Updates ``chi2_loc``/``chi2_scale`` from log(max(χ²/dof, 1e-6)) and
+        ``nll_loc``/``nll_scale`` from −log p in place; non-finite values are ignored, an
+        empty or all-non-finite input gives location 0 and scale 1, and a scale never drops
+        below 1e-6.
+
+        Args:
+            chi2_dof: Reconstruction χ² per valid pixel of held-out normal spectra, shape (N,),
+                dimensionless.
+            nll: −log p(latent) of the same spectra, shape (N,), in nats.
+        """
         lc = np.log(np.maximum(chi2_dof, 1e-6))
         self.chi2_loc, self.chi2_scale = _robust(lc)
         self.nll_loc, self.nll_scale = _robust(nll)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
+        """The density as named arrays (the ``density.npz`` layout and the torch buffers).
+
+        Returns:
+            ``weights`` (K,), ``means`` (K, D), ``prec_chol`` (K, D, D) and ``calib`` (4,) =
+            [chi2_loc, chi2_scale, nll_loc, nll_scale].
+        """
         return {
             "weights": self.weights, "means": self.means, "prec_chol": self.prec_chol,
             "calib": np.array([self.chi2_loc, self.chi2_scale, self.nll_loc, self.nll_scale]),
@@ -58,6 +126,18 @@ class DensityModel:
 
     @classmethod
     def from_arrays(cls, a: dict[str, np.ndarray]) -> DensityModel:
+        """Inverse of :meth:`to_arrays`.
+
+        Args:
+            a: Mapping with the keys ``weights``, ``means``, ``prec_chol`` and ``calib``
+                (shapes as in :meth:`to_arrays`).
+
+        Returns:
+            The density with its calibration.
+
+        Raises:
+            KeyError: When one of the four arrays is missing (a damaged ``density.npz``).
+        """
         c = np.asarray(a["calib"], dtype=np.float64)
         return cls(np.asarray(a["weights"]), np.asarray(a["means"]), np.asarray(a["prec_chol"]),
                    float(c[0]), float(c[1]), float(c[2]), float(c[3]))

@@ -3,6 +3,11 @@
 Same architecture, parameter for parameter, as :mod:`qso_anomaly.models.torch_model`
 (channels-last inside, identical maths). :func:`params_from_torch` / :func:`state_dict_from_params`
 convert weights both ways; the parity test checks that both frameworks give the same scores.
+
+Shapes: N spectra, P observed-frame pixels, L latent dimensions, R rest-frame decoder pixels,
+C channels (channels-last inside the network). Flux in 1e-17 erg s⁻¹ cm⁻² Å⁻¹, ivar in
+flux⁻², wavelengths in Å (vacuum), arrays float32. Inputs are expected to have passed the data
+policy (:mod:`qso_anomaly.data.policy`); nothing here raises a qso_anomaly error.
 """
 
 from __future__ import annotations
@@ -32,10 +37,24 @@ def _prelu(x: jnp.ndarray, a: jnp.ndarray) -> jnp.ndarray:
 
 
 class MLP(nn.Module):
+    """Dense layers with PReLU (initial slope 0.25, as ``torch.nn.PReLU``) between them.
+
+    Attributes:
+        sizes: Layer widths, input first (``len(sizes) - 1`` dense layers).
+    """
+
     sizes: tuple[int, ...]
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        """Apply the MLP.
+
+        Args:
+            x: Inputs (N, sizes[0]).
+
+        Returns:
+            Outputs (N, sizes[-1]).
+        """
         n = len(self.sizes) - 1
         for i in range(n):
             x = nn.Dense(self.sizes[i + 1], name=f"dense_{i}")(x)
@@ -46,7 +65,15 @@ class MLP(nn.Module):
 
 
 def encoder_inputs(x: jnp.ndarray, iv: jnp.ndarray) -> jnp.ndarray:
-    """(N, P, 3): [x·w, w, valid], as :func:`qso_anomaly.models.torch_model.encoder_inputs`."""
+    """Encoder input channels, as :func:`qso_anomaly.models.torch_model.encoder_inputs`.
+
+    Args:
+        x: Normalised flux (N, P) from :func:`normalise`.
+        iv: Its inverse variance (N, P); iv ≤ 0 marks invalid pixels (no gradient through it).
+
+    Returns:
+        (N, P, 3) channels-last array [x·w, w, valid].
+    """
     iv = jax.lax.stop_gradient(iv)
     good = (iv > 0).astype(x.dtype)
     s = jnp.sqrt(jnp.where(iv > 0, iv, 1.0)) * good
@@ -56,16 +83,41 @@ def encoder_inputs(x: jnp.ndarray, iv: jnp.ndarray) -> jnp.ndarray:
 
 
 def fit_amplitude(r: jnp.ndarray, x: jnp.ndarray, iv: jnp.ndarray) -> jnp.ndarray:
+    """Weighted least-squares amplitude, as :func:`qso_anomaly.models.torch_model.fit_amplitude`.
+
+    Args:
+        r: Model spectra (N, P).
+        x: Normalised data flux (N, P).
+        iv: Inverse variance of ``x`` (N, P).
+
+    Returns:
+        ``a·r`` (N, P) with a = Σ iv·x·r / max(Σ iv·r², ``AMP_FLOOR``).
+    """
     a = (iv * x * r).sum(-1) / jnp.maximum((iv * r * r).sum(-1), AMP_FLOOR)
     return r * a[:, None]
 
 
 class ConvBlock(nn.Module):
+    """Conv (same padding) → instance norm (ε = 1e-5, no affine) → PReLU, channels-last.
+
+    Attributes:
+        cout: Output channels.
+        kernel: Odd kernel size in pixels.
+    """
+
     cout: int
     kernel: int
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:  # (N, L, C)
+        """Apply the block.
+
+        Args:
+            x: Activations (N, P', C_in).
+
+        Returns:
+            Activations (N, P', cout), normalised per spectrum and channel.
+        """
         p = self.kernel // 2
         x = nn.Conv(self.cout, (self.kernel,), padding=[(p, p)], name="conv")(x)
         mean = x.mean(axis=1, keepdims=True)
@@ -76,6 +128,16 @@ class ConvBlock(nn.Module):
 
 
 class Encoder(nn.Module):
+    """Conv encoder with ivar-aware attention pooling, as the torch ``Encoder``.
+
+    Attributes:
+        channels: Conv output channels per block (``ModelSpec.channels``).
+        kernels: Odd kernel sizes per block, in pixels.
+        pool: Max-pool factor between blocks.
+        encoder_mlp: Hidden sizes of the MLP to the latents.
+        latent_dim: Latent dimension L.
+    """
+
     channels: tuple[int, ...]
     kernels: tuple[int, ...]
     pool: int
@@ -84,6 +146,16 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, iv: jnp.ndarray, z: jnp.ndarray) -> jnp.ndarray:
+        """Encode normalised spectra.
+
+        Args:
+            x: Normalised flux (N, P).
+            iv: Its inverse variance (N, P).
+            z: Redshifts (N,).
+
+        Returns:
+            Latents (N, L).
+        """
         chans = list(self.channels)
         couts = [*chans[:-1], 2 * chans[-1]]
         h = encoder_inputs(x, iv)
@@ -112,6 +184,21 @@ class Encoder(nn.Module):
 
 
 class Autoencoder(nn.Module):
+    """Encoder + rest-frame decoder MLP (the flax twin of ``QsoAutoencoder``'s network).
+
+    Resampling to the observed frame and the amplitude fit are outside the module
+    (:func:`to_observed`, :func:`fit_amplitude`). Build it with :func:`module_for`.
+
+    Attributes:
+        channels: Conv output channels per block.
+        kernels: Odd kernel sizes per block, in pixels.
+        pool: Max-pool factor between blocks.
+        encoder_mlp: Hidden sizes of the encoder MLP.
+        latent_dim: Latent dimension L.
+        decoder_mlp: Hidden sizes of the decoder MLP.
+        n_rest: Rest-frame decoder pixels R.
+    """
+
     channels: tuple[int, ...]
     kernels: tuple[int, ...]
     pool: int
@@ -121,22 +208,52 @@ class Autoencoder(nn.Module):
     n_rest: int
 
     def setup(self) -> None:
+        """Create the encoder and decoder submodules (flax ``setup``)."""
         self.encoder = Encoder(self.channels, self.kernels, self.pool, self.encoder_mlp,
                                self.latent_dim)
         self.decoder = MLP((self.latent_dim, *self.decoder_mlp, self.n_rest))
 
     def __call__(self, x: jnp.ndarray, iv: jnp.ndarray, z: jnp.ndarray):
+        """Encode and decode normalised spectra.
+
+        Args:
+            x: Normalised flux (N, P).
+            iv: Its inverse variance (N, P).
+            z: Redshifts (N,).
+
+        Returns:
+            ``(rest, latent)``: rest-frame spectra (N, R) in normalised units and latents
+            (N, L).
+        """
         latent = self.encoder(x, iv, z)
         return self.decoder(latent), latent
 
 
 def module_for(spec: ModelSpec) -> Autoencoder:
+    """The flax module of a spec.
+
+    Args:
+        spec: The architecture.
+
+    Returns:
+        An unbound :class:`Autoencoder` (use ``.init`` / ``.apply``).
+    """
     return Autoencoder(tuple(spec.channels), tuple(spec.kernels), spec.pool,
                        tuple(spec.encoder_mlp), spec.latent_dim, tuple(spec.decoder_mlp),
                        spec.n_rest)
 
 
 def normalise(flux: jnp.ndarray, ivar: jnp.ndarray):
+    """Per-spectrum scaling, as :func:`qso_anomaly.models.torch_model.normalise`.
+
+    Args:
+        flux: Flux (N, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹.
+        ivar: Inverse variance (N, P) in flux⁻².
+
+    Returns:
+        ``(x, ivar_x, scale)``: normalised flux (N, P), zero on invalid pixels; its inverse
+        variance (N, P); the scale (N,) in flux units, floored at ``SCALE_FLOOR``.
+    """
     good = (ivar > 0).astype(flux.dtype)
     scale = (jnp.abs(flux) * good).sum(-1) / jnp.maximum(good.sum(-1), 1.0)
     scale = jnp.maximum(scale, SCALE_FLOOR)
@@ -144,6 +261,17 @@ def normalise(flux: jnp.ndarray, ivar: jnp.ndarray):
 
 
 def to_observed(rest: jnp.ndarray, z: jnp.ndarray, wave: jnp.ndarray, spec: ModelSpec):
+    """Resample rest-frame spectra to the observed grid, as ``QsoAutoencoder.to_observed``.
+
+    Args:
+        rest: Rest-frame spectra (N, R) on the decoder grid of ``spec``.
+        z: Redshifts (N,).
+        wave: Observed-frame wavelengths (P,) in Å (vacuum).
+        spec: The architecture (rest grid ``rest_start``, ``rest_step``, ``n_rest``).
+
+    Returns:
+        Linearly interpolated spectra (N, P); 0 where λ/(1 + z) is outside the rest grid.
+    """
     lam = wave[None, :] / (1.0 + z[:, None])
     pos = (lam - spec.rest_start) / spec.rest_step
     inside = (pos >= 0) & (pos <= spec.n_rest - 1)
@@ -163,6 +291,16 @@ def _forward_parts(params: Params, spec: ModelSpec, wave: jnp.ndarray, flux, iva
 
 
 def gmm_nll_jax(density: dict[str, jnp.ndarray], latent: jnp.ndarray) -> jnp.ndarray:
+    """−log p(latent) under a Gaussian mixture, as ``DensityModel.nll``.
+
+    Args:
+        density: ``weights`` (K,), ``means`` (K, L) and ``prec_chol`` (K, L, L) (the
+            ``params["density"]`` subtree).
+        latent: Latents (N, L).
+
+    Returns:
+        −log p (N,) in nats.
+    """
     w, mu, pc = density["weights"], density["means"], density["prec_chol"]
     d = latent.shape[1]
     diff = latent[:, None, :] - mu[None]
@@ -206,18 +344,58 @@ def _jitted(kind: str, spec: ModelSpec, grid: WavelengthGrid) -> Callable[..., A
 
 
 def apply_jax(params: Params, spec: ModelSpec, grid: WavelengthGrid, flux, ivar, z):
-    """Reconstruction (N, P) in flux units."""
+    """Reconstruct spectra with a jitted forward pass (compiled once per spec, grid, shape).
+
+    Args:
+        params: ``{"params": flax weights, "density": mixture arrays}`` from
+            :func:`params_from_torch` or :func:`init_params`.
+        spec: The architecture.
+        grid: The observed-frame grid (P pixels, Å).
+        flux: Flux (N, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹, array-like.
+        ivar: Inverse variance (N, P) in flux⁻², array-like.
+        z: Redshifts (N,), array-like.
+
+    Returns:
+        Reconstruction (N, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹ (a JAX array).
+    """
     return _jitted("recon", spec, grid)(params, jnp.asarray(flux), jnp.asarray(ivar),
                                         jnp.asarray(z))
 
 
 def encode_jax(params: Params, spec: ModelSpec, grid: WavelengthGrid, flux, ivar, z):
+    """Latents of spectra with a jitted encoder pass.
+
+    Args:
+        params: Model params (see :func:`apply_jax`).
+        spec: The architecture.
+        grid: The observed-frame grid (P pixels, Å).
+        flux: Flux (N, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹, array-like.
+        ivar: Inverse variance (N, P) in flux⁻², array-like.
+        z: Redshifts (N,), array-like.
+
+    Returns:
+        Latents (N, L) (a JAX array).
+    """
     return _jitted("latent", spec, grid)(params, jnp.asarray(flux), jnp.asarray(ivar),
                                          jnp.asarray(z))
 
 
 def anomaly_score_jax(params: Params, spec: ModelSpec, grid: WavelengthGrid, flux, ivar, z):
-    """Differentiable anomaly score (N,) — ``jax.grad`` w.r.t. flux works through it."""
+    """Differentiable anomaly score (not jitted): ``jax.grad`` w.r.t. flux works through it.
+
+    Same definition as :func:`qso_anomaly.models.torch_model.score_parts_torch`.
+
+    Args:
+        params: Model params (see :func:`apply_jax`).
+        spec: The architecture.
+        grid: The observed-frame grid (P pixels, Å).
+        flux: Flux (N, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹ (the attributed input).
+        ivar: Inverse variance (N, P) in flux⁻².
+        z: Redshifts (N,).
+
+    Returns:
+        Score (N,), dimensionless (higher = more anomalous).
+    """
     wave = jnp.asarray(grid.wave, dtype=jnp.float32)
     return _score_parts(params, spec, wave, flux, ivar, z)[0]
 
@@ -226,6 +404,23 @@ def score_jax(
     params: Params, spec: ModelSpec, grid: WavelengthGrid, batch: SpectraBatch,
     chunk: int = 512,
 ) -> ScoreResult:
+    """Score a clean batch with a jitted JAX pass, in chunks of ``chunk`` spectra.
+
+    When the batch is longer than ``chunk``, the last chunk is padded (flux 0, ivar 1, z 1) to
+    ``chunk`` rows so that XLA compiles one shape; padded rows are dropped from the result.
+    The batch is not validated (run the data policy first).
+
+    Args:
+        params: Model params (see :func:`apply_jax`).
+        spec: The architecture.
+        grid: The observed-frame grid (P pixels, Å).
+        batch: N spectra: flux (N, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹, ivar (N, P) in flux⁻²,
+            z (N,).
+        chunk: Spectra per jitted call.
+
+    Returns:
+        Scores, χ²/dof and −log p(latent) of the N spectra (NumPy), in input order.
+    """
     fn = _jitted("score", spec, grid)
     parts = []
     for s in range(0, len(batch), chunk):
@@ -292,7 +487,22 @@ DENSITY_KEYS = ("weights", "means", "prec_chol", "calib")
 
 
 def params_from_torch(torch_model: Any) -> Params:
-    """Convert a torch QsoAutoencoder (weights and latent density) to JAX params."""
+    """Convert a torch ``QsoAutoencoder`` (weights and latent density) to JAX params.
+
+    Conv kernels go from torch (out, in, k) to flax (k, in, out), dense kernels from (out, in)
+    to (in, out).
+
+    Args:
+        torch_model: A :class:`~qso_anomaly.models.torch_model.QsoAutoencoder`.
+
+    Returns:
+        ``{"params": flax weight tree, "density": {weights, means, prec_chol, calib}}``, all
+        float32 JAX arrays.
+
+    Raises:
+        KeyError: When the state dict lacks a parameter the spec implies (weights of another
+            architecture).
+    """
     spec: ModelSpec = torch_model.spec
     sd = {k: v.detach().cpu().numpy() for k, v in torch_model.state_dict().items()}
     tree: dict[str, Any] = {}
@@ -306,7 +516,19 @@ def params_from_torch(torch_model: Any) -> Params:
 
 
 def state_dict_from_params(params: Params, spec: ModelSpec) -> dict[str, Any]:
-    """Inverse of :func:`params_from_torch` for the network weights (a torch state dict)."""
+    """Inverse of :func:`params_from_torch` for the network weights (a torch state dict).
+
+    Args:
+        params: JAX params with a ``"params"`` weight tree of ``spec``'s architecture.
+        spec: The architecture.
+
+    Returns:
+        Torch state-dict entries (float32 CPU tensors) of the network weights; the ``wave``
+        and ``density_*`` buffers are not included.
+
+    Raises:
+        KeyError: When the weight tree lacks a parameter the spec implies.
+    """
     import torch
 
     out: dict[str, Any] = {}
@@ -319,7 +541,16 @@ def state_dict_from_params(params: Params, spec: ModelSpec) -> dict[str, Any]:
 
 
 def init_params(spec: ModelSpec, grid: WavelengthGrid, seed: int = 0) -> Params:
-    """Fresh flax initialisation (standard-normal latent density)."""
+    """Fresh flax initialisation (standard-normal latent density).
+
+    Args:
+        spec: The architecture.
+        grid: The observed-frame grid (its pixel count P sets the input length).
+        seed: ``jax.random.PRNGKey`` seed.
+
+    Returns:
+        ``{"params": flax weight tree, "density": standard-normal mixture arrays}``.
+    """
     from qso_anomaly.models.density import DensityModel
 
     n = grid.npix

@@ -12,6 +12,17 @@ from qso_anomaly.data.batch import SpectraBatch
 
 @dataclass
 class ScoreResult:
+    """Per-spectrum anomaly scores of N spectra (NumPy, float32 unless noted).
+
+    Attributes:
+        score: Combined anomaly score, shape (N,), dimensionless (higher = more anomalous):
+            ``chi2_weight``·(log χ²/dof − loc)/scale + ``density_weight``·(−log p − loc)/scale
+            with the calibration of :class:`~qso_anomaly.models.density.DensityModel`.
+        chi2_dof: Reconstruction χ² per valid pixel, Σ ivar·(flux − recon)² / n_valid over the
+            pixels with ivar > 0, shape (N,), dimensionless.
+        density_nll: −log p(latent) under the latent Gaussian mixture, shape (N,), in nats.
+    """
+
     score: np.ndarray  # (N,) combined anomaly score (higher = more anomalous)
     chi2_dof: np.ndarray  # (N,) reconstruction χ² per good pixel
     density_nll: np.ndarray  # (N,) −log p(latent)
@@ -21,6 +32,14 @@ class ScoreResult:
 
     @staticmethod
     def concat(parts: list[ScoreResult]) -> ScoreResult:
+        """Concatenate results row-wise, in order.
+
+        Args:
+            parts: Results of consecutive chunks (may be empty).
+
+        Returns:
+            One result with Σ N_i rows; three empty float32 arrays when ``parts`` is empty.
+        """
         return ScoreResult(
             np.concatenate([p.score for p in parts]) if parts else np.zeros(0, np.float32),
             np.concatenate([p.chi2_dof for p in parts]) if parts else np.zeros(0, np.float32),
@@ -29,7 +48,21 @@ class ScoreResult:
 
 
 def score_torch(model: torch.nn.Module, batch: SpectraBatch, chunk: int = 512) -> ScoreResult:
-    """Score a (clean) batch with a torch QsoAutoencoder, in chunks, without gradients."""
+    """Score a clean batch with a torch ``QsoAutoencoder``, in chunks, without gradients.
+
+    The batch must already have passed :func:`qso_anomaly.data.validate.clean_batch` (finite
+    flux, ivar ≥ 0, z in the trained range); this function does not validate. The model is put
+    in eval mode.
+
+    Args:
+        model: A :class:`~qso_anomaly.models.torch_model.QsoAutoencoder` (CPU tensors).
+        batch: N spectra: flux (N, P) float32 in 1e-17 erg s⁻¹ cm⁻² Å⁻¹, ivar (N, P) float32
+            in flux⁻², z (N,) float32, on the model's observed grid (P pixels).
+        chunk: Spectra per forward pass (bounds memory).
+
+    Returns:
+        Scores, χ²/dof and −log p(latent) of the N spectra, in input order.
+    """
     from qso_anomaly.models.torch_model import score_parts_torch
 
     model.eval()

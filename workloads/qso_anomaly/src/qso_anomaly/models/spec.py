@@ -33,6 +33,39 @@ class ModelSpec:
     random instrument state (:mod:`qso_anomaly.train.augment`); ``consistency_weight`` weighs
     the latent-consistency term (latent of the augmented input vs the clean one, in units of
     the latent variance) that makes the latent, and so the density score, blind to masks.
+
+    The architecture follows spender (Melchior et al. 2023; pmelchior/spender ``model.py``:
+    observed-frame encoder with attention pooling, rest-frame decoder) as described in the
+    design reference §8.2; the sizes of :meth:`full` are the design's GPU sizes.
+
+    Attributes:
+        version: Architecture version ``qso-ae-<major>.<minor>.<patch>``; a spec loads only
+            into code of the same major version.
+        channels: Conv1d output channels per encoder block (the last block emits twice this).
+        kernels: Odd Conv1d kernel sizes per block, in pixels (same length as ``channels``).
+        pool: MaxPool1d factor between blocks.
+        encoder_mlp: Hidden sizes of the MLP from pooled features + log(1 + z) to the latents.
+        latent_dim: Latent dimension L (8–16 in the design).
+        decoder_mlp: Hidden sizes of the decoder MLP (latent → rest-frame spectrum).
+        rest_start: First rest-frame wavelength of the decoder grid, in Å (vacuum).
+        rest_stop: Last rest-frame wavelength of the decoder grid, in Å (vacuum).
+        n_rest: Rest-frame decoder pixels (linear grid from ``rest_start`` to ``rest_stop``).
+        grid_downsample: Factor by which the base observed grid is downsampled for the input.
+        density_components: Largest number of latent Gaussian-mixture components.
+        chi2_weight: Weight of the standardised log χ²/dof term in the score.
+        density_weight: Weight of the standardised −log p(latent) term in the score.
+        learning_rate: Adam learning rate of training.
+        batch_size: Training batch size B (spectra).
+        z_min: Lowest redshift of the training range (inclusive).
+        z_max: Highest redshift of the training range (inclusive).
+        min_valid_fraction: Smallest share of valid pixels (ivar > 0) of a scored spectrum.
+        augment_fraction: Share of training spectra given a random instrument state, in [0, 1].
+        consistency_weight: Weight of the latent-consistency loss term.
+        extra: Free-form settings recorded with the model (not used by the architecture).
+
+    Raises:
+        ModelError: On construction, when ``channels`` and ``kernels`` are empty or of unequal
+            length, a kernel is even, or ``latent_dim < 1``, ``n_rest < 2`` or ``pool < 1``.
     """
 
     version: str = ARCH_VERSION
@@ -68,12 +101,20 @@ class ModelSpec:
 
     @classmethod
     def ci(cls) -> ModelSpec:
-        """CPU/CI size: small channels, 4x downsampled input grid."""
+        """CPU/CI size: small channels (8, 16, 32), 8 latents, 4× downsampled input grid.
+
+        Returns:
+            The default spec (sized to train on 2 CPU cores).
+        """
         return cls()
 
     @classmethod
     def full(cls) -> ModelSpec:
-        """GPU size (design §8.2): channels [128, 256, 512], 16 latents, full 0.8 Å grid."""
+        """GPU size (design §8.2): channels [128, 256, 512], 16 latents, full 0.8 Å grid.
+
+        Returns:
+            The full-size spec (7,000 rest-frame pixels, batch 256, learning rate 1e-3).
+        """
         return cls(
             channels=(128, 256, 512),
             encoder_mlp=(128, 64, 32),
@@ -86,14 +127,37 @@ class ModelSpec:
         )
 
     def input_grid(self, base: WavelengthGrid | None = None) -> WavelengthGrid:
-        """The observed grid this spec expects: ``base`` (EDR by default) downsampled."""
+        """The observed grid this spec expects: ``base`` (EDR by default) downsampled.
+
+        Args:
+            base: Observed-frame wavelength grid in Å (vacuum); ``None`` means the DESI EDR
+                merged grid, 3600–9824 Å in 0.8 Å steps (7,781 px).
+
+        Returns:
+            ``base`` downsampled by ``grid_downsample`` (every k-th pixel).
+
+        Raises:
+            DataError: When ``grid_downsample < 1`` (the spec does not check it).
+        """
         return (base or WavelengthGrid.desi_edr()).downsample(self.grid_downsample)
 
     @property
     def rest_step(self) -> float:
+        """Rest-frame decoder pixel size in Å: (rest_stop − rest_start) / (n_rest − 1)."""
         return (self.rest_stop - self.rest_start) / (self.n_rest - 1)
 
     def encoded_length(self, npix: int) -> int:
+        """Length of the last encoder block's output for an input of ``npix`` pixels.
+
+        Args:
+            npix: Observed-frame pixels P of the input.
+
+        Returns:
+            P integer-divided by ``pool`` once per block after the first.
+
+        Raises:
+            ModelError: When that length is 0 (the input is too short for the blocks).
+        """
         n = npix
         for _ in range(len(self.channels) - 1):
             n //= self.pool
@@ -102,6 +166,11 @@ class ModelSpec:
         return n
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as JSON-ready data (``spec.json`` of a trained-model directory).
+
+        Returns:
+            Every field by name; tuples become lists.
+        """
         d = asdict(self)
         for k, v in d.items():
             if isinstance(v, tuple):
@@ -110,6 +179,20 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
+        """Inverse of :meth:`to_dict` with a version check.
+
+        Args:
+            d: Spec fields by name (lists are turned back into tuples); a missing field takes
+                its default, a missing ``version`` counts as the current one.
+
+        Returns:
+            The spec.
+
+        Raises:
+            ModelError: For an unknown field, for a ``version`` whose major part differs from
+                :data:`ARCH_VERSION` (retrain with this release), or for invalid values (see
+                the class).
+        """
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -122,4 +205,16 @@ class ModelSpec:
         return cls(**kw)
 
     def with_(self, **changes: Any) -> ModelSpec:
+        """A copy with some fields changed (``dataclasses.replace``).
+
+        Args:
+            **changes: New field values by name.
+
+        Returns:
+            The changed spec (validated again).
+
+        Raises:
+            ModelError: When the changed spec is invalid (see the class).
+            TypeError: For a name that is not a field.
+        """
         return replace(self, **changes)

@@ -1,4 +1,12 @@
-"""PyTorch implementation of :class:`~qso_anomaly.models.spec.ModelSpec`."""
+"""PyTorch implementation of :class:`~qso_anomaly.models.spec.ModelSpec`.
+
+Shapes: N spectra (B in training batches), P observed-frame pixels, L latent dimensions, R
+rest-frame decoder pixels (``ModelSpec.n_rest``). Flux is in the survey's unit, 1e-17 erg s⁻¹
+cm⁻² Å⁻¹; ivar in flux⁻²; wavelengths in Å (vacuum); tensors are float32 on the model's device.
+Inputs are expected to have passed the data policy (:mod:`qso_anomaly.data.policy`: finite
+flux, ivar ≥ 0, z inside the trained range); nothing here raises a qso_anomaly error, and
+mismatched shapes surface as PyTorch's ``RuntimeError``.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +28,17 @@ VALID_EPS = 1e-3
 def normalise(
     flux: torch.Tensor, ivar: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-spectrum scale = mean |flux| over good pixels; returns (x, ivar_x, scale)."""
+    """Scale each spectrum to order unity: scale = mean |flux| over its valid pixels.
+
+    Args:
+        flux: Flux (N, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹.
+        ivar: Inverse variance (N, P) in flux⁻²; pixels with ivar ≤ 0 are invalid.
+
+    Returns:
+        ``(x, ivar_x, scale)``: normalised flux x = flux/scale (N, P), zero on invalid pixels,
+        dimensionless; its inverse variance ivar·scale² (N, P); and the scale (N,) in flux
+        units, floored at ``SCALE_FLOOR`` (1e-3) so an all-zero spectrum stays finite.
+    """
     good = (ivar > 0).to(flux.dtype)
     scale = (flux.abs() * good).sum(-1) / good.sum(-1).clamp_min(1.0)
     scale = scale.clamp_min(SCALE_FLOOR)
@@ -30,7 +48,19 @@ def normalise(
 
 
 def encoder_inputs(x: torch.Tensor, iv: torch.Tensor) -> torch.Tensor:
-    """(N, 3, P): [x·w, w, valid] with w = min(1, √iv / mean over valid pixels of √iv)."""
+    """The three encoder input channels of the ``qso-ae-2`` spec (see ``ModelSpec``).
+
+    w = min(1, √iv / mean over valid pixels of √iv) is the relative noise weight: a low-ivar
+    pixel carries almost nothing, and w does not depend on the flux scale. No gradient flows
+    through w.
+
+    Args:
+        x: Normalised flux (N, P) from :func:`normalise`.
+        iv: Its inverse variance (N, P); pixels with iv ≤ 0 are invalid.
+
+    Returns:
+        (N, 3, P) channels-first tensor [x·w, w, valid], zero on invalid pixels.
+    """
     iv = iv.detach()  # w is scale-free; no gradient through √ivar
     good = (iv > 0).to(x.dtype)
     s = torch.sqrt(torch.where(iv > 0, iv, torch.ones_like(iv))) * good
@@ -40,6 +70,14 @@ def encoder_inputs(x: torch.Tensor, iv: torch.Tensor) -> torch.Tensor:
 
 
 class ConvBlock(nn.Module):
+    """Conv1d (same padding) → InstanceNorm1d → PReLU, one encoder block.
+
+    Args:
+        cin: Input channels.
+        cout: Output channels.
+        kernel: Odd kernel size in pixels (padding ``kernel // 2`` keeps the length).
+    """
+
     def __init__(self, cin: int, cout: int, kernel: int) -> None:
         super().__init__()
         self.conv = nn.Conv1d(cin, cout, kernel, padding=kernel // 2)
@@ -47,6 +85,14 @@ class ConvBlock(nn.Module):
         self.act = nn.PReLU(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the block.
+
+        Args:
+            x: Activations (N, cin, P').
+
+        Returns:
+            Activations (N, cout, P'), normalised per spectrum and channel.
+        """
         return self.act(self.norm(self.conv(x)))
 
 
@@ -60,6 +106,18 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
 
 
 class Encoder(nn.Module):
+    """Conv encoder with ivar-aware attention pooling (design §8.2, spender-like).
+
+    The last conv block emits 2·C channels split into features h and attention logits a; a
+    parallel conv on log(1 + iv) and the log of the valid-pixel fraction of each pooled window
+    are added to a, so masked stretches get (almost) no weight; softmax(a)-weighted features
+    and log(1 + z) go through an MLP to the latents. Follows spender's attention pooling
+    (Melchior et al. 2023, pmelchior/spender ``model.py``).
+
+    Args:
+        spec: The architecture (channels, kernels, pool, encoder MLP, latent dimension).
+    """
+
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         self.spec = spec
@@ -75,6 +133,16 @@ class Encoder(nn.Module):
         self.mlp = _mlp([chans[-1] + 1, *spec.encoder_mlp, spec.latent_dim])
 
     def forward(self, x: torch.Tensor, iv: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Encode normalised spectra.
+
+        Args:
+            x: Normalised flux (N, P) from :func:`normalise`.
+            iv: Its inverse variance (N, P).
+            z: Redshifts (N,).
+
+        Returns:
+            Latents (N, L).
+        """
         h = encoder_inputs(x, iv)
         for i, block in enumerate(self.blocks):
             h = block(h)
@@ -96,7 +164,18 @@ class Encoder(nn.Module):
 
 
 class QsoAutoencoder(nn.Module):
-    """forward(flux, ivar, z) → reconstruction (N, P) in flux units."""
+    """The spender-like autoencoder: ``forward(flux, ivar, z)`` → reconstruction (N, P).
+
+    Encoder on the observed frame, decoder MLP to R rest-frame pixels on [rest_start,
+    rest_stop] Å, linear resampling to the observed grid at λ/(1 + z), and an amplitude fitted
+    to the valid pixels (:func:`fit_amplitude`). The latent density (Gaussian mixture and score
+    calibration) is kept as ``density_*`` buffers so that it travels with the state dict.
+
+    Args:
+        spec: The architecture.
+        grid: The observed-frame wavelength grid (P pixels, Å, vacuum); its wavelengths become
+            the ``wave`` buffer.
+    """
 
     def __init__(self, spec: ModelSpec, grid: WavelengthGrid) -> None:
         super().__init__()
@@ -108,29 +187,81 @@ class QsoAutoencoder(nn.Module):
         self.set_density(DensityModel.standard_normal(spec.latent_dim))
 
     def set_density(self, density: DensityModel) -> None:
+        """Store a latent density as float32 buffers (replacing the current ones).
+
+        Args:
+            density: Gaussian mixture and calibration; its latent dimension must be
+                ``spec.latent_dim``.
+        """
         arr = density.to_arrays()
         for name, value in arr.items():
             self.register_buffer(f"density_{name}", torch.tensor(value, dtype=torch.float32))
 
     def buffer(self, name: str) -> torch.Tensor:
+        """A registered buffer by name (``wave``, ``density_weights``, ...), typed as a tensor.
+
+        Args:
+            name: Buffer name.
+
+        Returns:
+            The buffer tensor.
+
+        Raises:
+            AttributeError: When no attribute of that name exists.
+        """
         value = getattr(self, name)
         assert isinstance(value, torch.Tensor)
         return value
 
     def density(self) -> DensityModel:
+        """The latent density stored in the buffers.
+
+        Returns:
+            A float64 copy (on the CPU) of the Gaussian mixture and its calibration.
+        """
         return DensityModel.from_arrays(
             {k: getattr(self, f"density_{k}").detach().cpu().numpy().astype(np.float64)
              for k in ("weights", "means", "prec_chol", "calib")}
         )
 
     def encode(self, flux: torch.Tensor, ivar: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Latents of raw spectra (normalised first).
+
+        Args:
+            flux: Flux (N, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹.
+            ivar: Inverse variance (N, P) in flux⁻².
+            z: Redshifts (N,).
+
+        Returns:
+            Latents (N, L).
+        """
         x, iv, _ = normalise(flux, ivar)
         return self.encoder(x, iv, z)
 
     def decode_rest(self, latent: torch.Tensor) -> torch.Tensor:
+        """Decode latents to rest-frame spectra.
+
+        Args:
+            latent: Latents (N, L).
+
+        Returns:
+            Rest-frame spectra (N, R) on the decoder grid, in normalised (arbitrary) units.
+        """
         return self.decoder(latent)
 
     def to_observed(self, rest: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Resample rest-frame spectra onto the observed grid at λ_obs / (1 + z).
+
+        Linear interpolation on the rest grid; observed pixels whose rest wavelength falls
+        outside [rest_start, rest_stop] are 0.
+
+        Args:
+            rest: Rest-frame spectra (N, R).
+            z: Redshifts (N,).
+
+        Returns:
+            Observed-frame spectra (N, P) in the units of ``rest``.
+        """
         spec = self.spec
         lam = self.buffer("wave")[None, :] / (1.0 + z[:, None])
         pos = (lam - spec.rest_start) / spec.rest_step
@@ -145,7 +276,17 @@ class QsoAutoencoder(nn.Module):
     def forward_parts(
         self, flux: torch.Tensor, ivar: torch.Tensor, z: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(reconstruction in flux units, latent)."""
+        """Reconstruction and latent of raw spectra.
+
+        Args:
+            flux: Flux (N, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹.
+            ivar: Inverse variance (N, P) in flux⁻²; ivar ≤ 0 marks invalid pixels.
+            z: Redshifts (N,).
+
+        Returns:
+            ``(recon, latent)``: reconstruction (N, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹ and latents
+            (N, L).
+        """
         x, iv, scale = normalise(flux, ivar)
         latent = self.encoder(x, iv, z)
         r = self.to_observed(self.decoder(latent), z)
@@ -153,37 +294,98 @@ class QsoAutoencoder(nn.Module):
         return recon, latent
 
     def forward(self, flux: torch.Tensor, ivar: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Reconstruct raw spectra.
+
+        Args:
+            flux: Flux (N, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹.
+            ivar: Inverse variance (N, P) in flux⁻².
+            z: Redshifts (N,).
+
+        Returns:
+            Reconstruction (N, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹.
+        """
         return self.forward_parts(flux, ivar, z)[0]
 
 
 def fit_amplitude(r: torch.Tensor, x: torch.Tensor, iv: torch.Tensor) -> torch.Tensor:
-    """``a·r`` with a = Σ iv·x·r / Σ iv·r² over the valid pixels (weighted least squares), so
-    the reconstruction does not depend on how the flux scale was estimated from a partly
-    masked spectrum."""
+    """Scale a model spectrum to the data by weighted least squares.
+
+    ``a·r`` with a = Σ iv·x·r / Σ iv·r² (pixels with iv = 0 do not count; the denominator is
+    floored at ``AMP_FLOOR``), so the reconstruction does not depend on how the flux scale was
+    estimated from a partly masked spectrum.
+
+    Args:
+        r: Model spectra (N, P) on the observed grid.
+        x: Normalised data flux (N, P).
+        iv: Inverse variance of ``x`` (N, P).
+
+    Returns:
+        The scaled model spectra (N, P), in the units of ``x``.
+    """
     a = (iv * x * r).sum(-1) / (iv * r * r).sum(-1).clamp_min(AMP_FLOOR)
     return r * a[:, None]
 
 
 def build_model(spec: ModelSpec, grid: WavelengthGrid) -> QsoAutoencoder:
+    """A freshly initialised autoencoder with a standard-normal latent density.
+
+    Args:
+        spec: The architecture.
+        grid: The observed-frame wavelength grid (Å, vacuum).
+
+    Returns:
+        The model (CPU, training mode).
+    """
     return QsoAutoencoder(spec, grid)
 
 
 def chi2_loss(recon: torch.Tensor, flux: torch.Tensor, ivar: torch.Tensor) -> torch.Tensor:
-    """Σ ½·ivar·(x − x̂)² / L averaged over the batch (design §8.2), in normalised units."""
+    """Training loss Σ ½·ivar·(x − x̂)² / P, averaged over the batch (design §8.2).
+
+    Computed on the normalised scale of :func:`normalise`, so every spectrum weighs the same
+    whatever its brightness; P is the number of grid pixels (masked ones included).
+
+    Args:
+        recon: Reconstruction (B, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹.
+        flux: Flux (B, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹.
+        ivar: Inverse variance (B, P) in flux⁻².
+
+    Returns:
+        The loss, a 0-d tensor (dimensionless, differentiable).
+    """
     _, iv, scale = normalise(flux, ivar)
     r = (flux - recon) / scale[:, None]
     return (0.5 * iv * r**2).sum(-1).mean() / flux.shape[-1]
 
 
 def consistency_loss(latent_aug: torch.Tensor, latent_clean: torch.Tensor) -> torch.Tensor:
-    """Mean squared latent shift caused by the instrument state, in units of the batch's latent
-    variance (so shrinking the latent scale cannot lower it); the clean latent is the target."""
+    """Mean squared latent shift caused by a random instrument state (augmentation).
+
+    Measured in units of the batch's latent variance (so shrinking the latent scale cannot
+    lower it, floored at 1e-6); the clean latent is the target (no gradient through it).
+
+    Args:
+        latent_aug: Latents of the augmented spectra (B, L).
+        latent_clean: Latents of the same spectra without augmentation (B, L).
+
+    Returns:
+        The loss, a 0-d tensor (dimensionless).
+    """
     target = latent_clean.detach()
     var = target.var(dim=0, unbiased=False).mean().clamp_min(1e-6)
     return ((latent_aug - target) ** 2).mean() / var
 
 
 def gmm_nll_torch(model: QsoAutoencoder, latent: torch.Tensor) -> torch.Tensor:
+    """−log p(latent) under the model's Gaussian mixture (the torch form of ``DensityModel.nll``).
+
+    Args:
+        model: The autoencoder whose ``density_*`` buffers hold the mixture.
+        latent: Latents (N, L).
+
+    Returns:
+        −log p (N,) in nats, differentiable with respect to ``latent``.
+    """
     w = model.buffer("density_weights")
     mu = model.buffer("density_means")
     pc = model.buffer("density_prec_chol")
@@ -198,7 +400,25 @@ def gmm_nll_torch(model: QsoAutoencoder, latent: torch.Tensor) -> torch.Tensor:
 def score_parts_torch(
     model: QsoAutoencoder, flux: torch.Tensor, ivar: torch.Tensor, z: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(score, χ²/dof, −log p(latent)), all differentiable."""
+    """The anomaly score and its two terms, all differentiable.
+
+    χ²/dof = Σ ivar·(flux − recon)² / n_valid over the pixels with ivar > 0; score =
+    ``chi2_weight``·(log max(χ²/dof, 1e-6) − chi2_loc)/chi2_scale + ``density_weight``·(−log p
+    − nll_loc)/nll_scale with the calibration in the ``density_calib`` buffer. Design §8.2
+    names the two terms; −log p(latent) is the outlier score of Liang et al. 2023 (spender with
+    a normalising flow; a Gaussian mixture here), and the terms are combined as a weighted sum
+    of robustly standardised values rather than the design's rank average.
+
+    Args:
+        model: The autoencoder (eval mode for scoring).
+        flux: Flux (N, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹.
+        ivar: Inverse variance (N, P) in flux⁻².
+        z: Redshifts (N,).
+
+    Returns:
+        ``(score, chi2_dof, nll)``, each (N,): dimensionless score (higher = more anomalous),
+        dimensionless χ²/dof, and −log p(latent) in nats.
+    """
     recon, latent = model.forward_parts(flux, ivar, z)
     good = (ivar > 0).to(flux.dtype)
     chi2 = (ivar * (flux - recon) ** 2 * good).sum(-1) / good.sum(-1).clamp_min(1.0)
@@ -213,5 +433,15 @@ def score_parts_torch(
 def anomaly_score_torch(
     model: QsoAutoencoder, flux: torch.Tensor, ivar: torch.Tensor, z: torch.Tensor
 ) -> torch.Tensor:
-    """Differentiable anomaly score (N,) — used by Integrated Gradients w.r.t. flux."""
+    """Differentiable anomaly score, the function Integrated Gradients differentiates.
+
+    Args:
+        model: The autoencoder.
+        flux: Flux (N, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹ (the attributed input).
+        ivar: Inverse variance (N, P) in flux⁻².
+        z: Redshifts (N,).
+
+    Returns:
+        Score (N,), as in :func:`score_parts_torch`.
+    """
     return score_parts_torch(model, flux, ivar, z)[0]

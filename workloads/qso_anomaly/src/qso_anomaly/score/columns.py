@@ -5,6 +5,9 @@ type): the child buffer is already one contiguous (N·P) float32 array, so ``flu
 become (N, P) views of the Arrow buffers with no copy. Booleans are bit-packed in Arrow and are
 unpacked once per batch. Ragged or variable-length list columns (foreign shards) take the slow
 path, which drops and counts rows of the wrong length (``wrong_grid_length``).
+
+Units are those of the shard: flux in 1e-17 erg s⁻¹ cm⁻² Å⁻¹, ivar in flux⁻², z dimensionless;
+the column layout is :data:`qso_anomaly.data.batch.REQUIRED_COLUMNS`.
 """
 
 from __future__ import annotations
@@ -28,9 +31,20 @@ def _single(col: pa.ChunkedArray | pa.Array) -> pa.Array:
 
 
 def tensor_column(col: pa.ChunkedArray | pa.Array, npix: int, dtype: Any) -> np.ndarray | None:
-    """(N, npix) array of a tensor-like column, or None when it is not a null-free fixed-size
-    list (or fixed-shape tensor) of ``npix`` values. float32 columns come back as read-only
-    views of the Arrow buffer (no copy)."""
+    """A tensor-like Arrow column as an (N, npix) NumPy array, zero-copy where possible.
+
+    float32 columns come back as read-only views of the Arrow buffer (no copy); other dtypes
+    and Ray Data's tensor extension type are converted.
+
+    Args:
+        col: The column (one or more chunks; several chunks are combined, which copies).
+        npix: Expected values per row (grid pixels P).
+        dtype: NumPy dtype of the result (``np.float32`` for flux/ivar, ``bool`` for mask).
+
+    Returns:
+        The (N, npix) array, or ``None`` when the column is not a null-free fixed-size list
+        (or fixed-shape tensor) of ``npix`` values; the caller then takes the slow path.
+    """
     arr = _single(col)
     n = len(arr)
     if isinstance(arr.type, pa.ExtensionType):
@@ -58,9 +72,29 @@ def tensor_column(col: pa.ChunkedArray | pa.Array, npix: int, dtype: Any) -> np.
 def record_batch_to_spectra(
     data: pa.RecordBatch | pa.Table, npix: int,
 ) -> tuple[SpectraBatch, np.ndarray, dict[str, int]]:
-    """Rows of ``data`` (columns targetid, z, flux, ivar, mask, optional label) as a
-    SpectraBatch of the rows that have ``npix`` pixels, the index (into ``data``) of those rows,
-    and the counts of dropped rows by reason. Shapes: flux/ivar/mask (M, npix), M ≤ N."""
+    """Convert N shard rows to a SpectraBatch of the M ≤ N rows that have ``npix`` pixels.
+
+    Fast path (every pixel column a null-free fixed-size list of ``npix``): no row is dropped
+    and flux/ivar are zero-copy views. Slow path (variable-length lists, nulls, another grid):
+    rows whose flux, ivar or mask length differs from ``npix`` are dropped and counted as
+    ``wrong_grid_length``. Values are not validated here (that is the data policy's job).
+
+    Args:
+        data: Rows with columns targetid (int64), z, flux, ivar, mask (lists of P values; flux
+            in 1e-17 erg s⁻¹ cm⁻² Å⁻¹, ivar in flux⁻², mask True = bad) and an optional
+            label (null labels read as ``"None"``).
+        npix: Grid pixels P of the model.
+
+    Returns:
+        ``(batch, index, counts)``: the batch (flux/ivar/mask (M, npix), z (M,)), the int
+        index (M,) of its rows in ``data``, and dropped-row counts by reason (``{}`` when
+        none).
+
+    Raises:
+        KeyError: When a pixel column is missing on the fast path.
+        DataError: When targetid or z is missing on the slow path. Shards are checked with
+            :func:`qso_anomaly.data.io.check_shard` before they reach this function.
+    """
     n = data.num_rows
     cols = {name: data.column(name) for name in data.schema.names}
     fast = {name: tensor_column(cols[name], npix, np.float32 if name != "mask" else bool)

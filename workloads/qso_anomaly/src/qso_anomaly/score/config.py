@@ -3,6 +3,9 @@
 The CPU path is the tested default; every GPU setting is opt-in. In a Ray job the settings can
 come from ``QSO_SCORE_*`` environment variables (:meth:`ScoringConfig.from_env`), which is how
 a stack file reaches the workload without the workload importing skyrig.
+
+Units: memory in bytes (``object_store_limit`` ≥ 16 MiB, default 256 MiB; GPU memory of an
+RTX A4000 16 GiB), CPUs and GPUs in Ray's logical units (fractions allowed).
 """
 
 from __future__ import annotations
@@ -32,7 +35,16 @@ THREAD_ENV: dict[str, str] = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def worker_env(config: ScoringConfig) -> dict[str, str]:
-    """Environment variables a scoring process needs before torch or JAX is imported."""
+    """Environment variables a scoring process needs before torch or JAX is imported.
+
+    Args:
+        config: The scoring settings.
+
+    Returns:
+        :data:`THREAD_ENV` (``OMP_WAIT_POLICY=PASSIVE``), plus for JAX
+        ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` unless ``jax_preallocate`` (docs.jax.dev "GPU
+        memory allocation") and ``JAX_PLATFORMS=cpu`` on the CPU device.
+    """
     env = dict(THREAD_ENV)
     if config.framework == "jax":
         if not config.jax_preallocate:
@@ -49,7 +61,7 @@ def apply_thread_env() -> None:
 
 
 class ScoringConfigError(QsoAnomalyError):
-    """A scoring setting is out of range or cannot be parsed."""
+    """A scoring setting is out of range or cannot be parsed (a :class:`QsoAnomalyError`)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,24 @@ class ScoringConfig:
       see :func:`qso_anomaly.score.shards.actor_pool_size`), ``actor_cpus`` logical CPUs and
       ``num_gpus`` GPUs per actor, ``object_store_limit`` bytes of object store the pipeline
       may hold (the streaming window).
+
+    Attributes:
+        batch_size: Spectra per model call and rows per Parquet read (≥ 1).
+        framework: ``torch`` or ``jax``.
+        device: ``cpu`` or ``cuda``.
+        threads: PyTorch intra-op threads (≥ 1), or ``None`` for every usable core.
+        prefetch: Record batches read ahead (≥ 0; 0 reads in the scoring thread).
+        pin_memory: Page-locked host staging buffers for host→device copies (CUDA only).
+        precision: ``float32``, ``tf32`` or ``bfloat16``.
+        jax_preallocate: Let JAX preallocate 75 % of GPU memory.
+        concurrency: Ray Data scorer actors (≥ 1), or ``None`` to size from the cluster.
+        actor_cpus: Logical CPUs per actor (> 0), or ``None`` to size from the cluster.
+        num_gpus: GPUs per actor (≥ 0; > 0 needs ``device="cuda"``).
+        object_store_limit: Object store bytes the Ray Data pipeline may hold (≥ 16 MiB =
+            16,777,216 bytes; default 256 MiB).
+
+    Raises:
+        ScoringConfigError: On construction, naming every out-of-range field at once.
     """
 
     batch_size: int = 256
@@ -118,15 +148,48 @@ class ScoringConfig:
                 hint="fix the value in the workload config or the QSO_SCORE_* variable")
 
     def with_(self, **changes: Any) -> ScoringConfig:
+        """A copy with some fields changed (validated again).
+
+        Args:
+            **changes: New field values by name.
+
+        Returns:
+            The changed settings.
+
+        Raises:
+            ScoringConfigError: When a changed value is out of range.
+            TypeError: For a name that is not a field.
+        """
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings by field name (JSON-ready; ``ScoringConfig(**d)`` rebuilds them).
+
+        Returns:
+            Every field by name.
+        """
         return asdict(self)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ScoringConfig:
-        """Read ``QSO_SCORE_<FIELD>`` (e.g. ``QSO_SCORE_NUM_GPUS=0.5``); explicit ``overrides``
-        win. Raises ScoringConfigError naming the variable when a value does not parse."""
+        """Read the settings from ``QSO_SCORE_<FIELD>`` variables; explicit overrides win.
+
+        Example: ``QSO_SCORE_NUM_GPUS=0.5``. Integers, floats and booleans (1/true/yes/on,
+        0/false/no/off) are parsed by field; empty variables are ignored.
+
+        Args:
+            env: Variables to read (default ``os.environ``).
+            **overrides: Field values that replace the environment's; ``None`` values are
+                ignored.
+
+        Returns:
+            The validated settings.
+
+        Raises:
+            ScoringConfigError: Naming the variable when a value does not parse, or listing
+                the out-of-range fields.
+            TypeError: For an override that is not a field.
+        """
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for f in fields(cls):
@@ -164,11 +227,23 @@ def _parse(name: str, raw: str) -> Any:
 
 def activation_bytes_per_spectrum(channels: tuple[int, ...], pool: int, npix: int,
                                   n_rest: int) -> int:
-    """Rough peak float32 bytes one spectrum holds during an inference forward pass: the
-    inputs and their normalised copies (4 × P), the largest conv block's activations with its
-    conv, InstanceNorm and PReLU outputs alive at once (3 × C × L), and the rest-frame decoder
-    output plus the observed-frame reconstruction. Inference keeps no autograd graph, so
-    earlier blocks' outputs are freed as the pass goes on."""
+    """Rough peak bytes one spectrum holds during an inference forward pass (float32).
+
+    Counts the inputs and their normalised copies (4 × P), the largest conv block's
+    activations with its conv, InstanceNorm and PReLU outputs alive at once (3 × C × L, L the
+    block's length), and the rest-frame decoder output plus the observed-frame reconstruction.
+    Inference keeps no autograd graph, so earlier blocks' outputs are freed as the pass goes
+    on. An estimate; ``benchmarks/gpu_check.sh`` measures the real peak.
+
+    Args:
+        channels: Conv output channels per block (``ModelSpec.channels``).
+        pool: Max-pool factor between blocks.
+        npix: Observed-frame pixels P.
+        n_rest: Rest-frame decoder pixels R.
+
+    Returns:
+        Bytes per spectrum.
+    """
     largest = 0
     length = npix
     for i, c in enumerate(channels):
@@ -182,11 +257,26 @@ def activation_bytes_per_spectrum(channels: tuple[int, ...], pool: int, npix: in
 def gpu_batch_size(channels: tuple[int, ...], pool: int, npix: int, n_rest: int,
                    memory_bytes: int = A4000_MEMORY_BYTES, *, share: float = 0.5,
                    cap: int = 8192) -> int:
-    """Largest power-of-two batch whose activations fit in ``share`` of ``memory_bytes``
-    (the rest left to the CUDA context, allocator fragmentation, a second framework on the
-    same card and the pinned staging buffers). For the full model on the 7,781-px grid and a
+    """Largest power-of-two batch whose activations fit in ``share`` of ``memory_bytes``.
+
+    The rest is left to the CUDA context, allocator fragmentation, a second framework on the
+    same card and the pinned staging buffers. For the full model on the 7,781-px grid and a
     16 GiB A4000 this gives 512 spectra; ``benchmarks/gpu_check.sh`` measures the real peak
-    (``torch.cuda.max_memory_allocated``) to confirm it."""
+    (``torch.cuda.max_memory_allocated``) to confirm it.
+
+    Args:
+        channels: Conv output channels per block.
+        pool: Max-pool factor between blocks.
+        npix: Observed-frame pixels P.
+        n_rest: Rest-frame decoder pixels R.
+        memory_bytes: GPU memory in bytes (default 16 GiB, RTX A4000 datasheet).
+        share: Fraction of ``memory_bytes`` the activations may use.
+        cap: Largest batch returned.
+
+    Returns:
+        Batch size in spectra, a power of two in [1, cap] (1 even when one spectrum does
+        not fit).
+    """
     per = activation_bytes_per_spectrum(channels, pool, npix, n_rest)
     budget = memory_bytes * share
     b = 1

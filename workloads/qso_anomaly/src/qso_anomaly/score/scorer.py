@@ -4,6 +4,12 @@ All model calls go through :meth:`Scorer.score_batch`: PyTorch via
 :func:`qso_anomaly.models.torch_model.score_parts_torch`, JAX via
 :func:`qso_anomaly.models.jax_model.score_jax` (batches padded to one fixed shape, so XLA
 compiles once per process).
+
+Rows carry flux and ivar as lists of P float32 values on the model's grid (flux in 1e-17 erg
+s⁻¹ cm⁻² Å⁻¹, ivar in flux⁻², mask True = bad pixel); every row passes the data policy
+(:mod:`qso_anomaly.data.policy`) before it is scored, and rejected rows are counted by reason,
+never raised. Scores are dimensionless (higher = more anomalous), ``chi2_dof`` is χ² per valid
+pixel, ``density_nll`` is −log p(latent) in nats.
 """
 
 from __future__ import annotations
@@ -37,7 +43,11 @@ OUTPUT_SCHEMA = SCORED_SCHEMA.remove(SCORED_SCHEMA.get_field_index("reject_reaso
 
 
 def usable_cores() -> int:
-    """CPU cores this process may run on (affinity mask, else ``os.cpu_count()``)."""
+    """CPU cores this process may run on (affinity mask, else ``os.cpu_count()``).
+
+    Returns:
+        Core count, at least 1.
+    """
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
@@ -45,9 +55,15 @@ def usable_cores() -> int:
 
 
 def prepare_jax_env(config: ScoringConfig) -> None:
-    """Set the XLA allocator variables before JAX is first imported: with
-    ``jax_preallocate=False`` JAX allocates on demand instead of taking 75 % of the GPU
-    (docs.jax.dev "GPU memory allocation"); on CPU JAX stays off any GPU it might find."""
+    """Set the XLA allocator variables before JAX is first imported.
+
+    With ``jax_preallocate=False`` JAX allocates on demand instead of taking 75 % of the GPU
+    (docs.jax.dev "GPU memory allocation"); on CPU JAX stays off any GPU it might find.
+    Variables already set in ``os.environ`` are kept.
+
+    Args:
+        config: The scoring settings (``jax_preallocate``, ``device``).
+    """
     if not config.jax_preallocate:
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     if config.device == "cpu":
@@ -55,8 +71,24 @@ def prepare_jax_env(config: ScoringConfig) -> None:
 
 
 class Scorer:
-    """Holds one model in one framework on one device; ``score_rows``/``score_table`` never
-    raise on bad rows (they are rejected and counted)."""
+    """Holds one model in one framework on one device.
+
+    ``score_rows``/``score_record_batch``/``score_table`` never raise on bad rows: they are
+    rejected and counted by reason. Building a Scorer loads the model, sets PyTorch's thread
+    count (``threads`` or every usable core) and, for JAX, the XLA variables
+    (:func:`prepare_jax_env`).
+
+    Args:
+        model: A trained model, or the path of a trained-model directory.
+        framework: ``torch`` or ``jax``; overrides ``config.framework``.
+        threads: PyTorch intra-op threads; overrides ``config.threads``.
+        config: Scoring settings (default :class:`ScoringConfig` defaults).
+
+    Raises:
+        ModelError: When ``model`` is not a trained-model directory, its spec is not
+            compatible with this release, or the framework is unknown.
+        ScoringConfigError: When ``framework`` or ``threads`` is out of range.
+    """
 
     def __init__(
         self, model: TrainedModel | str | Path, framework: Framework | None = None,
@@ -95,7 +127,17 @@ class Scorer:
 
     # ------------------------------------------------------------------ model calls
     def score_batch(self, batch: SpectraBatch) -> ScoreResult:
-        """Score a clean batch (N rows, any N) in chunks of ``config.batch_size``."""
+        """Score a clean batch (N rows, any N) in chunks of ``config.batch_size``.
+
+        The batch is not validated: use :meth:`score_rows` for raw rows.
+
+        Args:
+            batch: N spectra on the model's grid: flux (N, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹,
+                ivar (N, P) in flux⁻², z (N,).
+
+        Returns:
+            Scores, χ²/dof and −log p(latent), each (N,) float32, in input order.
+        """
         b = self.config.batch_size
         if len(batch) <= b:
             return self._score_chunk(batch.flux, batch.ivar, batch.z)
@@ -127,9 +169,11 @@ class Scorer:
         return ScoreResult(*(t.float().cpu().numpy() for t in (sc, c2, nl)))
 
     def _to_device(self, slot: int, a: np.ndarray) -> Any:
-        """Host→device copy through a reusable page-locked staging buffer (``pin_memory``):
-        the copy is asynchronous, and the buffer is reused only after the results of the
-        previous chunk came back (which orders it after that chunk's copy)."""
+        """Host→device copy through a reusable page-locked staging buffer (``pin_memory``).
+
+        The copy is asynchronous, and the buffer is reused only after the results of the
+        previous chunk came back (which orders it after that chunk's copy).
+        """
         import torch
 
         src = torch.from_numpy(a)
@@ -165,7 +209,18 @@ class Scorer:
 
     # ------------------------------------------------------------------ rows and tables
     def score_rows(self, batch: SpectraBatch) -> tuple[ScoreResult, np.ndarray, dict[str, int]]:
-        """Validate and score every row: (scores with NaN for rejected rows, reasons, counts)."""
+        """Validate every row with the data policy and score the accepted ones.
+
+        Args:
+            batch: N raw spectra on the model's grid (flux (N, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹,
+                ivar (N, P) in flux⁻², mask (N, P), z (N,)).
+
+        Returns:
+            ``(result, reasons, counts)``: scores (N,) float32 with NaN for rejected rows; the
+            rejection reason per row (N,) (``""`` = scored; names in
+            :data:`qso_anomaly.data.policy.ROW_REASONS`); counts by reason (rows, and masked
+            pixels under ``masked_pixels:<reason>``).
+        """
         cleaned, reasons, counts = clean_rows(batch, policy=self.policy)
         n = len(batch)
         out = ScoreResult(np.full(n, np.nan, np.float32), np.full(n, np.nan, np.float32),
@@ -180,8 +235,24 @@ class Scorer:
     def score_record_batch(
         self, data: pa.RecordBatch | pa.Table,
     ) -> tuple[pa.Table, dict[str, int], SpectraBatch | None, ScoreResult | None]:
-        """Raw shard rows → (accepted rows in OUTPUT_SCHEMA, counts by reason, the accepted
-        clean spectra and their scores for callbacks). Rejected rows are counted, not kept."""
+        """Score raw shard rows; rejected rows are counted, not kept.
+
+        Args:
+            data: N raw rows (columns targetid, z, flux, ivar, mask, optional label; any list
+                layout, see :func:`qso_anomaly.score.columns.record_batch_to_spectra`).
+
+        Returns:
+            ``(table, counts, clean, result)``: the M accepted rows in :data:`OUTPUT_SCHEMA`
+            (targetid, score, chi2_dof, density_nll, label); counts by reason (wrong grid
+            length and policy rejections); the M accepted spectra as read (the policy's pixel
+            masking is not applied to this copy) and their scores, for ``on_batch`` callbacks
+            (both ``None`` when no row has the grid length).
+
+        Raises:
+            KeyError: When a required column is missing (shards are checked first with
+                :func:`qso_anomaly.data.io.check_shard`).
+            DataError: Likewise, on the slow conversion path.
+        """
         batch, _, counts = record_batch_to_spectra(data, self.grid.npix)
         if len(batch) == 0:
             return OUTPUT_SCHEMA.empty_table(), counts, None, None
@@ -199,8 +270,21 @@ class Scorer:
         return table, counts, batch.take(ok) if not ok.all() else batch, good
 
     def score_table(self, table: pa.Table) -> pa.Table:
-        """Raw shard rows (any list layout) → SCORED_SCHEMA rows, one per input row, rejected
-        rows with NaN scores and their ``reject_reason`` (+ ``path`` if present)."""
+        """Score raw rows into one output row per input row (the Ray Data row contract).
+
+        Args:
+            table: N raw rows (columns targetid, z, flux, ivar, mask, optional label and
+                path; any list layout).
+
+        Returns:
+            N rows in :data:`SCORED_SCHEMA` (targetid, score, chi2_dof, density_nll, label,
+            reject_reason) plus ``path`` when the input has it; rejected rows have NaN scores
+            and a non-empty ``reject_reason``.
+
+        Raises:
+            KeyError: When a required column is missing.
+            DataError: Likewise, on the slow conversion path.
+        """
         n = table.num_rows
         batch, idx, _ = record_batch_to_spectra(table, self.grid.npix)
         reasons = np.full(n, "wrong_grid_length", dtype=object)
@@ -224,8 +308,22 @@ class Scorer:
 
 
 class RayScorer:
-    """Callable class for ``Dataset.map_batches`` (one model per actor, Arrow batches in,
-    small score tables out: the spectra never travel back to the driver)."""
+    """Callable class for ``Dataset.map_batches`` over spectra rows.
+
+    One model per actor, Arrow batches in, small score tables out: the spectra never travel
+    back to the driver (Ray Data batch inference with a callable class, docs.ray.io
+    ``map_batches``).
+
+    Args:
+        model_dir: Path of a trained-model directory, readable from the actor's node.
+        framework: ``torch`` or ``jax``.
+        threads: PyTorch intra-op threads per actor.
+        config: :class:`ScoringConfig` fields by name (default settings when ``None``).
+
+    Raises:
+        ModelError: As :class:`Scorer`.
+        ScoringConfigError: When ``config`` holds an out-of-range value.
+    """
 
     def __init__(self, model_dir: str, framework: Framework = "torch", threads: int = 1,
                  config: dict[str, Any] | None = None) -> None:
@@ -233,4 +331,12 @@ class RayScorer:
         self.scorer = Scorer(model_dir, framework, threads=threads, config=cfg)
 
     def __call__(self, table: pa.Table) -> pa.Table:
+        """Score one batch of rows (see :meth:`Scorer.score_table`).
+
+        Args:
+            table: N raw rows.
+
+        Returns:
+            N rows in :data:`SCORED_SCHEMA`.
+        """
         return self.scorer.score_table(table)

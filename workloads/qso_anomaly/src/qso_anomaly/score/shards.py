@@ -9,6 +9,8 @@ Memory: neither path materialises the survey. The plain loop reads one shard in
 ``batch_size``-row record batches (a reader thread keeps ``prefetch`` batches ahead, so Arrow
 decoding overlaps the model); Ray Data streams blocks through an actor pool under an object
 store limit. Only the small score rows of unfinished shards are held (≈ 30 bytes a row).
+
+Times are in seconds (wall clock, ``time.perf_counter``); memory limits in bytes.
 """
 
 from __future__ import annotations
@@ -47,6 +49,27 @@ OnBatch = Callable[[SpectraBatch, ScoreResult], None]
 
 @dataclass
 class ScoringSummary:
+    """What one :func:`score_shards` call did (``to_dict`` is the JSON form in run reports).
+
+    Attributes:
+        n_scored: Spectra scored and written by this call.
+        n_rejected_by_reason: Counts by reason: rejected rows, failed shards
+            (``corrupt_shard``, ``missing_columns``: one per shard), masked pixels
+            (``masked_pixels:<reason>``: pixels, not rows) and rows scored but flagged
+            (``flagged:<reason>``).
+        out_dir: Directory of the ``<shard>.scores.parquet`` outputs.
+        elapsed: Wall-clock duration of the call in seconds.
+        framework: ``torch`` or ``jax``.
+        backend: ``local`` (plain loop) or ``ray_data``.
+        n_shards_scored: Shards scored and written by this call.
+        n_shards_skipped: Shards whose output already existed (resume).
+        n_shards_failed: Shards that could not be read (counted, not raised).
+        n_already_scored: Rows in the outputs of skipped shards.
+        outputs: Output paths of scored and skipped shards.
+        actors: Ray Data scorer actors (0 for the plain loop).
+        threads_per_worker: PyTorch threads of the plain loop or of each actor.
+    """
+
     n_scored: int
     n_rejected_by_reason: dict[str, int]
     out_dir: Path
@@ -63,13 +86,23 @@ class ScoringSummary:
 
     @property
     def n_rejected(self) -> int:
+        """Sum of the counts by reason except ``masked_pixels:*`` and ``flagged:*``.
+
+        That is the rejected rows, plus 1 for each shard that failed as a whole.
+        """
         return n_rejected_rows(self.n_rejected_by_reason)
 
     @property
     def spectra_per_second(self) -> float:
+        """Throughput ``n_scored / elapsed`` in spectra per second (0 when nothing was timed)."""
         return self.n_scored / self.elapsed if self.elapsed > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """The summary as JSON-ready data, with ``n_rejected`` and ``spectra_per_second``.
+
+        Returns:
+            Every field by name (paths as strings) plus the two derived figures.
+        """
         d = asdict(self)
         d["out_dir"] = str(self.out_dir)
         d["outputs"] = [str(p) for p in self.outputs]
@@ -79,6 +112,15 @@ class ScoringSummary:
 
 
 def output_path(out_dir: str | Path, shard: str | Path) -> Path:
+    """The output file of a shard: ``out_dir/<shard name without .parquet>.scores.parquet``.
+
+    Args:
+        out_dir: Output directory.
+        shard: Input shard path (only its file name is used).
+
+    Returns:
+        The output path (not created).
+    """
     name = Path(shard).name
     stem = name.removesuffix(".parquet")
     return Path(out_dir) / f"{stem}{OUTPUT_SUFFIX}"
@@ -105,14 +147,37 @@ def score_shards(
     actor_cpus: float | None = None,
     config: ScoringConfig | None = None,
 ) -> ScoringSummary:
-    """Score every shard into ``out_dir/<shard>.scores.parquet`` (targetid, score, chi2_dof,
-    density_nll, label). ``on_batch(batch, result)`` is called for every scored batch of clean
-    spectra (plain loop; with Ray, once per finished shard with that shard's scored rows and
-    a batch holding only targetid/z).
+    """Score every shard into ``out_dir/<shard>.scores.parquet``, resumably.
 
-    Settings come from ``config`` (default: :meth:`ScoringConfig.from_env`); the keyword
-    arguments override single fields. Ray: see :func:`actor_pool_size`. Raises
-    ScoringConfigError for invalid settings; bad shards and rows are counted, never raised."""
+    Output rows: targetid, score, chi2_dof, density_nll, label (rejected rows are counted,
+    not written; the counts also go to the file's Parquet metadata). A shard whose output
+    exists is skipped (resume contract in the module docstring). ``on_batch(batch, result)``
+    is called for every scored batch of accepted spectra (plain loop; with Ray, once per
+    finished shard with that shard's scored rows and a batch holding only targetid).
+
+    Args:
+        model_dir_or_trained: A trained model or the path of a trained-model directory
+            (loaded only when some shard needs scoring).
+        shard_paths: Input Parquet shards (columns targetid, z, flux, ivar, mask, optional
+            label; flux in 1e-17 erg s⁻¹ cm⁻² Å⁻¹, ivar in flux⁻²).
+        out_dir: Output directory (created if missing; with Ray, storage every node can
+            write).
+        use_ray: Score through a Ray Data actor pool instead of the plain loop.
+        batch_size: Overrides ``config.batch_size`` (spectra per model call).
+        framework: Overrides ``config.framework``.
+        on_batch: Callback ``(SpectraBatch, ScoreResult) -> None``.
+        concurrency: Overrides ``config.concurrency`` (Ray actors).
+        object_store_limit: Overrides ``config.object_store_limit`` (bytes).
+        actor_cpus: Overrides ``config.actor_cpus`` (logical CPUs per actor).
+        config: Scoring settings (default :meth:`ScoringConfig.from_env`).
+
+    Returns:
+        The summary (counts, outputs, elapsed seconds, actors).
+
+    Raises:
+        ScoringConfigError: For invalid settings (including ``QSO_SCORE_*`` variables).
+        ModelError: When the model directory is not a usable trained model.
+    """
     cfg = config or ScoringConfig.from_env()
     cfg = cfg.with_(**{k: v for k, v in {
         "batch_size": batch_size, "framework": framework, "concurrency": concurrency,
@@ -166,12 +231,27 @@ _END = object()
 def iter_shard_batches(
     pending: Sequence[Path], batch_size: int, prefetch: int = 2,
 ) -> Iterator[tuple[Path, pa.RecordBatch | ShardError | None]]:
-    """Yield ``(shard, record batch)`` for every ``batch_size``-row batch of every shard, then
+    """Stream the record batches of several shards, optionally from a reader thread.
+
+    Yields ``(shard, record batch)`` for every ``batch_size``-row batch of every shard, then
     ``(shard, None)`` when the shard is complete, or ``(shard, ShardError)`` when it cannot be
     read (the shard is abandoned). With ``prefetch > 0`` a reader thread keeps that many
     batches ahead; at most ``prefetch + 1`` batches are in memory. Closing the generator stops
-    the thread."""
+    the thread (joined for up to 10 s).
 
+    Args:
+        pending: Shard paths, read in order.
+        batch_size: Rows per record batch.
+        prefetch: Batches the reader thread keeps ahead (0: read in the calling thread).
+
+    Yields:
+        ``(path, item)`` with item a ``pyarrow.RecordBatch`` (required columns plus label
+        when present), ``None`` (shard complete) or a :class:`ShardError` (reason
+        ``corrupt_shard``; yielded, not raised).
+
+    Raises:
+        BaseException: Any other exception of the reader thread is re-raised in the consumer.
+    """
     if prefetch <= 0:
         for path in pending:
             yield from _shard_items(path, batch_size)
@@ -216,8 +296,10 @@ def iter_shard_batches(
 
 
 def _shard_items(path: Path, batch_size: int) -> Iterator[tuple[Path, Any]]:
-    """One shard's ``(path, record batch)`` items, then ``(path, None)``, or
-    ``(path, ShardError)`` when the shard turns out unreadable part-way."""
+    """One shard's ``(path, record batch)`` items, then ``(path, None)``.
+
+    Or ``(path, ShardError)`` when the shard turns out unreadable part-way.
+    """
     try:
         reader = pq.ParquetFile(path)
         batches = reader.iter_batches(batch_size=batch_size, columns=_columns(path))
@@ -246,9 +328,20 @@ def _score_local(
 
 def score_stream(scorer: Scorer, paths: Sequence[Path], out: Path, summary: ScoringSummary,
                  on_batch: OnBatch | None = None) -> None:
-    """The streamed loop shared by the plain path and every Ray actor: read ``paths`` in
-    ``batch_size`` record batches (reader thread ahead), validate, score, and write each
-    shard's output atomically once the shard is complete; ``summary`` is updated in place."""
+    """The streamed loop shared by the plain path and every Ray actor.
+
+    Reads ``paths`` in ``batch_size`` record batches (reader thread ahead), validates, scores,
+    and writes each shard's output atomically (temporary file + rename) once the shard is
+    complete; an unreadable shard is counted under its reason and its partial rows dropped.
+
+    Args:
+        scorer: The loaded model and settings (``batch_size``, ``prefetch``).
+        paths: Shards to score (outputs are not checked for here: callers skip finished
+            shards).
+        out: Output directory (must exist).
+        summary: Updated in place (scored rows and shards, failures, reasons, outputs).
+        on_batch: Callback ``(accepted spectra, their ScoreResult)`` per scored batch.
+    """
     cfg = scorer.config
     parts: list[pa.Table] = []
     shard_counts: dict[str, int] = {}
@@ -279,7 +372,14 @@ def score_stream(scorer: Scorer, paths: Sequence[Path], out: Path, summary: Scor
 # ---------------------------------------------------------------------- Ray Data
 @dataclass(frozen=True)
 class ActorPool:
-    """How the Ray Data scorer pool is laid out (see :func:`actor_pool_size`)."""
+    """How the Ray Data scorer pool is laid out (see :func:`actor_pool_size`).
+
+    Attributes:
+        concurrency: Number of scorer actors.
+        actor_cpus: Logical CPUs each actor asks Ray for.
+        num_gpus: GPUs each actor asks for (0 on CPU; fractions share a card).
+        threads: PyTorch intra-op threads per actor.
+    """
 
     concurrency: int
     actor_cpus: float
@@ -295,7 +395,15 @@ def actor_pool_size(resources: dict[str, float], cfg: ScoringConfig) -> ActorPoo
     intra-op thread each. CPU: actors of two PyTorch threads each (``cfg.threads`` to
     change), ``floor(CPU / threads)`` of them, each asking for as many logical CPUs as it runs
     threads — the actors read their own shards, so no Ray read task needs a CPU, and threads
-    never outnumber cores. ``cfg.concurrency`` / ``cfg.actor_cpus`` override."""
+    never outnumber cores. ``cfg.concurrency`` / ``cfg.actor_cpus`` override.
+
+    Args:
+        resources: Ray's resource totals, e.g. ``{"CPU": 2.0, "GPU": 1.0}`` (logical units).
+        cfg: Scoring settings (``num_gpus``, ``threads``, ``concurrency``, ``actor_cpus``).
+
+    Returns:
+        The pool layout (at least one actor).
+    """
     cpus = float(resources.get("CPU", 1.0))
     if cfg.num_gpus > 0:
         gpus = float(resources.get("GPU", 0.0))
@@ -308,10 +416,21 @@ def actor_pool_size(resources: dict[str, float], cfg: ScoringConfig) -> ActorPoo
 
 
 class RayShardScorer:
-    """Ray Data actor: scores whole shards (one path per call) with :func:`score_stream` and
-    writes their outputs itself, so spectra never enter the object store and only one small
-    summary row per shard travels back to the driver. ``out_dir`` must be storage every
-    node can write (local disk on one node; a shared volume on a cluster)."""
+    """Ray Data actor that scores whole shards (one path per call) with :func:`score_stream`.
+
+    It writes the outputs itself, so spectra never enter the object store and only one small
+    summary row per shard travels back to the driver. ``out_dir`` must be storage every node
+    can write (local disk on one node; a shared volume on a cluster).
+
+    Args:
+        model_dir: Path of a trained-model directory, readable from the actor's node.
+        out_dir: Output directory (must exist).
+        config: :class:`ScoringConfig` fields by name.
+
+    Raises:
+        ScoringConfigError: When ``config`` holds an out-of-range value.
+        ModelError: When ``model_dir`` is not a usable trained model.
+    """
 
     def __init__(self, model_dir: str, out_dir: str, config: dict[str, Any]) -> None:
         self.config = ScoringConfig(**config)
@@ -319,6 +438,15 @@ class RayShardScorer:
         self.out = Path(out_dir)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Score the shards named in a batch.
+
+        Args:
+            batch: ``{"path": (S,) shard paths}`` (Ray Data numpy batch format).
+
+        Returns:
+            One row per shard: ``path``, ``n_scored`` (rows written), ``failed`` (1 when the
+            shard could not be read) and ``counts`` (JSON of the counts by reason), each (S,).
+        """
         rows: dict[str, list[Any]] = {"path": [], "n_scored": [], "failed": [], "counts": []}
         for path in batch["path"]:
             s = ScoringSummary(0, {}, self.out, 0.0)
@@ -334,8 +462,10 @@ def _score_ray(
     trained: TrainedModel, pending: list[tuple[Path, int]], out: Path, summary: ScoringSummary,
     cfg: ScoringConfig, on_batch: OnBatch | None,
 ) -> None:
-    """Ray Data over shard paths: ``from_items(paths) → map_batches(RayShardScorer,
-    concurrency=k)``; results stream back per finished shard in completion order."""
+    """Ray Data over shard paths: ``from_items(paths) → map_batches(RayShardScorer)``.
+
+    ``concurrency=k`` actors; results stream back per finished shard in completion order.
+    """
     import ray
     import ray.data
 
@@ -399,8 +529,10 @@ def _score_ray(
 
 
 def _replay(dest: Path, on_batch: OnBatch) -> None:
-    """``on_batch`` for a shard an actor finished: its scored rows and a batch holding only
-    targetid (the spectra stayed in the actor)."""
+    """``on_batch`` for a shard an actor finished.
+
+    Passes its scored rows and a batch holding only targetid (the spectra stayed in the actor).
+    """
     accepted = pq.read_table(dest)
     n = accepted.num_rows
     ids = accepted.column("targetid").to_numpy()
