@@ -164,6 +164,8 @@ def apply_plan(plan: Plan, client: PveClient, *, parallelism: int = 4,
         OwnershipError: A planned mapping exists and is not this stack's.
         ProxmoxError: A mapping or prune call failed.
         ApplyFailed: One or more VMs failed (its ``result`` holds what the others did).
+        KeyboardInterrupt: Ctrl-C during the VMs: none is started any more, those in flight
+            finish their PVE task, the others are reported "not started"; a re-run converges.
     """
     started = time.monotonic()
     client.reset_counts()
@@ -306,6 +308,8 @@ def destroy_plan(plan: Plan, client: PveClient, *, parallelism: int = 4,
     Raises:
         ProxmoxError: A mapping delete failed for another reason than "still used".
         ApplyFailed: One or more VMs could not be deleted.
+        KeyboardInterrupt: Ctrl-C during the deletes: none is started any more, those in flight
+            finish their PVE task, the others are reported "not started".
     """
     started = time.monotonic()
     client.reset_counts()
@@ -359,14 +363,13 @@ def destroy_plan(plan: Plan, client: PveClient, *, parallelism: int = 4,
 def _run_parallel(items: Iterable[T], fn: Callable[[T], R], parallelism: int,
                   done: Callable[[T, Future[R]], None], *,
                   cancelled: Callable[[T], None]) -> None:
-    """Run ``fn`` over ``items`` on at most ``parallelism`` threads, calling ``done`` per item
-    as it finishes (in the calling thread).
+    """Run ``fn`` over ``items`` on at most ``parallelism`` threads.
 
-    On an interrupt (Ctrl-C) or any other exception in the calling thread nothing new starts:
-    items not yet begun are dropped (``cancelled`` is called for each, so the caller can say
-    they were left), the ones already running finish their PVE task (a task PVE has started
-    cannot be taken back half-way; this waits for them), and the exception propagates. A re-run
-    converges.
+    ``done`` is called per item as it finishes (in the calling thread). On an interrupt (Ctrl-C)
+    or any other exception in the calling thread nothing new starts: items not yet begun are
+    dropped (``cancelled`` is called for each, so the caller can say they were left), the ones
+    already running finish their PVE task (a task PVE has started cannot be taken back half-way;
+    this waits for them), and the exception propagates. A re-run converges.
     """
     todo = list(items)
     state = threading.Condition()
