@@ -3,6 +3,12 @@
 One class per concept. Field-level rules live here (types, ranges, patterns); rules that relate
 several fields or sections live in :mod:`skyrig.config.checks` so that every problem is reported at
 once with its file, line and key path.
+
+Each field is documented by its ``Field(description=...)`` (docs/stack-reference.md is generated
+from them, with each model's first docstring paragraph); units are in the key names: ``*_mib``
+MiB, ``*_gib`` GiB, ``*_s``/``*_seconds*`` seconds. Invalid values raise pydantic's
+``ValidationError``, which :func:`skyrig.config.loader.validate_source` turns into one
+:class:`skyrig.errors.SkyrigConfigError`.
 """
 
 from __future__ import annotations
