@@ -59,3 +59,20 @@ def test_missing_secret_is_a_clear_error(root: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("SKYRIG_PROXMOX_TOKEN_SECRET", raising=False)
     with pytest.raises(SkyrigConfigError, match="SKYRIG_PROXMOX_TOKEN_SECRET"):
         resolve_endpoint(stack(root, "prod"))
+
+
+def test_env_pvesim_state_gives_the_stacks_least_privilege_token(
+        root: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    st = stack(root, "local")
+    token_id = st.config.proxmox.token_id
+    assert not token_id.startswith("root@pam!")
+    state = tmp_path / "pvesim"
+    state.mkdir()
+    (state / "endpoint.json").write_text(json.dumps(
+        {**SIM, "pid": 1, "tokens": {token_id: "least", "other@pve!x": "no"}}))
+    monkeypatch.setenv(PVESIM_ENV, str(state))
+    ep = resolve_endpoint(st)
+    assert (ep.token_id, ep.token_secret) == (token_id, "least")
+    # a stack that names a token pvesim did not bootstrap still gets what the file names
+    monkeypatch.setenv(PVESIM_ENV, json.dumps({**SIM, "tokens": {}}))
+    assert resolve_endpoint(st).token_id == "root@pam!skyrig"

@@ -104,16 +104,31 @@ class Endpoint:
                    verify_tls=bool(d.get("verify_tls", True)))
 
 
-def _from_env_value(value: str) -> Endpoint:
+def _least_privilege(d: dict[str, Any], token_id: str | None) -> dict[str, Any]:
+    """Use the stack's own token from a pvesim endpoint where that has it.
+
+    A pvesim ``endpoint.json`` carries its root token and the bootstrapped tokens (``tokens``:
+    authid → secret); taking the stack's token keeps the environment variable from handing out
+    root where the stack asks for less.
+    """
+    tokens = d.get("tokens")
+    if token_id and isinstance(tokens, dict) and token_id in tokens:
+        return {**d, "token_id": token_id, "token_secret": tokens[token_id]}
+    return d
+
+
+def _from_env_value(value: str, token_id: str | None = None) -> Endpoint:
     """Parse ``$SKYRIG_PVESIM_ENDPOINT``.
 
     Accepts inline JSON, a JSON file, or a running pvesim's state directory (its ``endpoint.json``).
+    Where that names bootstrapped ``tokens`` and one is ``token_id`` (the stack's
+    ``proxmox.token_id``), that least-privilege token is used instead of the root token.
     Raises :class:`SkyrigConfigError` for anything else.
     """
     text = value.strip()
     try:
         if text.startswith("{"):
-            return Endpoint.from_dict(json.loads(text))
+            return Endpoint.from_dict(_least_privilege(json.loads(text), token_id))
         path = Path(text)
         if path.is_dir():
             path = path / "endpoint.json"
@@ -123,7 +138,7 @@ def _from_env_value(value: str) -> Endpoint:
                     " (no endpoint.json)",
                     file=str(path.parent))
         if path.is_file():
-            return Endpoint.from_dict(json.loads(path.read_text()))
+            return Endpoint.from_dict(_least_privilege(json.loads(path.read_text()), token_id))
     except (ValueError, KeyError, TypeError) as exc:
         raise SkyrigConfigError(f"${PVESIM_ENV}={value!r} is not a valid endpoint: {exc!r}"
                                 " (want url, token_id, token_secret, ca_path)") from exc
@@ -155,7 +170,7 @@ def resolve_endpoint(stack: Stack, override: Endpoint | None = None,
         return override
     env = os.environ.get(PVESIM_ENV)
     if env:
-        return _from_env_value(env)
+        return _from_env_value(env, stack.config.proxmox.token_id)
     px = stack.config.proxmox
     if px.embedded:
         raise SkyrigConfigError(
