@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # PyTorch's OpenMP threads must not spin on shared machines (see qso_anomaly.score.config);
 # libgomp reads this once, when torch is first imported, so it is set before any import of it
@@ -22,6 +22,10 @@ import numpy as np
 
 from qso_anomaly import __version__
 from qso_anomaly.errors import QsoAnomalyError
+
+if TYPE_CHECKING:
+    from qso_anomaly.score.run import ScoredRun
+    from qso_anomaly.train.trained import TrainedModel
 
 
 class CliError(QsoAnomalyError):
@@ -45,7 +49,8 @@ def _is_desi(data: str) -> bool:
     return p.name.startswith("coadd-") and ".fits" in p.name
 
 
-def _input_shards(args: argparse.Namespace, trained: Any) -> tuple[list[Path], dict[str, int]]:
+def _input_shards(args: argparse.Namespace, trained: TrainedModel
+                  ) -> tuple[list[Path], dict[str, int]]:
     """Parquet shards for --data: Parquet as is; DESI healpix coadds (a coadd file or a
     directory of coadd-*.fits, redshifts from --redshifts or the redrock-* files next to them)
     are read onto the model grid, passed through the model's data policy (rejections counted
@@ -68,7 +73,7 @@ def _input_shards(args: argparse.Namespace, trained: Any) -> tuple[list[Path], d
     return [path], counts
 
 
-def _load_model(args: argparse.Namespace) -> tuple[Any, str, str]:
+def _load_model(args: argparse.Namespace) -> tuple[TrainedModel, str, str]:
     """(trained model, model name, version) from --model DIR or --model-uri models:/n@alias."""
     from qso_anomaly.train import TrainedModel
 
@@ -141,9 +146,10 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
-    from qso_anomaly.pipeline import PipelineConfig, _score
     from qso_anomaly.registry.gates import load_thresholds
     from qso_anomaly.score.config import ENV_PREFIX, ScoringConfig
+    from qso_anomaly.score.run import score_run
+    from qso_anomaly.train.steps import connect_ray
 
     for key in ("device", "num_gpus", "concurrency", "precision"):
         value = getattr(args, key, None)
@@ -151,22 +157,25 @@ def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
             os.environ[ENV_PREFIX + key.upper()] = str(value)
     ScoringConfig.from_env()  # fail early, before the model loads, on a bad combination
     trained, name, version = _load_model(args)
-    cfg = PipelineConfig(out=args.out, framework=args.framework, use_ray=args.use_ray,
-                         batch_size=args.batch_size, metrics_port=args.metrics_port)
     quantile = load_thresholds(args.thresholds).flag_quantile if args.thresholds else 0.99
     shards, read_counts = _input_shards(args, trained)
-    scored = _score(cfg, trained, name, version, shards, Path(args.out), quantile)
-    metrics_path = scored.metrics.write_textfile(Path(args.out) / "metrics.prom")
+    if args.use_ray:
+        connect_ray()
+    scored = score_run(trained, shards, args.out, model_name=name, version=version,
+                       flag_quantile=quantile, framework=args.framework, use_ray=args.use_ray,
+                       batch_size=args.batch_size, metrics_port=args.metrics_port)
+    metrics = scored.require_metrics()
+    metrics_path = metrics.write_textfile(Path(args.out) / "metrics.prom")
     if args.push_gateway:
-        scored.metrics.push(args.push_gateway)
+        metrics.push(args.push_gateway)
     return {"scores": str(scored.scores_dir), "metrics": metrics_path, "n_scored": scored.n,
             "n_flagged": scored.n_flagged, "flag_threshold": scored.flag_threshold,
             "spectra_per_second": scored.spectra_per_second, "drift": scored.drift,
             "rejected": scored.rejected, "rejected_on_read": read_counts}
 
 
-def _scored_from_files(args: argparse.Namespace, trained: Any) -> Any:
-    from qso_anomaly.pipeline import load_scored
+def _scored_from_files(args: argparse.Namespace, trained: TrainedModel) -> ScoredRun:
+    from qso_anomaly.score.run import load_scored
 
     outputs = sorted(Path(args.scores).glob("*.scores.parquet"))
     reference = np.asarray(trained.reference_scores, dtype=np.float64)
@@ -175,13 +184,13 @@ def _scored_from_files(args: argparse.Namespace, trained: Any) -> Any:
 
 
 def cmd_explain(args: argparse.Namespace) -> dict[str, Any]:
-    from qso_anomaly.pipeline import PipelineConfig, _explain
+    from qso_anomaly.explain.run import explain_scored
 
     trained, _, _ = _load_model(args)
     scored = _scored_from_files(args, trained)
-    cfg = PipelineConfig(out=args.out, framework=args.framework, top_k=args.top_k,
-                         ig_steps=args.ig_steps, occlusion_window=args.occlusion_window)
-    ex = _explain(cfg, trained, _shards(args.data), scored, Path(args.out))
+    ex = explain_scored(trained, _shards(args.data), scored, args.out, top_k=args.top_k,
+                        ig_steps=args.ig_steps, occlusion_window=args.occlusion_window,
+                        framework=args.framework)
     keys = ("n_explained", "localisation_auroc_localised_mean", "deletion_auc_mean",
             "deletion_auc_random_mean", "randomisation")
     return {"explanations": str(Path(args.out) / "explanations.npz"),
@@ -191,15 +200,15 @@ def cmd_explain(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     from qso_anomaly.explain.runner import ExplanationSet
-    from qso_anomaly.pipeline import PipelineConfig, _evaluate, _report
+    from qso_anomaly.registry.steps import evaluate_scored
+    from qso_anomaly.report.steps import write_run_report
 
     trained, name, version = _load_model(args)
     scored = _scored_from_files(args, trained)
     ex = ExplanationSet.load(args.explain) if args.explain else None
-    evaluation = _evaluate(scored)
-    path = _report(PipelineConfig(out=str(Path(args.out).parent)), trained,
-                   {"name": name, "version": version}, scored, ex, evaluation, None,
-                   Path(args.out), {})
+    path = write_run_report(trained, {"name": name, "version": version}, scored, args.out,
+                            explanations=ex, evaluation=evaluate_scored(scored),
+                            framework=args.framework)
     return {"report": str(path), "n_scored": scored.n}
 
 

@@ -22,12 +22,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from qso_anomaly import __version__
-from qso_anomaly.errors import QsoAnomalyError
+from qso_anomaly.errors import ModelError, QsoAnomalyError
+
+if TYPE_CHECKING:
+    from qso_anomaly.train.trained import TrainedModel
 
 
 class PipelineError(QsoAnomalyError):
@@ -134,298 +137,6 @@ def _log(msg: str) -> None:
     print(f"[qso-anomaly {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-@dataclass
-class ScoredRun:
-    """What the scoring step produced, joined with the survey's z / S/N / labels."""
-
-    scores_dir: Path
-    targetid: np.ndarray
-    score: np.ndarray
-    label: np.ndarray | None
-    z: np.ndarray
-    snr: np.ndarray | None
-    reference: np.ndarray
-    flag_threshold: float
-    metrics: Any  # metrics.ScoringMetrics, None when read back from files
-    drift: dict[str, Any] | None
-    spectra_per_second: float
-    rejected: dict[str, int]
-
-    @property
-    def n(self) -> int:
-        return int(self.score.size)
-
-    @property
-    def n_flagged(self) -> int:
-        return int(np.sum(self.score > self.flag_threshold))
-
-
-def _grid_and_spec(cfg: PipelineConfig) -> tuple[Any, Any]:
-    from qso_anomaly.models.spec import ModelSpec
-
-    spec = ModelSpec.full() if cfg.full_model else ModelSpec.ci()
-    return spec, spec.input_grid()
-
-
-def _survey(cfg: PipelineConfig, directory: Path, n: int, seed: int, fraction: float,
-            grid: Any) -> list[Path]:
-    from qso_anomaly.data.synth import write_survey
-
-    return write_survey(directory, n, seed, shard_size=cfg.shard_size, grid=grid,
-                        anomaly_fraction=fraction)
-
-
-def _lineage(cfg: PipelineConfig, train_dir: Path, shards: list[Path], trained: Any
-             ) -> dict[str, Any]:
-    from qso_anomaly.registry.tracking import combined_hash, hash_files
-
-    data = hash_files([*shards, train_dir / "manifest.json"], root=train_dir)
-    templates = dict(trained.metrics.get("templates_sha256") or {})
-    return {
-        "benchmark": "qso-inject-v1",
-        "generator": json.loads((train_dir / "manifest.json").read_text()).get("generator"),
-        "generator_seed": cfg.seed,
-        "n_train_spectra": cfg.n_train or 2 * cfg.n_spectra,
-        "train_anomaly_fraction": cfg.train_anomaly_fraction,
-        "eval_generator_seed": cfg.seed + 1,
-        "eval_anomaly_fraction": cfg.anomaly_fraction,
-        "grid": json.dumps(trained.grid.to_dict()),
-        "data_version": combined_hash({**data, **templates}),
-        "data_sha256": data,
-        "templates_sha256": templates,
-    }
-
-
-def _train(cfg: PipelineConfig, out: Path) -> tuple[Any, dict[str, Any]]:
-    from qso_anomaly.train import fit
-
-    spec, grid = _grid_and_spec(cfg)
-    n_train = cfg.n_train or 2 * cfg.n_spectra
-    train_dir = out / "data" / "train"
-    shards = _survey(cfg, train_dir, n_train, cfg.seed, cfg.train_anomaly_fraction, grid)
-    _log(f"training on {n_train} spectra ({cfg.epochs} epochs, framework={cfg.framework}, "
-         f"ray={cfg.use_ray})")
-    if cfg.use_ray:
-        _init_ray(cfg)
-    trained = fit(spec, grid, shards, use_ray=cfg.use_ray, num_workers=cfg.num_workers,
-                  use_gpu=cfg.use_gpu, epochs=cfg.epochs, seed=cfg.seed,
-                  framework=cfg.framework)  # type: ignore[arg-type]
-    trained.save(out / "model" / "trained")
-    return trained, _lineage(cfg, train_dir, shards, trained)
-
-
-def _init_ray(cfg: PipelineConfig) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    if cfg.ray_address:
-        ray.init(address=cfg.ray_address, include_dashboard=False, log_to_driver=False)
-    elif os.environ.get("RAY_ADDRESS"):
-        ray.init(include_dashboard=False, log_to_driver=False)  # inside a Ray job
-    else:
-        ray.init(num_cpus=max(2, cfg.num_workers), include_dashboard=False,
-                 log_to_driver=False, object_store_memory=256 * 1024**2)
-
-
-def _register(registry: Any, cfg: PipelineConfig, trained: Any, model_dir: Path,
-              lineage: dict[str, Any]) -> Any:
-    numeric = {k: v for k, v in trained.metrics.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    params = {**{f"spec.{k}": v for k, v in trained.spec.to_dict().items()},
-              "epochs": cfg.epochs, "seed": cfg.seed, "framework": cfg.framework,
-              "use_ray": cfg.use_ray, "n_train": lineage["n_train_spectra"],
-              "grid": lineage["grid"], "workload_version": __version__}
-    data_hashes = {**lineage["data_sha256"],
-                   **{f"templates/{k}": v for k, v in lineage["templates_sha256"].items()},
-                   "data_version": lineage["data_version"]}
-    return registry.register(
-        model_dir=model_dir, model_name=cfg.model_name, params=params,
-        metrics={"train": numeric}, data_hashes=data_hashes, generator_seed=cfg.seed,
-        tags={"framework": cfg.framework, "workload_version": __version__,
-              "spec_version": trained.spec.version},
-        run_name=f"train-{cfg.framework}-seed{cfg.seed}")
-
-
-def _score(cfg: PipelineConfig, trained: Any, model_name: str, version: str,
-           shards: list[Path], run_dir: Path, flag_quantile: float) -> ScoredRun:
-    from qso_anomaly.metrics import BatchObserver, ScoringMetrics
-    from qso_anomaly.score import score_shards
-    from qso_anomaly.train.calibrate import conformal_threshold
-
-    reference = np.asarray(trained.reference_scores, dtype=np.float64)
-    # conformal: flagged ⇔ p-value against the held-out calibration set ≤ 1 − flag_quantile
-    threshold = conformal_threshold(reference, 1.0 - flag_quantile)
-    tags_sha = os.environ.get("QSO_ANOMALY_GIT_SHA", "unknown")
-    metrics = ScoringMetrics(model=model_name, version=version, framework=cfg.framework,
-                             git_sha=tags_sha, data_hash=_short_hash(shards),
-                             reference_scores=reference if reference.size else None,
-                             flag_threshold=threshold)
-    server = None
-    if cfg.metrics_port is not None:
-        server, port = metrics.serve(cfg.metrics_port)
-        _log(f"metrics on http://127.0.0.1:{port}/metrics")
-    observer = BatchObserver(metrics)
-    scores_dir = run_dir / "scores"
-    try:
-        if cfg.use_ray:
-            _init_ray(cfg)
-        observer.start()
-        summary = score_shards(trained, shards, scores_dir, use_ray=cfg.use_ray,
-                               batch_size=cfg.batch_size,
-                               framework=cfg.framework,  # type: ignore[arg-type]
-                               on_batch=observer)
-    finally:
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-    observer.finish(summary.n_scored, summary.elapsed, summary.n_rejected_by_reason)
-    scored = load_scored(summary.outputs, shards, reference, threshold)
-    drift = metrics.update_drift()
-    scored.scores_dir = scores_dir
-    scored.metrics = metrics
-    scored.drift = None if drift is None else drift.to_dict()
-    scored.spectra_per_second = summary.spectra_per_second
-    scored.rejected = dict(summary.n_rejected_by_reason)
-    return scored
-
-
-def load_scored(outputs: Sequence[Path], shards: Sequence[Path], reference: np.ndarray,
-                threshold: float) -> ScoredRun:
-    """Read scoring outputs and join z / S/N from the input shards by targetid."""
-    import pyarrow.parquet as pq
-
-    from qso_anomaly.metrics import score_drift
-
-    if not outputs:
-        raise PipelineError("no scoring outputs to read", hint="run the score step first")
-    table = pq.read_table([str(p) for p in sorted(outputs)])
-    targetid = table.column("targetid").to_numpy()
-    score = table.column("score").to_numpy().astype(np.float64)
-    label = (np.asarray(table.column("label").to_pylist(), dtype=object).astype(str)
-             if "label" in table.column_names and table.column("label").null_count == 0 else None)
-    names = pq.read_schema(shards[0]).names
-    side = pq.read_table([str(p) for p in shards],
-                         columns=[c for c in ("targetid", "z", "snr") if c in names])
-    order = {int(t): i for i, t in enumerate(side.column("targetid").to_numpy())}
-    rows = np.array([order[int(t)] for t in targetid], dtype=np.int64)
-    z = side.column("z").to_numpy()[rows]
-    snr = side.column("snr").to_numpy()[rows] if "snr" in side.column_names else None
-    drift = score_drift(reference, score).to_dict() if reference.size and score.size else None
-    return ScoredRun(scores_dir=Path(outputs[0]).parent, targetid=targetid, score=score,
-                     label=label, z=z, snr=snr, reference=reference, flag_threshold=threshold,
-                     metrics=None, drift=drift, spectra_per_second=float("nan"), rejected={})
-
-
-def _short_hash(paths: list[Path]) -> str:
-    from qso_anomaly.registry.tracking import combined_hash, hash_files
-
-    return combined_hash(hash_files(paths))[:12]
-
-
-def _explain(cfg: PipelineConfig, trained: Any, shards: list[Path], scored: ScoredRun,
-             out_dir: Path) -> Any:
-    from qso_anomaly.data.batch import SpectraBatch
-    from qso_anomaly.data.io import read_shards
-    from qso_anomaly.data.validate import clean_batch
-    from qso_anomaly.explain.runner import ExplainConfig, TorchScorer, explain, select_indices
-    from qso_anomaly.models.torch_model import anomaly_score_torch
-
-    pick = select_indices(scored.score, scored.label,
-                          ExplainConfig(top_k=cfg.top_k, per_class=cfg.xai_per_class))
-    wanted = {int(t) for t in scored.targetid[pick]}
-    parts = []
-    for batch in read_shards(shards, trained.grid):
-        sel = np.array([int(t) in wanted for t in batch.targetid])
-        if sel.any():
-            parts.append(batch.take(sel))
-    batch, _ = clean_batch(SpectraBatch.concat(parts))
-    score_of = dict(zip(scored.targetid.tolist(), scored.score.tolist(), strict=True))
-    scores = np.array([score_of[int(t)] for t in batch.targetid])
-    ecfg = ExplainConfig(top_k=len(batch), ig_steps=cfg.ig_steps,
-                         occlusion_window=cfg.occlusion_window,
-                         deletion_window=cfg.occlusion_window // 2,
-                         deletion_steps=cfg.deletion_steps, seed=cfg.seed,
-                         framework=cfg.framework)
-    factory = _jax_factory(trained) if cfg.framework == "jax" else None
-    ex = explain(TorchScorer(trained.torch_model(), anomaly_score_torch), flux=batch.flux,
-                 ivar=batch.ivar, mask=batch.mask, z=batch.z, scores=scores,
-                 wave=trained.grid.wave, targetid=batch.targetid, labels=batch.label,
-                 truth_mask=batch.truth_mask, snr=batch.snr, cfg=ecfg,
-                 jax_score_factory=factory)
-    ex.save(out_dir)
-    return ex
-
-
-def _jax_factory(trained: Any) -> Any:
-    from qso_anomaly.models.jax_model import anomaly_score_jax, params_from_torch
-
-    spec, grid = trained.spec, trained.grid
-
-    def factory(torch_model: Any) -> Any:
-        params = params_from_torch(torch_model)
-        return lambda flux, ivar, z: anomaly_score_jax(params, spec, grid, flux, ivar, z)
-
-    return factory
-
-
-def _evaluate(scored: ScoredRun) -> dict[str, Any] | None:
-    from qso_anomaly.registry.evaluation import evaluate_detection
-
-    if scored.label is None or len(set(scored.label.tolist())) < 2:
-        return None
-    return evaluate_detection(scored.score, scored.label, snr=scored.snr, z=scored.z,
-                              n_boot=200, seed=0)
-
-
-def _normal_drift(scored: ScoredRun) -> dict[str, Any] | None:
-    """Drift of the held-out *normal* scores vs the reference (what the gate checks)."""
-    from qso_anomaly.metrics import score_drift
-
-    if not scored.reference.size:
-        return None
-    cur = scored.score if scored.label is None else scored.score[scored.label == "normal"]
-    if cur.size == 0:
-        return None
-    return score_drift(scored.reference, cur).to_dict()
-
-
-def _model_details(rv: Any, trained: Any, cfg: PipelineConfig) -> dict[str, Any]:
-    import platform
-
-    import torch
-
-    return {
-        "name": rv.name, "version": rv.version, "run_id": rv.run_id,
-        "task": "unsupervised anomaly detection on quasar spectra",
-        "architecture": f"spender-like 1-D conv autoencoder + GMM latent density "
-                        f"({trained.spec.version})",
-        "channels": str(list(trained.spec.channels)), "latent_dim": trained.spec.latent_dim,
-        "framework": cfg.framework, "workload_version": __version__,
-        "torch_version": torch.__version__, "python": platform.python_version(),
-        "training_epochs": cfg.epochs, "licence": "MIT",
-        "citation": "skyrig qso_anomaly; Melchior et al. 2023 (spender) design",
-    }
-
-
-def _report(cfg: PipelineConfig, trained: Any, model: dict[str, str], scored: ScoredRun,
-            ex: Any, evaluation: dict[str, Any] | None, gates: dict[str, Any] | None,
-            path: Path, links: dict[str, str]) -> Path:
-    from qso_anomaly.report import ReportInputs, write_report
-
-    inp = ReportInputs(
-        scores=scored.score, labels=scored.label, reference_scores=scored.reference,
-        flag_threshold=scored.flag_threshold, evaluation=evaluation, drift=scored.drift,
-        explanations=ex, wave=trained.grid.wave, gates=gates,
-        model={**model, "framework": cfg.framework},
-        summary={"spectra_per_second": scored.spectra_per_second,
-                 "rejected_spectra": sum(v for k, v in scored.rejected.items()
-                                         if not k.startswith("masked_pixels:"))},
-        links=links,
-        title=f"qso_anomaly run — {model.get('name', '?')} v{model.get('version', '?')}")
-    return write_report(inp, path)
-
-
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     """Run the chain and return the summary that :func:`main` prints as JSON."""
     if cfg.expect_version and cfg.expect_version != __version__:
@@ -435,9 +146,23 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
             hint="install the pinned version in the Ray runtime env or update the stack pin")
     if cfg.framework not in ("torch", "jax"):
         raise PipelineError(f"framework must be torch or jax, got {cfg.framework!r}")
+    framework: Literal["torch", "jax"] = "jax" if cfg.framework == "jax" else "torch"
+    from qso_anomaly.data.synth import write_survey
+    from qso_anomaly.explain.run import explain_scored
     from qso_anomaly.registry.gates import load_thresholds
     from qso_anomaly.registry.mlflow_registry import CHAMPION, ModelRegistry
+    from qso_anomaly.registry.steps import (
+        data_lineage,
+        evaluate_scored,
+        model_details,
+        normal_score_drift,
+        register_trained,
+    )
     from qso_anomaly.registry.tracking import sqlite_tracking_uri
+    from qso_anomaly.report.steps import write_run_report
+    from qso_anomaly.score.run import score_run
+    from qso_anomaly.train.steps import connect_ray, select_spec, train_on_survey
+    from qso_anomaly.train.trained import TrainedModel
 
     t0 = time.perf_counter()
     out = Path(cfg.out).resolve()
@@ -452,11 +177,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     t = time.perf_counter()
     resolved = (registry.resolve_alias(cfg.model_name, cfg.model_alias)
                 if cfg.model_alias else None)
-    trained = None
+    trained: TrainedModel | None = None
     if resolved is not None:
-        from qso_anomaly.errors import ModelError
-        from qso_anomaly.train import TrainedModel
-
         try:
             trained = TrainedModel.load(registry.download_model_dir(
                 resolved, out / "model" / f"v{resolved.version}"))
@@ -465,42 +187,61 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
             _log(f"{cfg.model_name}@{cfg.model_alias} (version {resolved.version}) cannot be "
                  f"used by qso_anomaly {__version__}: {exc.message}; training a new version")
             resolved = None
+    lineage: dict[str, Any] = {}
     if trained is not None and resolved is not None:
         rv, trained_here = resolved, False
-        lineage: dict[str, Any] = {}
     else:
         if cfg.model_alias:
             _log(f"alias {cfg.model_name}@{cfg.model_alias} not found: training a new version")
-        trained, lineage = _train(cfg, out)
+        spec, grid = select_spec(cfg.full_model)
+        n_train = cfg.n_train or 2 * cfg.n_spectra
+        trained, train_shards = train_on_survey(
+            spec, grid, out, n_train=n_train, seed=cfg.seed, epochs=cfg.epochs,
+            anomaly_fraction=cfg.train_anomaly_fraction, shard_size=cfg.shard_size,
+            framework=framework, use_ray=cfg.use_ray, ray_address=cfg.ray_address,
+            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, log=_log)
+        lineage = data_lineage(out / "data" / "train", train_shards, trained,
+                               generator_seed=cfg.seed, n_train=n_train,
+                               train_anomaly_fraction=cfg.train_anomaly_fraction,
+                               eval_generator_seed=cfg.seed + 1,
+                               eval_anomaly_fraction=cfg.anomaly_fraction)
         timings["train"] = time.perf_counter() - t
-        rv = _register(registry, cfg, trained, out / "model" / "trained", lineage)
+        rv = register_trained(registry, trained, out / "model" / "trained", lineage,
+                              model_name=cfg.model_name, epochs=cfg.epochs, seed=cfg.seed,
+                              framework=framework, use_ray=cfg.use_ray)
         trained_here = True
         _log(f"registered {rv.name} version {rv.version} as candidate")
     timings["model"] = time.perf_counter() - t
 
     # 2. score a held-out survey with the Prometheus exporter attached.
     t = time.perf_counter()
-    _, grid = _grid_and_spec(cfg)
-    if grid.npix != trained.grid.npix:
-        grid = trained.grid
-    shards = _survey(cfg, out / "data" / "survey", cfg.n_spectra, cfg.seed + 1,
-                     cfg.anomaly_fraction, trained.grid)
-    scored = _score(cfg, trained, rv.name, str(rv.version), shards, out / "run",
-                    thresholds.flag_quantile)
+    shards = write_survey(out / "data" / "survey", cfg.n_spectra, cfg.seed + 1,
+                          shard_size=cfg.shard_size, grid=trained.grid,
+                          anomaly_fraction=cfg.anomaly_fraction)
+    if cfg.use_ray:
+        connect_ray(cfg.ray_address, cfg.num_workers)
+    scored = score_run(trained, shards, out / "run", model_name=rv.name,
+                       version=str(rv.version), flag_quantile=thresholds.flag_quantile,
+                       framework=framework, use_ray=cfg.use_ray, batch_size=cfg.batch_size,
+                       metrics_port=cfg.metrics_port, log=_log)
+    metrics = scored.require_metrics()
     timings["score"] = time.perf_counter() - t
     _log(f"scored {scored.n} spectra ({scored.spectra_per_second:.0f}/s), "
          f"{scored.n_flagged} flagged")
 
     # 3. explain the top-k.
     t = time.perf_counter()
-    ex = _explain(cfg, trained, shards, scored, out / "run" / "explain")
-    scored.metrics.observe_explanations(len(ex.index), time.perf_counter() - t)
+    ex = explain_scored(trained, shards, scored, out / "run" / "explain", top_k=cfg.top_k,
+                        per_class=cfg.xai_per_class, ig_steps=cfg.ig_steps,
+                        occlusion_window=cfg.occlusion_window,
+                        deletion_steps=cfg.deletion_steps, seed=cfg.seed, framework=framework)
+    metrics.observe_explanations(len(ex.index), time.perf_counter() - t)
     timings["explain"] = time.perf_counter() - t
 
     # 4. evaluate; release (gates → champion → card) for a freshly trained version.
     t = time.perf_counter()
-    evaluation = _evaluate(scored)
-    metrics_path = scored.metrics.write_textfile(out / "run" / "metrics.prom")
+    evaluation = evaluate_scored(scored)
+    metrics_path = metrics.write_textfile(out / "run" / "metrics.prom")
     release_dir = out / "release"
     gates: dict[str, Any] | None = None
     promoted = False
@@ -510,9 +251,9 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
 
         outcome = release_version(
             registry, rv, thresholds=thresholds, release_dir=release_dir,
-            evaluation=evaluation or {}, drift=_normal_drift(scored), xai=ex.report,
-            model_details=_model_details(rv, trained, cfg), data_lineage=lineage,
-            tier=cfg.risk_tier, extra_files=(metrics_path,))
+            evaluation=evaluation or {}, drift=normal_score_drift(scored), xai=ex.report,
+            model_details=model_details(rv, trained, framework=framework, epochs=cfg.epochs),
+            data_lineage=lineage, tier=cfg.risk_tier, extra_files=(metrics_path,))
         rv, gates, promoted = outcome.version, outcome.gates.to_dict(), outcome.promoted
         card_path = outcome.files["model_card"]
         if not promoted:
@@ -524,9 +265,9 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
 
     # 5. metrics snapshot (again, with explanation counters) and the report.
     t = time.perf_counter()
-    metrics_path = scored.metrics.write_textfile(out / "run" / "metrics.prom")
+    metrics_path = metrics.write_textfile(out / "run" / "metrics.prom")
     if cfg.push_gateway:
-        scored.metrics.push(cfg.push_gateway)
+        metrics.push(cfg.push_gateway)
     if CHAMPION in rv.aliases:
         alias = CHAMPION
     elif resolved is not None and cfg.model_alias:
@@ -536,9 +277,10 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     links = {"metrics": "metrics.prom"}
     if card_path:
         links["model card"] = os.path.relpath(card_path, out / "run")
-    report_path = _report(cfg, trained,
-                          {"name": rv.name, "version": str(rv.version), "alias": alias},
-                          scored, ex, evaluation, gates, out / "run" / "report.html", links)
+    report_path = write_run_report(
+        trained, {"name": rv.name, "version": str(rv.version), "alias": alias}, scored,
+        out / "run" / "report.html", explanations=ex, evaluation=evaluation, gates=gates,
+        links=links, framework=framework)
     timings["report"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     rand = ex.report.get("randomisation") or {}

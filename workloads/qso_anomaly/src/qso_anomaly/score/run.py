@@ -1,0 +1,232 @@
+"""The scoring step of a run: score shards with the Prometheus exporter attached, read back.
+
+:func:`score_run` scores Parquet shards (:func:`qso_anomaly.score.score_shards`) with a
+:class:`~qso_anomaly.metrics.ScoringMetrics` observer and returns a :class:`ScoredRun`, the
+scores joined with the input's redshift, S/N and labels; :func:`load_scored` rebuilds one from
+files written earlier (``qso-anomaly explain`` / ``report``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from qso_anomaly.errors import DataError
+
+if TYPE_CHECKING:
+    from qso_anomaly.metrics import ScoringMetrics
+    from qso_anomaly.train.trained import TrainedModel
+
+#: Environment variable with the git commit of the deployed workload (``anomaly_model_info``).
+GIT_SHA_ENV = "QSO_ANOMALY_GIT_SHA"
+
+
+@dataclass
+class ScoredRun:
+    """What the scoring step produced, joined with the input's z / S/N / labels.
+
+    Attributes:
+        scores_dir: Directory of the ``*.scores.parquet`` outputs.
+        targetid: DESI TARGETIDs of the scored spectra, shape ``(N,)``.
+        score: Anomaly scores (standardised, higher = more unusual), shape ``(N,)``.
+        label: Injected class per spectrum (``"normal"`` or a class name), shape ``(N,)``;
+            ``None`` for unlabelled (real) input.
+        z: Redshifts, shape ``(N,)``.
+        snr: Median S/N per pixel, shape ``(N,)``, or ``None`` when the input has none.
+        reference: The model's calibration scores (drift reference), shape ``(M,)``.
+        flag_threshold: Score above which a spectrum is flagged (conformal threshold).
+        metrics: The run's Prometheus metrics; ``None`` when read back from files.
+        drift: Score drift against the reference (:meth:`ScoreDrift.to_dict`) or ``None``.
+        spectra_per_second: Scoring throughput (NaN when read back from files).
+        rejected: Spectra not scored (and masked pixels), counted by reason.
+    """
+
+    scores_dir: Path
+    targetid: NDArray[np.int64]
+    score: NDArray[np.float64]
+    label: NDArray[np.str_] | None
+    z: NDArray[np.floating[Any]]
+    snr: NDArray[np.floating[Any]] | None
+    reference: NDArray[np.float64]
+    flag_threshold: float
+    metrics: ScoringMetrics | None
+    drift: dict[str, Any] | None
+    spectra_per_second: float
+    rejected: dict[str, int]
+
+    @property
+    def n(self) -> int:
+        """Number of scored spectra."""
+        return int(self.score.size)
+
+    @property
+    def n_flagged(self) -> int:
+        """Number of spectra scored above :attr:`flag_threshold`."""
+        return int(np.sum(self.score > self.flag_threshold))
+
+    def require_metrics(self) -> ScoringMetrics:
+        """The run's Prometheus metrics.
+
+        Returns:
+            The :class:`~qso_anomaly.metrics.ScoringMetrics` of the scoring step.
+
+        Raises:
+            DataError: The run was read back from files and has no live metrics.
+        """
+        if self.metrics is None:
+            raise DataError(f"scores under {self.scores_dir} were read back from files and have"
+                            " no metrics", hint="score with score_run to get live metrics")
+        return self.metrics
+
+
+def shards_digest(paths: Sequence[str | Path]) -> str:
+    """Short content hash of input files (the ``data_hash`` label of ``anomaly_model_info``).
+
+    Args:
+        paths: Input shard files.
+
+    Returns:
+        The first 12 hex digits of the combined sha256 of the files.
+
+    Raises:
+        OSError: A file cannot be read.
+    """
+    from qso_anomaly.registry.tracking import combined_hash, hash_files
+
+    return combined_hash(hash_files([Path(p) for p in paths]))[:12]
+
+
+def score_run(
+    trained: TrainedModel,
+    shards: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    model_name: str,
+    version: str,
+    flag_quantile: float,
+    framework: Literal["torch", "jax"] = "torch",
+    use_ray: bool = False,
+    batch_size: int = 256,
+    metrics_port: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ScoredRun:
+    """Score Parquet shards with the metrics exporter attached and join the inputs back.
+
+    A spectrum is flagged when its conformal p-value against the model's held-out calibration
+    scores is ≤ ``1 − flag_quantile`` (Vovk et al. 2005; :mod:`qso_anomaly.train.calibrate`).
+
+    Args:
+        trained: The model.
+        shards: Parquet shards on the model's grid (flux in 1e-17 erg s⁻¹ cm⁻² Å⁻¹, ivar in
+            flux⁻², wavelength in Å).
+        out_dir: Run directory; scores go to ``out_dir/scores/*.scores.parquet``.
+        model_name: Registered model name (metric label ``model``).
+        version: Model version (metric label ``version``).
+        flag_quantile: Calibration quantile of the flag threshold, e.g. 0.99.
+        framework: ``"torch"`` or ``"jax"`` scoring.
+        use_ray: Score with Ray Data (connect first, e.g. with
+            :func:`qso_anomaly.train.steps.connect_ray`; otherwise a local Ray is started).
+        batch_size: Spectra per scoring batch.
+        metrics_port: Serve ``/metrics`` on 127.0.0.1 at this port while scoring (0: any free
+            port; ``None``: do not serve).
+        log: Progress messages (default: none).
+
+    Returns:
+        The scored run with live metrics, drift against the reference, throughput in spectra
+        per second and rejection counts.
+
+    Raises:
+        ScoringConfigError: The scoring settings (``QSO_SCORE_*``) are invalid.
+        DataError: Nothing was scored (no readable shard).
+    """
+    from qso_anomaly.metrics import BatchObserver, ScoringMetrics
+    from qso_anomaly.score.shards import score_shards
+    from qso_anomaly.train.calibrate import conformal_threshold
+
+    reference = np.asarray(trained.reference_scores, dtype=np.float64)
+    threshold = conformal_threshold(reference, 1.0 - flag_quantile)
+    metrics = ScoringMetrics(model=model_name, version=version, framework=framework,
+                             git_sha=os.environ.get(GIT_SHA_ENV, "unknown"),
+                             data_hash=shards_digest(shards),
+                             reference_scores=reference if reference.size else None,
+                             flag_threshold=threshold)
+    server = None
+    if metrics_port is not None:
+        server, port = metrics.serve(metrics_port)
+        if log is not None:
+            log(f"metrics on http://127.0.0.1:{port}/metrics")
+    observer = BatchObserver(metrics)
+    scores_dir = Path(out_dir) / "scores"
+    try:
+        observer.start()
+        summary = score_shards(trained, shards, scores_dir, use_ray=use_ray,
+                               batch_size=batch_size, framework=framework, on_batch=observer)
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+    observer.finish(summary.n_scored, summary.elapsed, summary.n_rejected_by_reason)
+    scored = load_scored(summary.outputs, shards, reference, threshold)
+    drift = metrics.update_drift()
+    scored.scores_dir = scores_dir
+    scored.metrics = metrics
+    scored.drift = None if drift is None else drift.to_dict()
+    scored.spectra_per_second = summary.spectra_per_second
+    scored.rejected = dict(summary.n_rejected_by_reason)
+    return scored
+
+
+def load_scored(outputs: Sequence[str | Path], shards: Sequence[str | Path],
+                reference: NDArray[Any], threshold: float) -> ScoredRun:
+    """Read scoring outputs and join z / S/N from the input shards by TARGETID.
+
+    Args:
+        outputs: ``*.scores.parquet`` files (columns targetid, score, label).
+        shards: The input Parquet shards they were scored from (columns targetid, z, snr).
+        reference: The model's calibration scores, shape ``(M,)``.
+        threshold: Flag threshold on the score.
+
+    Returns:
+        The scored run without live metrics (``metrics`` is ``None``, throughput NaN).
+
+    Raises:
+        DataError: There are no outputs, or a scored TARGETID is not in the input shards.
+    """
+    import pyarrow.parquet as pq
+
+    from qso_anomaly.metrics import score_drift
+
+    if not outputs:
+        raise DataError("no scoring outputs to read", hint="run the score step first")
+    if not shards:
+        raise DataError("no input shards to join the scores with",
+                        hint="pass the shards (or DESI files) that were scored")
+    ref = np.asarray(reference, dtype=np.float64)
+    files = sorted(map(str, outputs))
+    table = pq.read_table(files)
+    targetid = table.column("targetid").to_numpy()
+    score = table.column("score").to_numpy().astype(np.float64)
+    label = (np.asarray(table.column("label").to_pylist(), dtype=object).astype(str)
+             if "label" in table.column_names and table.column("label").null_count == 0 else None)
+    names = pq.read_schema(shards[0]).names
+    side = pq.read_table([str(p) for p in shards],
+                         columns=[c for c in ("targetid", "z", "snr") if c in names])
+    order = {int(t): i for i, t in enumerate(side.column("targetid").to_numpy())}
+    missing = [int(t) for t in targetid if int(t) not in order]
+    if missing:
+        raise DataError(f"{len(missing)} scored TARGETIDs (e.g. {missing[0]}) are not in the "
+                        f"input shards", hint="pass the data the scores were computed from")
+    rows = np.array([order[int(t)] for t in targetid], dtype=np.int64)
+    z = side.column("z").to_numpy()[rows]
+    snr = side.column("snr").to_numpy()[rows] if "snr" in side.column_names else None
+    drift = score_drift(ref, score).to_dict() if ref.size and score.size else None
+    return ScoredRun(scores_dir=Path(files[0]).parent, targetid=targetid,
+                     score=score, label=label, z=z, snr=snr, reference=ref,
+                     flag_threshold=threshold, metrics=None, drift=drift,
+                     spectra_per_second=float("nan"), rejected={})
