@@ -142,7 +142,8 @@ def apply_policy(
         for key, sel in flags.items():
             if sel.any():
                 counts[f"flagged:{key}"] = int(sel.sum())
-    row_zero: NDArray[np.bool_] = (~good.any(axis=1)) if n else np.zeros(0, bool)
+    row_zero: NDArray[np.bool_] = np.asarray((~good.any(axis=1)) if n else np.zeros(0, bool),
+                                             dtype=bool)
     checks["all_zero_ivar"] = np.asarray(row_zero, dtype=bool)
     frac = good.mean(axis=1) if good.shape[1] else np.zeros(n)
     checks["too_few_good_pixels"] = ~row_zero & (frac < policy.min_valid_fraction)

@@ -35,7 +35,7 @@ def augment_masks(
     ivar = np.array(ivar, dtype=np.float32, copy=True)
     n, p = flux.shape
     pick = rng.uniform(size=n) < fraction
-    kinds = rng.integers(0, len(KINDS), size=n)
+    kinds = np.asarray(rng.integers(0, len(KINDS), size=n))
     arms = list(DESI_ARMS.values())
     for i in (int(j) for j in np.where(pick)[0]):
         kind = KINDS[int(kinds[i])]
