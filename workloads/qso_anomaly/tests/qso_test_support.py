@@ -6,3 +6,33 @@ from qso_anomaly.models.spec import ModelSpec
 TINY = ModelSpec.ci().with_(channels=(4, 8, 8), decoder_mlp=(16, 32), n_rest=512,
                             encoder_mlp=(16,), latent_dim=4, density_components=2,
                             batch_size=32)
+
+
+def write_desi_healpix(directory, n: int, seed: int, *, n_zwarn: int = 0, healpix: int = 9000,
+                       anomaly_fraction: float = 0.0):  # type: ignore[no-untyped-def]
+    """A DESI-layout healpix directory: ``coadd-main-dark-<hpix>.fits`` (b/r/z arms on the
+    native 0.8 Å grid) and ``redrock-main-dark-<hpix>.fits`` with ``ZWARN = 4`` for the first
+    ``n_zwarn`` targets. Returns the synthetic batch the files were written from."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from qso_anomaly.data.fits_io import desi_arm_waves, write_desi_coadd, write_redrock
+    from qso_anomaly.data.grid import WavelengthGrid
+    from qso_anomaly.data.synth import generate
+
+    native = WavelengthGrid.desi_edr()
+    b = generate(n, seed, native, anomaly_fraction=anomaly_fraction)
+    arms = {}
+    for arm, wave in desi_arm_waves().items():
+        idx = native.index_of(wave)
+        arms[arm] = (wave, b.flux[:, idx].copy(), b.ivar[:, idx].copy(),
+                     b.mask[:, idx].astype(int))
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    write_desi_coadd(d / f"coadd-main-dark-{healpix}.fits", b.targetid, arms)
+    zwarn = np.zeros(len(b), np.int64)
+    zwarn[:n_zwarn] = 4
+    write_redrock(d / f"redrock-main-dark-{healpix}.fits", b.targetid, b.z.astype(float),
+                  zwarn=zwarn)
+    return b

@@ -107,6 +107,27 @@ def test_second_run_scores_with_the_champion_instead_of_training(
     assert Path(res["report"]).is_file()
 
 
+def test_champion_scores_desi_coadds_with_the_data_policy_counts_in_the_report(
+    first_run: dict, workdir: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from qso_test_support import write_desi_healpix
+
+    write_desi_healpix(workdir / "healpix", 40, 17, n_zwarn=4)
+    res = _run(capsys, ["--out", str(workdir / "run-desi"), "--thresholds",
+                        str(workdir / "lenient.yaml"), "--model-alias", "champion",
+                        "--tracking-uri", first_run["tracking_uri"], "--data",
+                        str(workdir / "healpix"), *TINY])
+    assert res["model"]["trained"] is False and res["input"] == "desi"
+    assert res["rejected_on_read"]["zwarn"] == 4
+    assert res["n_scored"] + sum(v for k, v in res["rejected"].items()
+                                 if not k.startswith("masked_pixels:")) == 36
+    assert res["xai"]["localisation_auroc_localised_mean"] is None  # no injection masks
+    html = Path(res["report"]).read_text()
+    assert "rejected: zwarn" in html
+    prom = Path(res["metrics"]).read_text()
+    assert 'anomaly_input_rejected_total{reason="zwarn"} 4.0' in prom
+
+
 def test_failing_gate_keeps_the_old_champion(
     first_run: dict, workdir: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -24,6 +24,7 @@ from qso_anomaly import __version__
 from qso_anomaly.errors import QsoAnomalyError
 
 if TYPE_CHECKING:
+    from qso_anomaly.data.inputs import ScoringInput
     from qso_anomaly.score.run import ScoredRun
     from qso_anomaly.train.trained import TrainedModel
 
@@ -32,45 +33,14 @@ class CliError(QsoAnomalyError):
     """A command-line argument is invalid."""
 
 
-def _shards(data: str) -> list[Path]:
-    p = Path(data)
-    paths = sorted(p.glob("*.parquet")) if p.is_dir() else [p]
-    paths = [x for x in paths if not x.name.endswith(".scores.parquet")]
-    if not paths or not all(x.is_file() for x in paths):
-        raise CliError(f"no Parquet shards at {data}",
-                       hint="point --data at a directory written by `qso-anomaly synth`")
-    return paths
+def _input(args: argparse.Namespace, trained: TrainedModel, work_dir: Path) -> ScoringInput:
+    """Shards for ``--data``: Parquet as is, DESI coadds (with ``--redshifts`` or the redrock
+    files next to them) through the model's reader and data policy, written under work_dir."""
+    from qso_anomaly.data.inputs import prepare_input
+    from qso_anomaly.data.policy import DataPolicy
 
-
-def _is_desi(data: str) -> bool:
-    p = Path(data)
-    if p.is_dir():
-        return any(p.glob("coadd-*.fits*"))
-    return p.name.startswith("coadd-") and ".fits" in p.name
-
-
-def _input_shards(args: argparse.Namespace, trained: TrainedModel
-                  ) -> tuple[list[Path], dict[str, int]]:
-    """Parquet shards for --data: Parquet as is; DESI healpix coadds (a coadd file or a
-    directory of coadd-*.fits, redshifts from --redshifts or the redrock-* files next to them)
-    are read onto the model grid, passed through the model's data policy (rejections counted
-    here, since catalogue columns such as ZWARN do not travel in shards) and written as one
-    shard under <out>/input/."""
-    if not _is_desi(args.data):
-        return _shards(args.data), {}
-    from qso_anomaly.data.fits_io import read_desi_files
-    from qso_anomaly.data.policy import DataPolicy, apply_policy
-    from qso_anomaly.data.synth import write_batch
-
-    batch = read_desi_files(args.data, getattr(args, "redshifts", None), trained.grid)
-    cleaned, reasons, counts = apply_policy(batch, DataPolicy.for_spec(trained.spec))
-    keep = reasons == ""
-    if not keep.any():
-        raise CliError(f"{args.data}: no spectrum passed the data policy ({counts})")
-    out = Path(args.out) / "input"
-    out.mkdir(parents=True, exist_ok=True)
-    path = write_batch(cleaned.take(keep), out / "desi-00000.parquet", trained.grid)
-    return [path], counts
+    return prepare_input(args.data, grid=trained.grid, policy=DataPolicy.for_spec(trained.spec),
+                         work_dir=work_dir, redshifts=getattr(args, "redshifts", None))
 
 
 def _load_model(args: argparse.Namespace) -> tuple[TrainedModel, str, str]:
@@ -117,11 +87,12 @@ def cmd_synth(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from qso_anomaly.data.inputs import parquet_shards
     from qso_anomaly.models.spec import ModelSpec
     from qso_anomaly.train import fit
 
     spec = ModelSpec.full() if args.full_model else ModelSpec.ci()
-    trained = fit(spec, spec.input_grid(), _shards(args.data), use_ray=args.use_ray,
+    trained = fit(spec, spec.input_grid(), parquet_shards(args.data), use_ray=args.use_ray,
                   num_workers=args.num_workers, use_gpu=args.use_gpu, epochs=args.epochs,
                   seed=args.seed, framework=args.framework)
     out = trained.save(args.out)
@@ -138,7 +109,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
                                   "framework": args.framework, **spec.to_dict()},
                           metrics={"train": {k: v for k, v in trained.metrics.items()
                                              if isinstance(v, (int, float))}},
-                          data_hashes=hash_files(_shards(args.data)), generator_seed=None,
+                          data_hashes=hash_files(parquet_shards(args.data)),
+                          generator_seed=None,
                           tags={"framework": args.framework, "workload_version": __version__})
         result["registered"] = rv.to_dict()
         result["tracking_uri"] = uri
@@ -158,12 +130,13 @@ def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
     ScoringConfig.from_env()  # fail early, before the model loads, on a bad combination
     trained, name, version = _load_model(args)
     quantile = load_thresholds(args.thresholds).flag_quantile if args.thresholds else 0.99
-    shards, read_counts = _input_shards(args, trained)
+    data = _input(args, trained, Path(args.out) / "input")
     if args.use_ray:
         connect_ray()
-    scored = score_run(trained, shards, args.out, model_name=name, version=version,
+    scored = score_run(trained, data.shards, args.out, model_name=name, version=version,
                        flag_quantile=quantile, framework=args.framework, use_ray=args.use_ray,
-                       batch_size=args.batch_size, metrics_port=args.metrics_port)
+                       batch_size=args.batch_size, metrics_port=args.metrics_port,
+                       input_counts=data.rejected_on_read)
     metrics = scored.require_metrics()
     metrics_path = metrics.write_textfile(Path(args.out) / "metrics.prom")
     if args.push_gateway:
@@ -171,30 +144,35 @@ def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
     return {"scores": str(scored.scores_dir), "metrics": metrics_path, "n_scored": scored.n,
             "n_flagged": scored.n_flagged, "flag_threshold": scored.flag_threshold,
             "spectra_per_second": scored.spectra_per_second, "drift": scored.drift,
-            "rejected": scored.rejected, "rejected_on_read": read_counts}
+            "rejected": scored.rejected, "rejected_on_read": scored.rejected_on_read}
 
 
-def _scored_from_files(args: argparse.Namespace, trained: TrainedModel) -> ScoredRun:
+def _scored_from_files(args: argparse.Namespace, trained: TrainedModel, data: ScoringInput
+                       ) -> ScoredRun:
     from qso_anomaly.score.run import load_scored
 
     outputs = sorted(Path(args.scores).glob("*.scores.parquet"))
     reference = np.asarray(trained.reference_scores, dtype=np.float64)
     threshold = float(np.quantile(reference, 0.99)) if reference.size else float("inf")
-    return load_scored(outputs, _shards(args.data), reference, threshold)
+    scored = load_scored(outputs, data.shards, reference, threshold)
+    scored.rejected_on_read = dict(data.rejected_on_read)
+    return scored
 
 
 def cmd_explain(args: argparse.Namespace) -> dict[str, Any]:
     from qso_anomaly.explain.run import explain_scored
 
     trained, _, _ = _load_model(args)
-    scored = _scored_from_files(args, trained)
-    ex = explain_scored(trained, _shards(args.data), scored, args.out, top_k=args.top_k,
+    data = _input(args, trained, Path(args.out) / "input")
+    scored = _scored_from_files(args, trained, data)
+    ex = explain_scored(trained, data.shards, scored, args.out, top_k=args.top_k,
                         ig_steps=args.ig_steps, occlusion_window=args.occlusion_window,
                         framework=args.framework)
     keys = ("n_explained", "localisation_auroc_localised_mean", "deletion_auc_mean",
             "deletion_auc_random_mean", "randomisation")
     return {"explanations": str(Path(args.out) / "explanations.npz"),
             "xai_report": str(Path(args.out) / "xai_report.json"),
+            "rejected_on_read": data.rejected_on_read,
             **{k: ex.report.get(k) for k in keys}}
 
 
@@ -204,7 +182,8 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     from qso_anomaly.report.steps import write_run_report
 
     trained, name, version = _load_model(args)
-    scored = _scored_from_files(args, trained)
+    data = _input(args, trained, Path(args.out).parent / "input")
+    scored = _scored_from_files(args, trained, data)
     ex = ExplanationSet.load(args.explain) if args.explain else None
     path = write_run_report(trained, {"name": name, "version": version}, scored, args.out,
                             explanations=ex, evaluation=evaluate_scored(scored),
@@ -244,6 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--tracking-uri")
         sp.add_argument("--framework", choices=["torch", "jax"], default="torch")
 
+    def data_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--data", required=True, nargs="+",
+                        help="Parquet shards (files or a directory) or DESI healpix "
+                             "coadd-*.fits (files or a directory)")
+        sp.add_argument("--redshifts", nargs="*",
+                        help="redrock-*.fits or zcatalog files or a directory (default: the "
+                             "redrock-* files next to the coadds), matched by TARGETID")
+
     t = sub.add_parser("train", help="train a model on shards (optionally register it)")
     t.add_argument("--data", required=True)
     t.add_argument("--out", required=True, help="trained-model directory to write")
@@ -260,10 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("score", help="score shards; write scores and metrics.prom")
     model_args(sc)
-    sc.add_argument("--data", required=True,
-                    help="Parquet shards (file or directory) or DESI coadd-*.fits (file or dir)")
-    sc.add_argument("--redshifts", nargs="*",
-                    help="redrock-*.fits or zcatalog files (default: redrock-* next to coadds)")
+    data_args(sc)
     sc.add_argument("--out", required=True)
     sc.add_argument("--batch-size", type=int, default=256)
     sc.add_argument("--use-ray", action="store_true")
@@ -281,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("explain", help="explain the top-k flagged spectra of a scored run")
     model_args(e)
-    e.add_argument("--data", required=True)
+    data_args(e)
     e.add_argument("--scores", required=True, help="directory of *.scores.parquet")
     e.add_argument("--out", required=True)
     e.add_argument("--top-k", type=int, default=10)
@@ -290,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="HTML report of a scored (and explained) run")
     model_args(r)
-    r.add_argument("--data", required=True)
+    data_args(r)
     r.add_argument("--scores", required=True)
     r.add_argument("--explain", help="directory with explanations.npz + xai_report.json")
     r.add_argument("--out", required=True, help="report.html path")

@@ -68,6 +68,10 @@ class PipelineConfig:
     metrics_port: int | None = None
     push_gateway: str | None = None
     expect_version: str | None = None
+    # score these instead of a synthetic held-out survey: Parquet shards or DESI healpix coadds
+    # (files or a directory) with redrock/zcatalog files (default: redrock-* next to them)
+    data: list[str] | None = None
+    redshifts: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -117,6 +121,12 @@ def build_parser(prog: str = "python -m qso_anomaly.pipeline") -> argparse.Argum
     p.add_argument("--metrics-port", type=int, help="serve /metrics on 127.0.0.1 while scoring")
     p.add_argument("--push-gateway", help="Pushgateway host:port for the final snapshot")
     p.add_argument("--expect-version", help="fail unless the installed workload has this version")
+    p.add_argument("--data", nargs="+",
+                   help="score these instead of a synthetic survey: Parquet shards or DESI "
+                        "healpix coadd-*.fits (files or a directory)")
+    p.add_argument("--redshifts", nargs="+",
+                   help="redrock-*.fits or zcatalog files for --data coadds (default: the "
+                        "redrock-* files next to them), matched by TARGETID")
     return p
 
 
@@ -147,6 +157,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     if cfg.framework not in ("torch", "jax"):
         raise PipelineError(f"framework must be torch or jax, got {cfg.framework!r}")
     framework: Literal["torch", "jax"] = "jax" if cfg.framework == "jax" else "torch"
+    from qso_anomaly.data.inputs import ScoringInput, prepare_input
+    from qso_anomaly.data.policy import DataPolicy
     from qso_anomaly.data.synth import write_survey
     from qso_anomaly.explain.run import explain_scored
     from qso_anomaly.registry.gates import load_thresholds
@@ -213,17 +225,27 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         _log(f"registered {rv.name} version {rv.version} as candidate")
     timings["model"] = time.perf_counter() - t
 
-    # 2. score a held-out survey with the Prometheus exporter attached.
+    # 2. score the input (a held-out synthetic survey, or --data: Parquet shards or DESI
+    #    coadds through the model's reader and data policy) with the exporter attached.
     t = time.perf_counter()
-    shards = write_survey(out / "data" / "survey", cfg.n_spectra, cfg.seed + 1,
-                          shard_size=cfg.shard_size, grid=trained.grid,
-                          anomaly_fraction=cfg.anomaly_fraction)
+    if cfg.data:
+        data = prepare_input([cfg.data] if isinstance(cfg.data, str) else cfg.data,
+                             grid=trained.grid, policy=DataPolicy.for_spec(trained.spec),
+                             work_dir=out / "data" / "input", redshifts=cfg.redshifts)
+        _log(f"scoring {data.kind} input ({len(data.sources)} files); rejected on read: "
+             f"{data.rejected_on_read or 'none'}")
+    else:
+        data = ScoringInput(shards=write_survey(
+            out / "data" / "survey", cfg.n_spectra, cfg.seed + 1, shard_size=cfg.shard_size,
+            grid=trained.grid, anomaly_fraction=cfg.anomaly_fraction), kind="synthetic")
+    shards = data.shards
     if cfg.use_ray:
         connect_ray(cfg.ray_address, cfg.num_workers)
     scored = score_run(trained, shards, out / "run", model_name=rv.name,
                        version=str(rv.version), flag_quantile=thresholds.flag_quantile,
                        framework=framework, use_ray=cfg.use_ray, batch_size=cfg.batch_size,
-                       metrics_port=cfg.metrics_port, log=_log)
+                       metrics_port=cfg.metrics_port, input_counts=data.rejected_on_read,
+                       log=_log)
     metrics = scored.require_metrics()
     timings["score"] = time.perf_counter() - t
     _log(f"scored {scored.n} spectra ({scored.spectra_per_second:.0f}/s), "
@@ -241,6 +263,10 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     # 4. evaluate; release (gates → champion → card) for a freshly trained version.
     t = time.perf_counter()
     evaluation = evaluate_scored(scored)
+    if evaluation is None and trained_here:
+        _log("the scored input has no injection labels: the release has no detection metrics "
+             "and its gates block promotion; release from a synthetic run (no --data), then "
+             "score real data with --model-alias champion")
     metrics_path = metrics.write_textfile(out / "run" / "metrics.prom")
     release_dir = out / "release"
     gates: dict[str, Any] | None = None
@@ -298,7 +324,9 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         "n_flagged": scored.n_flagged,
         "flag_threshold": scored.flag_threshold,
         "calibration": trained.metrics.get("calibration"),
+        "input": data.kind,
         "rejected": scored.rejected,
+        "rejected_on_read": scored.rejected_on_read,
         "drift": scored.drift,
         "xai": {"localisation_auroc_localised_mean":
                 ex.report.get("localisation_auroc_localised_mean"),

@@ -29,7 +29,8 @@ def write_run_report(
     Args:
         trained: The model (its grid's wavelengths in Å label the spectra).
         model: ``name``, ``version`` and optionally ``alias`` of the model.
-        scored: The scored run.
+        scored: The scored run; its rejections (on read and by the scorer) are listed by
+            reason in the summary.
         path: The ``report.html`` to write.
         explanations: Explanations of the top spectra, or ``None``.
         evaluation: :func:`qso_anomaly.registry.steps.evaluate_scored`, or ``None`` (no labels).
@@ -45,11 +46,18 @@ def write_run_report(
     """
     from qso_anomaly.report.html import ReportInputs, write_report
 
+    counts: dict[str, int] = dict(scored.rejected_on_read)
+    for k, v in scored.rejected.items():
+        counts[k] = counts.get(k, 0) + int(v)
     summary: dict[str, Any] = {
         "spectra_per_second": scored.spectra_per_second,
-        "rejected_spectra": sum(v for k, v in scored.rejected.items()
+        "rejected_spectra": sum(v for k, v in counts.items()
                                 if not k.startswith("masked_pixels:")),
     }
+    for k, v in sorted(counts.items()):  # by reason: data policy on read, then the scorer
+        if v:
+            summary[k.replace("masked_pixels:", "masked pixels: ") if k.startswith(
+                "masked_pixels:") else f"rejected: {k}"] = v
     inp = ReportInputs(
         scores=scored.score, labels=scored.label, reference_scores=scored.reference,
         flag_threshold=scored.flag_threshold, evaluation=evaluation, drift=scored.drift,

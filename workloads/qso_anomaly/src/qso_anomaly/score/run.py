@@ -9,8 +9,8 @@ files written earlier (``qso-anomaly explain`` / ``report``).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -44,7 +44,9 @@ class ScoredRun:
         metrics: The run's Prometheus metrics; ``None`` when read back from files.
         drift: Score drift against the reference (:meth:`ScoreDrift.to_dict`) or ``None``.
         spectra_per_second: Scoring throughput (NaN when read back from files).
-        rejected: Spectra not scored (and masked pixels), counted by reason.
+        rejected: Spectra not scored (and masked pixels) by the scorer, counted by reason.
+        rejected_on_read: Spectra rejected (and pixels masked) by the data policy while the
+            input was read (DESI files, :func:`qso_anomaly.data.inputs.prepare_input`).
     """
 
     scores_dir: Path
@@ -59,6 +61,7 @@ class ScoredRun:
     drift: dict[str, Any] | None
     spectra_per_second: float
     rejected: dict[str, int]
+    rejected_on_read: dict[str, int] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -114,6 +117,7 @@ def score_run(
     use_ray: bool = False,
     batch_size: int = 256,
     metrics_port: int | None = None,
+    input_counts: Mapping[str, int] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> ScoredRun:
     """Score Parquet shards with the metrics exporter attached and join the inputs back.
@@ -135,6 +139,10 @@ def score_run(
         batch_size: Spectra per scoring batch.
         metrics_port: Serve ``/metrics`` on 127.0.0.1 at this port while scoring (0: any free
             port; ``None``: do not serve).
+        input_counts: Spectra rejected and pixels masked while the input was read, by reason
+            (:attr:`ScoringInput.rejected_on_read`); counted in the metrics
+            (``anomaly_input_rejected_total``, ``anomaly_input_masked_pixels_total``) and kept
+            in :attr:`ScoredRun.rejected_on_read`.
         log: Progress messages (default: none).
 
     Returns:
@@ -171,7 +179,9 @@ def score_run(
         if server is not None:
             server.shutdown()
             server.server_close()
-    observer.finish(summary.n_scored, summary.elapsed, summary.n_rejected_by_reason)
+    read_counts = {k: int(v) for k, v in (input_counts or {}).items()}
+    observer.finish(summary.n_scored, summary.elapsed,
+                    _merged(read_counts, summary.n_rejected_by_reason))
     scored = load_scored(summary.outputs, shards, reference, threshold)
     drift = metrics.update_drift()
     scored.scores_dir = scores_dir
@@ -179,7 +189,15 @@ def score_run(
     scored.drift = None if drift is None else drift.to_dict()
     scored.spectra_per_second = summary.spectra_per_second
     scored.rejected = dict(summary.n_rejected_by_reason)
+    scored.rejected_on_read = read_counts
     return scored
+
+
+def _merged(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out.get(k, 0) + int(v)
+    return out
 
 
 def load_scored(outputs: Sequence[str | Path], shards: Sequence[str | Path],
