@@ -88,10 +88,13 @@ def test_first_run_outputs_exist_and_are_consistent(first_run: dict) -> None:
     card = Path(first_run["model_card"]).read_text()
     assert "NIST AI RMF" in card and "Intended use" in card and "version 1" in card
     for name in ("evidence.json", "xai_report.json", "thresholds.yaml", "release_decision.json",
-                 "model_card.json", "metrics.prom"):
+                 "model_card.json", "metrics.prom", "data_card.json"):
         assert (release / name).is_file(), name
     decision = json.loads((release / "release_decision.json").read_text())
     assert decision["decision"] == "go" and decision["promoted_to"] == "champion"
+    assert decision["approver"] is None  # no --approver: no human approver is recorded
+    evidence = json.loads((release / "evidence.json").read_text())
+    assert set(evidence["detection"]["baselines"]) >= {"pca_chi2", "pca_iforest", "comparison"}
 
 
 def test_second_run_scores_with_the_champion_instead_of_training(

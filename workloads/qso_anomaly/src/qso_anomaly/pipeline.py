@@ -9,6 +9,9 @@ workload version (``--expect-version``) and the model alias pinned by the stack.
 With ``--model-alias A``: if alias A exists in the registry, that version is downloaded and used
 for scoring (no training, no new release); otherwise a model is trained, registered as
 ``candidate`` and promoted to ``champion`` only when the release gates pass.
+
+``--approver NAME`` (or ``QSO_RELEASE_APPROVER``) records the person who approved a release in
+``release_decision.json``; without one the release records no human approver.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ from qso_anomaly.errors import ModelError, QsoAnomalyError
 
 if TYPE_CHECKING:
     from qso_anomaly.train.trained import TrainedModel
+
+
+#: Environment variable naming the person who approves releases (``--approver`` wins).
+APPROVER_ENV = "QSO_RELEASE_APPROVER"
 
 
 class PipelineError(QsoAnomalyError):
@@ -72,6 +79,8 @@ class PipelineConfig:
     # (files or a directory) with redrock/zcatalog files (default: redrock-* next to them)
     data: list[str] | None = None
     redshifts: list[str] | None = None
+    # the person who approves a release (default: env QSO_RELEASE_APPROVER; none: no approver)
+    approver: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -121,6 +130,9 @@ def build_parser(prog: str = "python -m qso_anomaly.pipeline") -> argparse.Argum
     p.add_argument("--metrics-port", type=int, help="serve /metrics on 127.0.0.1 while scoring")
     p.add_argument("--push-gateway", help="Pushgateway host:port for the final snapshot")
     p.add_argument("--expect-version", help="fail unless the installed workload has this version")
+    p.add_argument("--approver",
+                   help=f"name of the person approving a release (default: ${APPROVER_ENV}; "
+                        "none given: the release records no human approver)")
     p.add_argument("--data", nargs="+",
                    help="score these instead of a synthetic survey: Parquet shards or DESI "
                         "healpix coadd-*.fits (files or a directory)")
@@ -162,8 +174,9 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     from qso_anomaly.data.synth import write_survey
     from qso_anomaly.explain.run import explain_scored
     from qso_anomaly.registry.gates import load_thresholds
-    from qso_anomaly.registry.mlflow_registry import CHAMPION, ModelRegistry
+    from qso_anomaly.registry.mlflow_registry import CHAMPION, ModelRegistry, check_approver
     from qso_anomaly.registry.steps import (
+        baseline_evaluation,
         data_lineage,
         evaluate_scored,
         model_details,
@@ -176,6 +189,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     from qso_anomaly.train.steps import connect_ray, select_spec, train_on_survey
     from qso_anomaly.train.trained import TrainedModel
 
+    approver = check_approver(cfg.approver or os.environ.get(APPROVER_ENV))  # a person, or None
     t0 = time.perf_counter()
     out = Path(cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -200,6 +214,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
                  f"used by qso_anomaly {__version__}: {exc.message}; training a new version")
             resolved = None
     lineage: dict[str, Any] = {}
+    train_shards: list[Path] = []
     if trained is not None and resolved is not None:
         rv, trained_here = resolved, False
     else:
@@ -275,11 +290,18 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     if trained_here:
         from qso_anomaly.registry.release import release_version
 
+        baselines = (baseline_evaluation(train_shards, scored, shards, trained.grid,
+                                         model_evaluation=evaluation, seed=cfg.seed)
+                     if evaluation is not None else None)
         outcome = release_version(
             registry, rv, thresholds=thresholds, release_dir=release_dir,
             evaluation=evaluation or {}, drift=normal_score_drift(scored), xai=ex.report,
             model_details=model_details(rv, trained, framework=framework, epochs=cfg.epochs),
-            data_lineage=lineage, tier=cfg.risk_tier, extra_files=(metrics_path,))
+            data_lineage=lineage, tier=cfg.risk_tier, extra_files=(metrics_path,),
+            approver=approver, baselines=baselines)
+        if approver is None:
+            _log("no approver given (--approver / QSO_RELEASE_APPROVER): the release records "
+                 "no human approver")
         rv, gates, promoted = outcome.version, outcome.gates.to_dict(), outcome.promoted
         card_path = outcome.files["model_card"]
         if not promoted:
@@ -333,6 +355,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
                 "deletion_gain": ex.report.get("deletion_gain"),
                 "randomisation_passed": rand.get("passed")},
         "gates_passed": None if gates is None else gates["passed"],
+        "approver": approver if trained_here else None,
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
 

@@ -257,10 +257,31 @@ def _default_requirements() -> list[str]:
     return reqs
 
 
+#: Names that are not a person: an automated step cannot be a release's independent assessor.
+AUTOMATED_APPROVERS = frozenset({"release-gates", "automatic", "auto", "ci", "pipeline"})
+
+
+def check_approver(approver: str | None) -> str | None:
+    """A named human approver, or None; refuses names of automated steps (NIST AI RMF MEASURE
+    1.3: independent assessors)."""
+    if approver is None or not approver.strip():
+        return None
+    name = approver.strip()
+    if name.lower() in AUTOMATED_APPROVERS:
+        raise RegistryError(f"approver {name!r} is not a person",
+                            hint="name the human who reviewed the release, or give none")
+    return name
+
+
 def write_release_decision(path: str | os.PathLike[str], rv: RegisteredVersion,
-                           report: GateReport, *, promoted: bool, approver: str = "release-gates",
+                           report: GateReport, *, promoted: bool, approver: str | None = None,
                            artifact_hashes: Mapping[str, str] | None = None) -> Path:
-    """``release_decision.json`` (MANAGE 1.1): go/no-go, gates, approver, time, artifact hashes."""
+    """``release_decision.json`` (MANAGE 1.1): go/no-go, gates, approver, time, artifact hashes.
+
+    ``approver`` is the named person who approved the release (MEASURE 1.3); without one the
+    file records ``approver: null`` (the gates decided, no human reviewed) — never a made-up
+    name. Raises :class:`RegistryError` for the name of an automated step.
+    """
     import datetime as _dt
 
     p = Path(path)
@@ -272,7 +293,8 @@ def write_release_decision(path: str | os.PathLike[str], rv: RegisteredVersion,
         "decision": "go" if report.passed else "no-go",
         "promoted_to": CHAMPION if promoted else None,
         "risk_tier": report.tier,
-        "approver": approver,
+        "approver": check_approver(approver),
+        "decided_by": "release-gates",
         "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "gates": report.to_dict(),
         "artifact_hashes": dict(artifact_hashes or {}),

@@ -10,6 +10,7 @@ entries whose artifact lives outside this package (alerts, SBOM, CrossGuard poli
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,12 +41,18 @@ RMF_ENTRIES: tuple[RmfEntry, ...] = (
     RmfEntry("MAP 2.2", "knowledge limits; how output is used and overseen", "model_card.json",
              "P", "limitations and oversight: flags are candidates for astronomer review, "
              "no automatic action"),
-    RmfEntry("MAP 2.3", "scientific integrity, TEVV, representativeness", "evidence.json", "M",
-             "data lineage: generator, seed, template and shard sha256 (reproducible split)"),
+    RmfEntry("MAP 2.3", "scientific integrity, TEVV, representativeness", "data_card.json",
+             "M/P", "data card: provenance (generator, seeds, template citations, shard and "
+             "template sha256), composition and the known biases of DESI targeting, redrock "
+             "redshifts, fibre assignment and the synthetic survey"),
+    RmfEntry("MEASURE 1.3", "independent assessors", "release_decision.json", "P",
+             "approver: the named person who reviewed and approved the release (--approver or "
+             "QSO_RELEASE_APPROVER); automatic runs record none"),
     RmfEntry("MEASURE 1.1", "metrics chosen; unmeasured risks documented", "model_card.json", "M",
              "metrics_plan.measured / not_measured with rationale"),
     RmfEntry("MEASURE 2.1", "test sets, metrics, tools documented", "evidence.json", "M",
-             "held-out split hashes, metric definitions, seeds, library versions, hardware"),
+             "held-out split hashes, metric definitions, seeds, library versions, hardware; "
+             "PCA χ² and PCA+IsolationForest baselines on the same held-out set"),
     RmfEntry("MEASURE 2.3", "performance under deployment-like conditions", "evidence.json", "M",
              "held-out benchmark metrics checked against thresholds.yaml"),
     RmfEntry("MEASURE 2.5", "valid and reliable; generalisation limits", "model_card.json", "M/P",
@@ -73,6 +80,14 @@ RMF_ENTRIES: tuple[RmfEntry, ...] = (
 )
 
 
+def _approver(decision: Path) -> str:
+    try:
+        doc = json.loads(decision.read_text())
+    except (OSError, ValueError):
+        return ""
+    return str(doc.get("approver") or "") if isinstance(doc, dict) else ""
+
+
 def rmf_mapping(release_dir: str | Path) -> list[dict[str, Any]]:
     """The mapping with a computed ``status`` and ``evidence_present`` for one release dir."""
     root = Path(release_dir)
@@ -87,6 +102,9 @@ def rmf_mapping(release_dir: str | Path) -> list[dict[str, Any]]:
             status = "Implemented"
         if entry.id == "MEASURE 2.10" and present:
             status = "Not Applicable"
+        if entry.id == "MEASURE 1.3" and present and not _approver(root / entry.evidence):
+            status = "Planned"  # a decision without a named human approver
+            present = False
         row = asdict(entry)
         row.update(status=status, evidence_present=present)
         out.append(row)

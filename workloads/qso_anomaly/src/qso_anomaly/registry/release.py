@@ -1,8 +1,10 @@
 """The release step: evidence → gates → champion promotion → model card, all logged to MLflow.
 
 Files written to the release directory (reference style-governance §B3):
-``evidence.json`` (eval report), ``xai_report.json``, ``thresholds.yaml`` (the gates used),
-``release_decision.json`` (go/no-go), ``model_card.json`` and ``model_card.md``.
+``evidence.json`` (eval report, with the baselines under ``detection.baselines``),
+``data_card.json`` (provenance and known biases), ``xai_report.json``, ``thresholds.yaml`` (the
+gates used), ``release_decision.json`` (go/no-go and the human approver, if any),
+``model_card.json`` and ``model_card.md``.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qso_anomaly.registry.data_card import build_data_card
 from qso_anomaly.registry.gates import GateReport, Thresholds, evaluate_gates
 from qso_anomaly.registry.mlflow_registry import (
     CHAMPION,
     ModelRegistry,
     PromotionBlocked,
     RegisteredVersion,
+    check_approver,
     write_release_decision,
 )
 from qso_anomaly.registry.model_card import ModelCard, _clean
@@ -69,15 +73,27 @@ def release_version(
     data_lineage: Mapping[str, Any],
     tier: str | None = None,
     extra_files: tuple[str | Path, ...] = (),
+    approver: str | None = None,
+    baselines: Mapping[str, Any] | None = None,
 ) -> ReleaseOutcome:
-    """Evaluate the gates for ``rv``, promote it to champion if they pass, write the card."""
+    """Evaluate the gates for ``rv``, promote it to champion if they pass, write the card.
+
+    ``approver`` is the named person who approved the release (recorded in
+    ``release_decision.json``; None records no human approver). ``baselines`` are the
+    baseline detectors' figures on the same held-out set (``evidence.json``
+    ``detection.baselines``). The data card is built from ``data_lineage``.
+    """
+    approver = check_approver(approver)
     root = Path(release_dir)
     root.mkdir(parents=True, exist_ok=True)
     xai_summary = _xai_summary(xai)
     card = ModelCard(model_details=dict(model_details), data_lineage=dict(data_lineage),
                      quantitative_analysis=dict(evaluation), xai=xai_summary)
+    detection = dict(evaluation)
+    if baselines:
+        detection["baselines"] = dict(baselines)
     evidence = _clean({
-        "detection": dict(evaluation),
+        "detection": detection,
         "xai": xai_summary,
         "drift": dict(drift or {}),
         "card": {"complete": card.complete, "missing_sections": card.missing_sections()},
@@ -88,6 +104,9 @@ def release_version(
     files: dict[str, str] = {}
     (root / "evidence.json").write_text(json.dumps(evidence, indent=2))
     files["evidence"] = str(root / "evidence.json")
+    (root / "data_card.json").write_text(json.dumps(
+        _clean(build_data_card(rv, data_lineage)), indent=2))
+    files["data_card"] = str(root / "data_card.json")
     (root / "xai_report.json").write_text(json.dumps(_clean(dict(xai or {})), indent=2))
     files["xai_report"] = str(root / "xai_report.json")
     shutil.copyfile(thresholds.path, root / "thresholds.yaml")
@@ -104,7 +123,7 @@ def release_version(
     except PromotionBlocked as exc:
         blocked = exc.message
     decision = write_release_decision(
-        root / "release_decision.json", rv, report, promoted=promoted,
+        root / "release_decision.json", rv, report, promoted=promoted, approver=approver,
         artifact_hashes=hash_files(Path(f) for f in files.values()))
     files["release_decision"] = str(decision)
     card.gates = report.to_dict()
@@ -113,6 +132,8 @@ def release_version(
     files["model_card_json"] = paths["json"]
     tags: dict[str, Any] = {"model_card": "release/model_card.md",
                             "release_decision": "go" if report.passed else "no-go"}
+    if approver:
+        tags["approver"] = approver
     from qso_anomaly.registry.gates import lookup
 
     for tag, path in CARD_TAG_METRICS.items():

@@ -8,7 +8,7 @@ only by :func:`register_trained`.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,7 @@ from qso_anomaly import __version__
 from qso_anomaly.errors import DataError
 
 if TYPE_CHECKING:
+    from qso_anomaly.data.grid import WavelengthGrid
     from qso_anomaly.registry.mlflow_registry import ModelRegistry, RegisteredVersion
     from qso_anomaly.score.run import ScoredRun
     from qso_anomaly.train.trained import TrainedModel
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 BENCHMARK = "qso-inject-v1"
 #: Bootstrap replicates of the release evaluation's confidence intervals.
 N_BOOT = 200
+#: PCA components and redshift bins of the baselines (as in the detection benchmark).
+BASELINE_COMPONENTS = 8
+BASELINE_ZBINS = 12
 
 
 def data_lineage(
@@ -204,3 +208,94 @@ def model_details(rv: RegisteredVersion, trained: TrainedModel, *, framework: st
         "training_epochs": epochs, "licence": "MIT",
         "citation": "skyrig qso_anomaly; Melchior et al. 2023 (spender) design",
     }
+
+
+def baseline_evaluation(
+    train_shards: Sequence[str | Path],
+    scored: ScoredRun,
+    eval_shards: Sequence[str | Path],
+    grid: WavelengthGrid,
+    *,
+    model_evaluation: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> dict[str, Any] | None:
+    """Detection figures of the two baselines on the run's held-out set, next to the model's.
+
+    B0 is the ivar-weighted PCA reconstruction χ² and B1 an IsolationForest on the PCA
+    coefficients, per redshift bin (reference ``spectra-and-models.md`` §7 "Baselines", the
+    anchors to beat; :mod:`qso_anomaly.baselines`). Both are fitted on the training shards and
+    score the same spectra as the model, so the numbers are comparable.
+
+    Args:
+        train_shards: The model's training shards (the baselines are fitted on them, after the
+            data policy).
+        scored: The scored held-out run (labels needed).
+        eval_shards: The shards that were scored.
+        grid: The model grid (wavelengths in Å).
+        model_evaluation: The model's :func:`evaluate_scored` of the same run (computed here
+            when not given), for the per-class comparison.
+        seed: Seed of the IsolationForests and of the bootstrap.
+
+    Returns:
+        ``{"pca_chi2": {...}, "pca_iforest": {...}, "config": {...}, "comparison": {...}}``,
+        each detector with ``overall`` (AUROC, average precision, 95 % bootstrap CIs) and
+        ``per_class`` (:func:`qso_anomaly.registry.evaluation.evaluate_detection`);
+        ``comparison`` gives per class the model's AP, the better baseline's AP and their
+        difference. ``None`` when the run has no labels.
+
+    Raises:
+        DataError: Too few clean training spectra to fit the baselines, or a scored TARGETID
+            is not in ``eval_shards``.
+    """
+    import numpy as np
+
+    from qso_anomaly.baselines import PcaChi2, PcaIsolationForest
+    from qso_anomaly.data.batch import SpectraBatch
+    from qso_anomaly.data.io import read_shards
+    from qso_anomaly.data.validate import clean_batch
+    from qso_anomaly.registry.evaluation import evaluate_detection
+
+    if scored.label is None or len(set(scored.label.tolist())) < 2:
+        return None
+    train, _ = clean_batch(SpectraBatch.concat(list(read_shards(train_shards, grid))))
+    n_zbins = min(BASELINE_ZBINS, len(train) // (BASELINE_COMPONENTS + 2))
+    if n_zbins < 1:
+        raise DataError(f"{len(train)} clean training spectra are too few to fit the PCA "
+                        f"baselines (need {BASELINE_COMPONENTS + 2})",
+                        hint="train on more spectra (--n-train)")
+    held = SpectraBatch.concat(list(read_shards(eval_shards, grid)))
+    row = {int(t): i for i, t in enumerate(held.targetid)}
+    missing = [int(t) for t in scored.targetid if int(t) not in row]
+    if missing:
+        raise DataError(f"{len(missing)} scored TARGETIDs (e.g. {missing[0]}) are not in the "
+                        "evaluation shards", hint="pass the shards that were scored")
+    held, _ = clean_batch(held.take(np.array([row[int(t)] for t in scored.targetid])),
+                          min_good_fraction=0.0)
+    label = np.asarray(held.label).astype(str)
+    b0 = PcaChi2(BASELINE_COMPONENTS, n_zbins).fit(train)
+    b1 = PcaIsolationForest(BASELINE_COMPONENTS, n_zbins, seed=seed).fit(train)
+    out: dict[str, Any] = {
+        "config": {"n_components": BASELINE_COMPONENTS, "n_zbins": n_zbins,
+                   "n_train": len(train), "n_eval": len(held),
+                   "fitted_on": "the model's training shards",
+                   "source": "spectra-and-models.md §7 baselines B0 (PCA χ²) and B1 "
+                             "(PCA + IsolationForest)"}}
+    for name, model in (("pca_chi2", b0), ("pca_iforest", b1)):
+        ev = evaluate_detection(model.score(held), label, snr=held.snr, z=held.z,
+                                n_boot=N_BOOT, seed=seed)
+        out[name] = {"overall": ev["overall"], "per_class": ev["per_class"]}
+    model_ev = model_evaluation if model_evaluation is not None else evaluate_scored(
+        scored, seed=seed)
+    if model_ev is not None:
+        comparison: dict[str, Any] = {}
+        for cls, row_m in model_ev["per_class"].items():
+            base = [out[b]["per_class"].get(cls, {}).get("average_precision")
+                    for b in ("pca_chi2", "pca_iforest")]
+            base_ok = [float(x) for x in base if x is not None]
+            ap = row_m.get("average_precision")
+            best = max(base_ok) if base_ok else None
+            comparison[cls] = {"model_ap": ap, "best_baseline_ap": best,
+                               "ap_minus_best_baseline": (None if ap is None or best is None
+                                                          else float(ap) - best)}
+        out["comparison"] = comparison
+    return out
