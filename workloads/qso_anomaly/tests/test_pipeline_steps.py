@@ -123,3 +123,23 @@ def test_score_explain_and_report_steps_chain_without_the_pipeline(
                             tmp_path / "r.html", explanations=ex,
                             evaluation=evaluate_scored(scored)).read_text()
     assert "m v7" in html and 'id="xai"' in html
+
+
+def test_jax_score_factory_matches_the_torch_score(survey: list[Path], robust_model) -> None:  # type: ignore[no-untyped-def]
+    import jax.numpy as jnp
+    import torch
+
+    from qso_anomaly.data.io import read_shards
+    from qso_anomaly.data.validate import clean_batch
+    from qso_anomaly.explain.run import jax_score_factory
+    from qso_anomaly.models.torch_model import anomaly_score_torch
+
+    batch, _ = clean_batch(next(iter(read_shards(survey[:1], robust_model.grid))))
+    batch = batch.take(slice(0, 4))
+    model = robust_model.torch_model()
+    f = jax_score_factory(robust_model)(model)
+    got = np.asarray(f(jnp.asarray(batch.flux), jnp.asarray(batch.ivar), jnp.asarray(batch.z)))
+    with torch.no_grad():
+        want = anomaly_score_torch(model, torch.as_tensor(batch.flux),
+                                   torch.as_tensor(batch.ivar), torch.as_tensor(batch.z))
+    np.testing.assert_allclose(got, want.numpy(), rtol=2e-3, atol=2e-3)

@@ -10,20 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from qso_anomaly.errors import DataError
 
 if TYPE_CHECKING:
+    from jax import Array
+
     from qso_anomaly.explain.runner import ExplanationSet
     from qso_anomaly.models.torch_model import QsoAutoencoder
     from qso_anomaly.score.run import ScoredRun
     from qso_anomaly.train.trained import TrainedModel
 
 #: ``f(flux (N, P), ivar (N, P), z (N,)) -> scores (N,)`` as JAX arrays.
-JaxScoreFn = Callable[[Any, Any, Any], Any]
+JaxScoreFn = Callable[["Array", "Array", "Array"], "Array"]
 
 
 def jax_score_factory(trained: TrainedModel) -> Callable[[QsoAutoencoder], JaxScoreFn]:
