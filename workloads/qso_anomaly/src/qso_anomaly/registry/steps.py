@@ -121,7 +121,9 @@ def register_trained(
         The new version, alias ``candidate``.
 
     Raises:
-        RegistryError: MLflow refused the run or the registration.
+        RegistryError: A file to log with the run does not exist.
+        mlflow.exceptions.MlflowException: The tracking store refused the run or the
+            registration (passed through unchanged).
     """
     numeric = {k: v for k, v in trained.metrics.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
