@@ -147,9 +147,14 @@ def run_throughput(
     resume: bool = True,
     work_dir: str | Path | None = None,
     seed: int = 7,
+    plain_rounds: int = 1,
     progress: Progress = _progress,
 ) -> dict[str, Any]:
-    """One side-by-side run; returns the JSON-able result (see docs/benchmarks.md)."""
+    """One side-by-side run; returns the JSON-able result (see docs/benchmarks.md).
+
+    ``plain_rounds=2`` runs the plain loops of the frameworks a second time in reverse order
+    (torch, jax, jax, torch): on a shared machine whose load drifts during the run, the JAX /
+    PyTorch time ratio is then taken from the summed times, which cancels a linear drift."""
     spec = spec or ModelSpec.ci()
     grid = spec.input_grid()
     work = Path(work_dir or tempfile.mkdtemp(prefix="qso-throughput-"))
@@ -210,9 +215,20 @@ def run_throughput(
         if mo:
             results[f"plain_over_model_only_{fw}"] = (
                 results[f"plain_{fw}"]["spectra_per_s"] / mo)
+    for r in range(1, plain_rounds):
+        for fw in (frameworks[::-1] if r % 2 else frameworks):
+            res = run_child(model_dir, shards, work / f"out-plain-{fw}", fw, batch_size)
+            results[f"plain_{fw}"].setdefault("round_seconds", [
+                results[f"plain_{fw}"]["seconds"]]).append(res["seconds"])
+            progress(f"plain {fw} (round {r + 1}): {res['spectra_per_s']:.0f}/s "
+                     f"({res['seconds']:.1f}s)")
+            shutil.rmtree(work / f"out-plain-{fw}", ignore_errors=True)
     if "torch" in frameworks and "jax" in frameworks:
-        results["jax_over_torch_plain_time"] = (
-            results["plain_jax"]["seconds"] / results["plain_torch"]["seconds"])
+        def plain_total(fw: str) -> float:
+            row = results[f"plain_{fw}"]
+            return float(sum(row.get("round_seconds", [row["seconds"]])))
+
+        results["jax_over_torch_plain_time"] = plain_total("jax") / plain_total("torch")
         if use_ray:
             results["jax_over_torch_ray_time"] = (
                 results["ray_jax"]["seconds"] / results["ray_torch"]["seconds"])
@@ -294,6 +310,11 @@ def markdown_table(result: dict[str, Any]) -> str:
                          f"{r[f'model_only_{fw}_spectra_per_s']:.0f} spectra/s; plain loop at "
                          f"{100 * r.get(f'plain_over_model_only_{fw}', float('nan')):.0f} % "
                          "of it.")
+    for fw in ("torch", "jax"):
+        rounds = (r.get(f"plain_{fw}") or {}).get("round_seconds")
+        if rounds:
+            lines.append(f"- Plain loop {fw}, rounds in the order torch, jax, jax, torch: "
+                         + ", ".join(f"{x:.1f} s" for x in rounds) + ".")
     if "jax_over_torch_plain_time" in r:
         lines.append(f"- JAX / PyTorch end-to-end time: plain {r['jax_over_torch_plain_time']:.2f}"
                      + (f", Ray {r['jax_over_torch_ray_time']:.2f}"
