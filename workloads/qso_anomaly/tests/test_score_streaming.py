@@ -243,3 +243,31 @@ def test_cli_gpu_settings_are_checked_before_the_model_loads(tmp_path, monkeypat
                "--out", str(tmp_path / "out"), "--num-gpus", "1"])
     assert rc == 2
     assert "num_gpus=1.0 needs device='cuda'" in capsys.readouterr().err
+
+
+def test_pipeline_leaves_the_batch_size_to_the_job_environment(monkeypatch, tmp_path) -> None:
+    """QSO_SCORE_BATCH_SIZE of a Ray job (skyrig:workload.scoring) reaches score_shards: the
+    pipeline passes a batch size only when --batch-size is given (it always passed 256)."""
+    import types
+
+    import qso_anomaly.score as score_module
+    from qso_anomaly import pipeline
+
+    class Stop(Exception):
+        pass
+
+    seen: list[int | None] = []
+
+    def fake_score_shards(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(kwargs.get("batch_size"))
+        raise Stop
+
+    monkeypatch.setattr(score_module, "score_shards", fake_score_shards)
+    trained = types.SimpleNamespace(reference_scores=np.linspace(0.0, 1.0, 50))
+    for argv in ([], ["--batch-size", "64"]):
+        cfg = pipeline.config_from_args(["--out", str(tmp_path), *argv])
+        with pytest.raises(Stop):
+            pipeline._score(cfg, trained, "qso-ae-torch", "1", [], tmp_path, 0.99)
+    assert seen == [None, 64]
+    monkeypatch.setenv("QSO_SCORE_BATCH_SIZE", "96")
+    assert ScoringConfig.from_env(batch_size=seen[0]).batch_size == 96

@@ -256,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--redshifts", nargs="*",
                     help="redrock-*.fits or zcatalog files (default: redrock-* next to coadds)")
     sc.add_argument("--out", required=True)
-    sc.add_argument("--batch-size", type=int, default=256)
+    sc.add_argument("--batch-size", type=int,
+                    help="spectra per model call (env QSO_SCORE_BATCH_SIZE; default 256)")
     sc.add_argument("--use-ray", action="store_true")
     sc.add_argument("--device", choices=("cpu", "cuda"),
                     help="scoring device (env QSO_SCORE_DEVICE; default cpu)")
