@@ -14,10 +14,13 @@ import shlex
 from typing import Any
 from urllib.parse import urlparse
 
+import yaml
+
 from skyrig.config import Stack
 from skyrig.config.checks import effective
 from skyrig.config.compat import gpu_model, matrix, version_tuple
 from skyrig.kube.vendor import Obj, device_plugin_manifests, kuberay_install
+from skyrig.plan.workload import scoring_env, scoring_gpu_workers
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "skyrig", "app.kubernetes.io/part-of": "skyrig"}
 DEVICE_PLUGIN_NAMESPACE = "nvidia-device-plugin"
@@ -460,9 +463,32 @@ def entrypoint(stack: Stack) -> str:
     return shlex.join(["python", "-m", "qso_anomaly.pipeline", *entrypoint_args(stack)])
 
 
+def job_runtime_env(stack: Stack) -> str:
+    """``RayJob.spec.runtimeEnvYAML``: the scoring settings of ``skyrig:workload.scoring`` as
+    the job's ``env_vars`` (:func:`skyrig.plan.workload.scoring_env`), which Ray sets for the
+    entrypoint driver and every actor of the job."""
+    return yaml.safe_dump({"env_vars": scoring_env(stack)}, sort_keys=True,
+                          default_flow_style=False)
+
+
+def job_cluster_spec(stack: Stack, image: str) -> Obj:
+    """The RayJob's own cluster: :func:`ray_cluster_spec`, with the GPU worker group started
+    at (and kept at least at) the pods the scorer actors need
+    (:func:`skyrig.plan.workload.scoring_gpu_workers`), so the request for
+    ``num_gpus_per_actor x concurrency`` GPUs is there when scoring starts; checks.py has
+    already refused a stack that asks for more than ``gpu_workers_max`` pods hold."""
+    spec = ray_cluster_spec(stack, image)
+    need = scoring_gpu_workers(stack)
+    group = spec["workerGroupSpecs"][0]
+    if need > group["minReplicas"]:
+        group["minReplicas"] = group["replicas"] = min(need, group["maxReplicas"])
+    return spec
+
+
 def rayjob(stack: Stack) -> Obj:
     """One RayJob for the pinned workload release: its own Ray cluster on the workload image,
-    shut down after the job, kept ``ttlSecondsAfterFinished``, retried ``backoffLimit`` times."""
+    shut down after the job, kept ``ttlSecondsAfterFinished``, retried ``backoffLimit`` times;
+    the scoring settings travel in ``runtimeEnvYAML``."""
     cfg = stack.config
     p, w = cfg.platform, cfg.workload
     image = workload_image(stack)
@@ -479,13 +505,14 @@ def rayjob(stack: Stack) -> Obj:
                         "securityContext": restricted_container()}]}}
     return {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": meta, "spec": {
         "entrypoint": entrypoint(stack),
+        "runtimeEnvYAML": job_runtime_env(stack),
         "submissionMode": "K8sJobMode",
         "shutdownAfterJobFinishes": True,
         "ttlSecondsAfterFinished": p.job_ttl_seconds_after_finished,
         "backoffLimit": p.job_backoff_limit,
         "activeDeadlineSeconds": p.job_deadline_s,
         "submitterPodTemplate": submitter,
-        "rayClusterSpec": ray_cluster_spec(stack, image),
+        "rayClusterSpec": job_cluster_spec(stack, image),
     }}
 
 
