@@ -271,3 +271,21 @@ def test_pipeline_leaves_the_batch_size_to_the_job_environment(monkeypatch, tmp_
     assert seen == [None, 64]
     monkeypatch.setenv("QSO_SCORE_BATCH_SIZE", "96")
     assert ScoringConfig.from_env(batch_size=seen[0]).batch_size == 96
+
+
+_BIG_PARENT = """
+import subprocess, sys
+import numpy as np
+ballast = np.ones(600 * 2**20 // 8)  # 600 MiB touched by the parent
+child = "from qso_anomaly.bench.rss import peak_rss_mib; print(peak_rss_mib())"
+print(subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                     check=True).stdout.strip())
+"""
+
+
+def test_a_child_reports_its_own_peak_rss_not_its_parents() -> None:
+    """ru_maxrss of a child carries the parent's RSS across fork and exec (the benchmark's
+    plain-loop children reported the benchmark process's 1.7 GB); VmHWM does not."""
+    out = subprocess.run([sys.executable, "-c", _BIG_PARENT], capture_output=True, text=True,
+                         check=True, timeout=120).stdout.strip()
+    assert 0 < float(out) < 300

@@ -3,8 +3,9 @@
 a kill-at-half resume check at the benchmark size, and the projection to 1.6 M DR1 spectra.
 
 Plain-loop runs execute in a fresh child process each (``python -m qso_anomaly.bench.throughput
---child ...``), which reports its own peak RSS (``getrusage(RUSAGE_SELF).ru_maxrss``) — the
-scoring run's resident memory, not the benchmark's. The Ray Data runs execute in this process
+--child ...``), which reports its own peak RSS (``VmHWM``, :func:`qso_anomaly.bench.rss
+.peak_rss_mib`) — the scoring run's resident memory, not the benchmark's (``ru_maxrss`` of a
+child includes the parent's RSS at fork). The Ray Data runs execute in this process
 against one local Ray instance (``ray.init`` time reported separately, actor start-up included
 in each run: it is part of every real job).
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import shutil
 import signal
 import subprocess
@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from qso_anomaly import __version__
+from qso_anomaly.bench.rss import peak_rss_mib
 from qso_anomaly.data.synth import generate, write_survey
 from qso_anomaly.models.spec import ModelSpec
 from qso_anomaly.score import output_path, score_shards
@@ -89,9 +90,8 @@ def _child_main(argv: list[str]) -> int:
     shards = [Path(p) for p in json.loads(Path(listing).read_text())]
     cfg = ScoringConfig(framework=framework, batch_size=int(batch_size))  # type: ignore[arg-type]
     s = score_shards(model_dir, shards, out, config=cfg)
-    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     print(json.dumps({"n_scored": s.n_scored, "seconds": s.elapsed,
-                      "spectra_per_s": s.spectra_per_second, "peak_rss_mib": rss_kib / 1024,
+                      "spectra_per_s": s.spectra_per_second, "peak_rss_mib": peak_rss_mib(),
                       "threads": s.threads_per_worker}))
     return 0
 
