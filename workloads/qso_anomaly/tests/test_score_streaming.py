@@ -216,6 +216,9 @@ def test_throughput_benchmark_prints_exactly_one_json_object(tmp_path, trained) 
     torch_s, jax_s = r["plain_torch"]["round_seconds"], r["plain_jax"]["round_seconds"]
     assert len(torch_s) == len(jax_s) == 2  # torch, jax, then jax, torch
     assert r["jax_over_torch_plain_time"] == pytest.approx(sum(jax_s) / sum(torch_s))
+    torch_c, jax_c = r["plain_torch"]["round_cpu_seconds"], r["plain_jax"]["round_cpu_seconds"]
+    assert all(c > 0 for c in torch_c + jax_c)
+    assert r["jax_over_torch_plain_cpu"] == pytest.approx(sum(jax_c) / sum(torch_c))
     assert "spectra" in proc.stderr  # progress went to stderr
 
 

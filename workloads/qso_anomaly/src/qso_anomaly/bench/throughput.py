@@ -85,12 +85,21 @@ def run_child(model_dir: Path, shards: list[Path], out: Path, framework: str, ba
     return dict(json.loads(stdout.strip().splitlines()[-1]))
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its threads. On a shared machine the wall
+    time of a run moves with the other load; the CPU time it needs moves much less."""
+    t = os.times()
+    return t.user + t.system
+
+
 def _child_main(argv: list[str]) -> int:
     model_dir, listing, out, framework, batch_size = argv
     shards = [Path(p) for p in json.loads(Path(listing).read_text())]
     cfg = ScoringConfig(framework=framework, batch_size=int(batch_size))  # type: ignore[arg-type]
+    cpu0 = _cpu_seconds()
     s = score_shards(model_dir, shards, out, config=cfg)
     print(json.dumps({"n_scored": s.n_scored, "seconds": s.elapsed,
+                      "cpu_seconds": _cpu_seconds() - cpu0,
                       "spectra_per_s": s.spectra_per_second, "peak_rss_mib": peak_rss_mib(),
                       "threads": s.threads_per_worker}))
     return 0
@@ -192,6 +201,7 @@ def run_throughput(
     for fw in frameworks:
         res = run_child(model_dir, shards, work / f"out-plain-{fw}", fw, batch_size)
         results[f"plain_{fw}"] = _row(res["n_scored"], res["seconds"],
+                                      cpu_seconds=res.get("cpu_seconds"),
                                       peak_rss_mib=res["peak_rss_mib"],
                                       threads=res["threads"], load_1m=os.getloadavg()[0])
         progress(f"plain {fw}: {res['spectra_per_s']:.0f}/s ({res['seconds']:.1f}s, "
@@ -220,6 +230,8 @@ def run_throughput(
             res = run_child(model_dir, shards, work / f"out-plain-{fw}", fw, batch_size)
             results[f"plain_{fw}"].setdefault("round_seconds", [
                 results[f"plain_{fw}"]["seconds"]]).append(res["seconds"])
+            results[f"plain_{fw}"].setdefault("round_cpu_seconds", [
+                results[f"plain_{fw}"]["cpu_seconds"]]).append(res.get("cpu_seconds"))
             progress(f"plain {fw} (round {r + 1}): {res['spectra_per_s']:.0f}/s "
                      f"({res['seconds']:.1f}s)")
             shutil.rmtree(work / f"out-plain-{fw}", ignore_errors=True)
@@ -229,6 +241,12 @@ def run_throughput(
             return float(sum(row.get("round_seconds", [row["seconds"]])))
 
         results["jax_over_torch_plain_time"] = plain_total("jax") / plain_total("torch")
+
+        def plain_cpu(fw: str) -> float:
+            row = results[f"plain_{fw}"]
+            return float(sum(row.get("round_cpu_seconds", [row["cpu_seconds"]])))
+
+        results["jax_over_torch_plain_cpu"] = plain_cpu("jax") / plain_cpu("torch")
         if use_ray:
             results["jax_over_torch_ray_time"] = (
                 results["ray_jax"]["seconds"] / results["ray_torch"]["seconds"])
@@ -315,6 +333,14 @@ def markdown_table(result: dict[str, Any]) -> str:
         if rounds:
             lines.append(f"- Plain loop {fw}, rounds in the order torch, jax, jax, torch: "
                          + ", ".join(f"{x:.1f} s" for x in rounds) + ".")
+    for fw in ("torch", "jax"):
+        cpu = (r.get(f"plain_{fw}") or {}).get("round_cpu_seconds")
+        if cpu:
+            lines.append(f"- Plain loop {fw}, CPU seconds per round: "
+                         + ", ".join(f"{x:.1f}" for x in cpu) + ".")
+    if "jax_over_torch_plain_cpu" in r:
+        lines.append(f"- JAX / PyTorch end-to-end CPU time (plain loop): "
+                     f"{r['jax_over_torch_plain_cpu']:.2f}.")
     if "jax_over_torch_plain_time" in r:
         lines.append(f"- JAX / PyTorch end-to-end time: plain {r['jax_over_torch_plain_time']:.2f}"
                      + (f", Ray {r['jax_over_torch_ray_time']:.2f}"
