@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-ray", action="store_true")
     ap.add_argument("--rss-small", type=int, help="also measure peak RSS at this many spectra")
     ap.add_argument("--no-resume", action="store_true", help="skip the kill-at-half check")
+    ap.add_argument("--plain-rounds", type=int, default=1,
+                    help="2: plain loops again in reverse order (torch, jax, jax, torch); the "
+                         "JAX/PyTorch ratio then comes from the summed times")
     ap.add_argument("--markdown", type=Path)
     args = ap.parse_args(argv)
 
@@ -46,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
                              batch_size=args.batch_size, model_dir=args.model_dir,
                              frameworks=tuple(args.frameworks.split(",")),
                              use_ray=not args.no_ray, rss_small=args.rss_small,
-                             resume=not args.no_resume, work_dir=args.work_dir)
+                             resume=not args.no_resume, work_dir=args.work_dir,
+                             plain_rounds=args.plain_rounds)
         if args.markdown:
             args.markdown.write_text(markdown_table(res) + "\n")
     finally:

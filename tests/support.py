@@ -25,6 +25,7 @@ def make_root(tmp: Path) -> Path:
     real = REPO / "workloads" / "qso_anomaly"
     shutil.copy(real / "CHANGELOG.md", wl / "CHANGELOG.md")
     shutil.copy(real / "release" / "thresholds.yaml", wl / "release" / "thresholds.yaml")
+    shutil.copy(real / "release" / "precision.yaml", wl / "release" / "precision.yaml")
     return root
 
 

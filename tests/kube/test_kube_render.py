@@ -327,6 +327,7 @@ def test_golden_render(rendered: dict[str, Any], name: str) -> None:
 def test_stack_change_shows_as_a_readable_diff(tmp_path: Path) -> None:
     root = make_root(tmp_path)
     edit_stack(root, "prod", "gpu_workers_max: 8", "gpu_workers_max: 6")
+    edit_stack(root, "prod", "concurrency: 14", "concurrency: 12")  # 6 pods hold 12 actors
     out = tmp_path / "out"
     render_stack(stack(root, "prod"), out)
     new = golden_text(read_render(out, "prod")["ray_cluster"])

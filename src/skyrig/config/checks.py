@@ -783,6 +783,118 @@ def workload_release(s: Sections, src: StackSource, root: Path) -> Iterator[Conf
         )
 
 
+#: The workload's record of GPU precisions and their parity status (see the file's header).
+PRECISION_RECORD = Path("release") / "precision.yaml"
+
+
+def precision_status(root: Path, workload_path: str, framework: str,
+                     precision: str) -> str | None:
+    """Return the workload's parity record for ``precision`` under ``framework``.
+
+    ``verified``/``unverified`` from the workload's :data:`PRECISION_RECORD`, or None when the
+    workload does not implement it (or has no record: then only float32 is assumed).
+    """
+    if precision == "float32":
+        return "verified"
+    path = root / workload_path / PRECISION_RECORD
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        raw = YAML(typ="safe").load(path.read_text("utf-8"))
+    except (OSError, YAMLError):
+        return None
+    entry = raw.get(framework) if isinstance(raw, dict) else None
+    value = entry.get(precision) if isinstance(entry, dict) else None
+    return str(value) if value is not None else None
+
+
+def actors_per_worker(num_gpus_per_actor: float, gpus_per_worker: int) -> int:
+    """Return the GPU scorer actors one Ray worker pod holds.
+
+    ``floor(gpus_per_worker / num_gpus)`` (Ray places an actor whole on one node, so
+    fractions never add up across pods).
+    """
+    if num_gpus_per_actor <= 0:
+        return 0
+    return int(gpus_per_worker / num_gpus_per_actor + 1e-9)
+
+
+@check
+def workload_scoring(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
+    """Check that ``workload.scoring`` fits the rest of the stack.
+
+    GPU scoring needs ``use_gpu``; an
+    actor fits one worker pod and all actors fit the worker group (Ray schedules an actor
+    only whole on one node); reduced precision only on a GPU and only where the workload
+    records parity; no JAX preallocation on a card two actors share (each would take 75 %,
+    docs.jax.dev "GPU memory allocation").
+    """
+    w = s.workload
+    if w is None:
+        return
+    sc = w.scoring
+    key = ("workload", "scoring")
+    gpus = sc.num_gpus_per_actor
+    if gpus > 0 and not w.use_gpu:
+        yield src.issue(
+            (*key, "num_gpus_per_actor"),
+            f"num_gpus_per_actor {gpus:g} asks for GPU scoring but workload.use_gpu is false",
+            "set workload.use_gpu: true, or num_gpus_per_actor: 0 to score on CPUs",
+        )
+    if sc.precision != "float32":
+        status = precision_status(root, w.path, w.framework, sc.precision)
+        if gpus == 0:
+            yield src.issue(
+                (*key, "precision"),
+                f"precision {sc.precision} applies to GPU scoring only (num_gpus_per_actor 0)",
+                "use precision: float32, or score on GPUs",
+            )
+        elif status is None:
+            yield src.issue(
+                (*key, "precision"),
+                f"{w.name} {w.version} does not implement {sc.precision} scoring with"
+                f" {w.framework} (its {PRECISION_RECORD} has no such entry)",
+                "use precision: float32",
+            )
+        elif status != "verified":
+            yield src.issue(
+                (*key, "precision"),
+                f"{w.name} {w.version} has not shown {w.framework} scores at {sc.precision}"
+                f" within the parity tolerance ({PRECISION_RECORD}: {status})",
+                "use precision: float32, or run benchmarks/gpu_check.sh on a GPU and record"
+                " `verified` in the workload's release/precision.yaml",
+            )
+    if sc.jax_preallocate and w.framework == "jax" and 0 < gpus < 1:
+        yield src.issue(
+            (*key, "jax_preallocate"),
+            f"jax_preallocate with num_gpus_per_actor {gpus:g}: every actor on the card would"
+            " take 75 % of its memory at start",
+            "set jax_preallocate: false (memory on demand) or give each actor a whole GPU",
+        )
+    r = s.ray
+    if r is None or r.mode != "kuberay" or gpus == 0:
+        return
+    if gpus > r.gpus_per_worker:
+        yield src.issue(
+            (*key, "num_gpus_per_actor"),
+            f"num_gpus_per_actor {gpus:g} but a GPU worker pod has {r.gpus_per_worker} GPU(s);"
+            " Ray places an actor on one node",
+            f"lower num_gpus_per_actor to at most {r.gpus_per_worker} or raise"
+            " ray.gpus_per_worker",
+        )
+        return
+    room = actors_per_worker(gpus, r.gpus_per_worker) * r.gpu_workers_max
+    if sc.concurrency != "auto" and sc.concurrency > room:
+        yield src.issue(
+            (*key, "concurrency"),
+            f"{sc.concurrency} scorer actors x {gpus:g} GPU = {gpus * sc.concurrency:g} GPUs,"
+            f" but the GPU worker group holds {room} such actors (ray.gpu_workers_max"
+            f" {r.gpu_workers_max} pods x gpus_per_worker {r.gpus_per_worker})",
+            f"lower concurrency to {room} or raise ray.gpu_workers_max",
+        )
+
+
 #: Hardware profiles shipped inside pvesim (``pvesim/src/pvesim/profiles``).
 PVESIM_PROFILES = ("local", "lab", "faulty")
 #: Hosts a Ray dashboard / Jobs API may bind to without authentication.

@@ -362,6 +362,62 @@ class Ray(Strict):
     )
 
 
+#: Largest scoring batch the stack accepts: the workload's own cap (``gpu_batch_size``).
+MAX_SCORING_BATCH = 8192
+
+
+class WorkloadScoring(Strict):
+    """How the workload scores: batch size, GPUs per Ray actor, actors, precision, memory.
+
+    Handed to the workload unchanged as ``QSO_SCORE_*`` environment variables of the Ray job
+    (``qso_anomaly.score.ScoringConfig.from_env``); the defaults are the workload's own
+    defaults (batch 256, CPU scoring, float32, pinned staging buffers, JAX allocating GPU
+    memory on demand), so a stack without this section scores as before. Cross-key rules
+    (GPUs against the Ray worker group, reduced precision against the workload's parity
+    record) are in :func:`skyrig.config.checks.workload_scoring`.
+    """
+
+    batch_size: int = Field(
+        256, ge=1, le=MAX_SCORING_BATCH,
+        description="Spectra per model call (`QSO_SCORE_BATCH_SIZE`); on a GPU, what half of"
+        " the card's memory holds (docs/benchmarks.md, GPU path).")
+    num_gpus_per_actor: float = Field(
+        0.0, ge=0, le=8,
+        description="GPUs per Ray scorer actor (`QSO_SCORE_NUM_GPUS`): 0 scores on CPUs,"
+        " 0.5 puts two actors on a card, whole numbers above 1; needs `use_gpu: true`.")
+    concurrency: int | Literal["auto"] = Field(
+        "auto",
+        description="Ray scorer actors (`QSO_SCORE_CONCURRENCY`), or `auto`: sized from the"
+        " resources Ray reports when scoring starts.")
+    precision: Literal["float32", "tf32", "bfloat16"] = Field(
+        "float32",
+        description="GPU arithmetic (`QSO_SCORE_PRECISION`); `tf32`/`bfloat16` only where the"
+        " workload's release/precision.yaml records scores within the parity tolerance.")
+    pin_memory: bool = Field(
+        True, description="Page-locked host buffers, asynchronous host-to-device copies"
+        " (`QSO_SCORE_PIN_MEMORY`; GPU only).")
+    jax_preallocate: bool = Field(
+        False,
+        description="Let JAX take 75 % of the card at start (`QSO_SCORE_JAX_PREALLOCATE`);"
+        " off sets XLA_PYTHON_CLIENT_PREALLOCATE=false (needed when torch or a second actor"
+        " shares the card).")
+
+    @field_validator("num_gpus_per_actor")
+    @classmethod
+    def _ray_gpu_amount(cls, v: float) -> float:
+        if v > 1 and v != int(v):
+            raise ValueError("Ray gives an actor a fraction of one GPU or whole GPUs"
+                             " (e.g. 0.25, 0.5, 1, 2), not a fraction above 1")
+        return v
+
+    @field_validator("concurrency", mode="before")
+    @classmethod
+    def _actors(cls, v: object) -> object:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1024):
+            return v
+        raise ValueError("a number of scorer actors from 1 to 1024, or `auto`")
+
+
 class Workload(Strict):
     """Which workload release and model run where."""
 
@@ -380,6 +436,8 @@ class Workload(Strict):
     n_spectra: int = Field(2000, ge=50, description="Spectra per run (small data for local).")
     use_gpu: bool = Field(False, description="Train and score on GPUs.")
     seed: int = Field(20261127, description="Seed of the synthetic survey and training.")
+    scoring: WorkloadScoring = Field(
+        WorkloadScoring(), description="Scoring batch size, GPUs per actor, actors, precision.")
 
 
 class Monitoring(Strict):

@@ -14,10 +14,13 @@ import shlex
 from typing import Any
 from urllib.parse import urlparse
 
+import yaml
+
 from skyrig.config import Stack
 from skyrig.config.checks import effective
 from skyrig.config.compat import gpu_model, matrix, version_tuple
 from skyrig.kube.vendor import Obj, device_plugin_manifests, kuberay_install
+from skyrig.plan.workload import scoring_env, scoring_gpu_workers
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "skyrig", "app.kubernetes.io/part-of": "skyrig"}
 DEVICE_PLUGIN_NAMESPACE = "nvidia-device-plugin"
@@ -678,12 +681,41 @@ def entrypoint(stack: Stack) -> str:
     return shlex.join(["python", "-m", "qso_anomaly.pipeline", *entrypoint_args(stack)])
 
 
+def job_runtime_env(stack: Stack) -> str:
+    """Return ``RayJob.spec.runtimeEnvYAML``.
+
+    The scoring settings of ``skyrig:workload.scoring`` as the job's ``env_vars``
+    (:func:`skyrig.plan.workload.scoring_env`), which Ray sets for the entrypoint driver and
+    every actor of the job.
+    """
+    return yaml.safe_dump({"env_vars": scoring_env(stack)}, sort_keys=True,
+                          default_flow_style=False)
+
+
+def job_cluster_spec(stack: Stack, image: str) -> Obj:
+    """Return the RayJob's own cluster.
+
+    :func:`ray_cluster_spec`, with the GPU worker group started
+    at (and kept at least at) the pods the scorer actors need
+    (:func:`skyrig.plan.workload.scoring_gpu_workers`), so the request for
+    ``num_gpus_per_actor x concurrency`` GPUs is there when scoring starts; checks.py has
+    already refused a stack that asks for more than ``gpu_workers_max`` pods hold.
+    """
+    spec = ray_cluster_spec(stack, image)
+    need = scoring_gpu_workers(stack)
+    group = spec["workerGroupSpecs"][0]
+    if need > group["minReplicas"]:
+        group["minReplicas"] = group["replicas"] = min(need, group["maxReplicas"])
+    return spec
+
+
 def rayjob(stack: Stack) -> Obj:
     """Return one RayJob for the pinned workload release (KubeRay ray.io/v1 RayJob).
 
     Its own Ray cluster on the workload image, ``K8sJobMode`` submitter under the submitter
     ServiceAccount, shut down after the job, kept ``ttlSecondsAfterFinished`` seconds, retried
-    ``backoffLimit`` times, stopped after ``activeDeadlineSeconds`` (``platform.job_deadline_s``).
+    ``backoffLimit`` times, stopped after ``activeDeadlineSeconds`` (``platform.job_deadline_s``);
+    the scoring settings (``workload.scoring``) travel as ``QSO_SCORE_*`` in ``runtimeEnvYAML``.
 
     Args:
         stack: The validated stack (dev/prod: Kubernetes on, ``ray.mode: kuberay``).
@@ -707,13 +739,14 @@ def rayjob(stack: Stack) -> Obj:
                         "securityContext": restricted_container()}]}}
     return {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": meta, "spec": {
         "entrypoint": entrypoint(stack),
+        "runtimeEnvYAML": job_runtime_env(stack),
         "submissionMode": "K8sJobMode",
         "shutdownAfterJobFinishes": True,
         "ttlSecondsAfterFinished": p.job_ttl_seconds_after_finished,
         "backoffLimit": p.job_backoff_limit,
         "activeDeadlineSeconds": p.job_deadline_s,
         "submitterPodTemplate": submitter,
-        "rayClusterSpec": ray_cluster_spec(stack, image),
+        "rayClusterSpec": job_cluster_spec(stack, image),
     }}
 
 

@@ -21,6 +21,7 @@ from rich.console import Console
 from skyrig.config.loader import Stack
 from skyrig.errors import WorkloadError
 from skyrig.fsutil import write_atomic
+from skyrig.plan.workload import scoring_env
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
@@ -194,6 +195,7 @@ def start_job(stack: Stack, client: Any, cmd: str, *, console: Console,
             "MLFLOW_ENABLE_TELEMETRY": "false",
             "DO_NOT_TRACK": "1",
             "SKYRIG_STACK": stack.name,
+            **scoring_env(stack),  # skyrig:workload.scoring, as the RayJob carries it
             **(env_vars or {}),
         }},
         metadata=job_metadata(stack),

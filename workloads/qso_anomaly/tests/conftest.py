@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+
 import pytest
+
+# JAX scorers cache compilations under ~/.cache by default (ScoringConfig.jax_cache_dir "auto");
+# the tests keep theirs in a temporary directory (an already set JAX_COMPILATION_CACHE_DIR wins,
+# and JAX reads it when it is first imported, which is after this file).
+if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    _jax_cache = tempfile.mkdtemp(prefix="qso-test-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _jax_cache
+    atexit.register(shutil.rmtree, _jax_cache, True)
 
 from qso_anomaly.data.grid import WavelengthGrid
 

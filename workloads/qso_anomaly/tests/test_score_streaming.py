@@ -105,6 +105,65 @@ def test_jax_batches_are_padded_to_one_shape_and_match_torch(trained, ci_grid) -
     assert fn._cache_size() - before <= 1  # three batch sizes, at most one compilation
 
 
+def test_jax_batches_dispatch_no_eager_conversions(trained, ci_grid, monkeypatch) -> None:
+    """A scored batch runs the one compiled scoring function and nothing else: no eager op
+    per input array (``jnp.asarray`` of NumPy dispatched a convert_element_type each time)."""
+    from jax._src import dispatch
+
+    b = generate(16, seed=6, grid=ci_grid)
+    jx = Scorer(trained, config=ScoringConfig(framework="jax", batch_size=16))
+    jx.score_batch(b)  # compile outside the count
+    eager: list[str] = []
+    real = dispatch.apply_primitive
+
+    def counting(prim, *args, **params):  # type: ignore[no-untyped-def]
+        eager.append(str(prim))
+        return real(prim, *args, **params)
+
+    monkeypatch.setattr(dispatch, "apply_primitive", counting)
+    jx.score_batch(b)
+    jx.score_batch(b.take(slice(0, 9)))  # padded partial batch
+    assert eager == []
+
+
+_CACHE_CHILD = """
+import json, sys
+import jax.monitoring as m
+from qso_anomaly.data.synth import generate
+from qso_anomaly.score import ScoringConfig
+from qso_anomaly.score.scorer import Scorer
+from qso_anomaly.train import TrainedModel
+hits = []
+m.register_event_listener(lambda e, **kw: hits.append(e) if "cache_hits" in e else None)
+tm = TrainedModel.load(sys.argv[1])
+cfg = ScoringConfig.from_env(framework="jax", batch_size=16)
+s = Scorer(tm, config=cfg)
+s.score_batch(generate(16, seed=7, grid=tm.grid))
+print(json.dumps({"cache": str(s.jax_cache), "hits": len(hits)}))
+"""
+
+
+def test_jax_compilations_are_cached_across_processes(trained, tmp_path) -> None:
+    """A second scoring process (a rerun, another Ray actor) loads the compiled scoring
+    function from the persistent cache instead of compiling it again."""
+    import os
+
+    model = trained.save(tmp_path / "model")
+    cache = tmp_path / "jax-cache"
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env.update(JAX_PLATFORMS="cpu", QSO_SCORE_JAX_CACHE_DIR=str(cache))
+    runs = [json.loads(subprocess.run(
+        [sys.executable, "-c", _CACHE_CHILD, str(model)], env=env, capture_output=True,
+        text=True, check=True, timeout=300).stdout.strip().splitlines()[-1]) for _ in range(2)]
+    assert runs[0]["cache"] == runs[1]["cache"] == str(cache)
+    assert any(cache.iterdir())
+    assert runs[0]["hits"] == 0 and runs[1]["hits"] >= 1
+    off = ScoringConfig(jax_cache_dir="off")
+    assert off.jax_cache_path() is None
+    assert ScoringConfig.from_env({"QSO_SCORE_JAX_CACHE_DIR": "/x/y"}).jax_cache_path() == \
+        Path("/x/y")
+
+
 def test_settings_validate_and_come_from_the_environment() -> None:
     cfg = ScoringConfig.from_env({"QSO_SCORE_DEVICE": "cuda", "QSO_SCORE_NUM_GPUS": "0.5",
                                   "QSO_SCORE_BATCH_SIZE": "512", "QSO_SCORE_PIN_MEMORY": "no",
@@ -147,13 +206,19 @@ def test_throughput_benchmark_prints_exactly_one_json_object(tmp_path, trained) 
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "bench_qso_throughput.py"),
          "--n-spectra", "40", "--shard-size", "10", "--batch-size", "16",
-         "--frameworks", "torch", "--no-ray", "--no-resume",
+         "--frameworks", "torch,jax", "--no-ray", "--no-resume", "--plain-rounds", "2",
          "--model-dir", str(tmp_path / "model"), "--work-dir", str(tmp_path / "work")],
         capture_output=True, text=True, timeout=600, check=True)
     result = json.loads(proc.stdout)  # the whole of stdout is one JSON document
     assert proc.stdout.count("\n") == 1
     r = result["results"]
     assert r["plain_torch"]["n_scored"] == 40 and r["plain_torch"]["peak_rss_mib"] > 0
+    torch_s, jax_s = r["plain_torch"]["round_seconds"], r["plain_jax"]["round_seconds"]
+    assert len(torch_s) == len(jax_s) == 2  # torch, jax, then jax, torch
+    assert r["jax_over_torch_plain_time"] == pytest.approx(sum(jax_s) / sum(torch_s))
+    torch_c, jax_c = r["plain_torch"]["round_cpu_seconds"], r["plain_jax"]["round_cpu_seconds"]
+    assert all(c > 0 for c in torch_c + jax_c)
+    assert r["jax_over_torch_plain_cpu"] == pytest.approx(sum(jax_c) / sum(torch_c))
     assert "spectra" in proc.stderr  # progress went to stderr
 
 
@@ -181,3 +246,49 @@ def test_cli_gpu_settings_are_checked_before_the_model_loads(tmp_path, monkeypat
                "--out", str(tmp_path / "out"), "--num-gpus", "1"])
     assert rc == 2
     assert "num_gpus=1.0 needs device='cuda'" in capsys.readouterr().err
+
+
+def test_pipeline_leaves_the_batch_size_to_the_job_environment(monkeypatch, tmp_path) -> None:
+    """QSO_SCORE_BATCH_SIZE of a Ray job (skyrig:workload.scoring) reaches score_shards: the
+    pipeline passes a batch size only when --batch-size is given (it always passed 256)."""
+    import types
+
+    import qso_anomaly.score as score_module
+    from qso_anomaly import pipeline
+
+    class Stop(Exception):
+        pass
+
+    seen: list[int | None] = []
+
+    def fake_score_shards(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(kwargs.get("batch_size"))
+        raise Stop
+
+    monkeypatch.setattr(score_module, "score_shards", fake_score_shards)
+    trained = types.SimpleNamespace(reference_scores=np.linspace(0.0, 1.0, 50))
+    for argv in ([], ["--batch-size", "64"]):
+        cfg = pipeline.config_from_args(["--out", str(tmp_path), *argv])
+        with pytest.raises(Stop):
+            pipeline._score(cfg, trained, "qso-ae-torch", "1", [], tmp_path, 0.99)
+    assert seen == [None, 64]
+    monkeypatch.setenv("QSO_SCORE_BATCH_SIZE", "96")
+    assert ScoringConfig.from_env(batch_size=seen[0]).batch_size == 96
+
+
+_BIG_PARENT = """
+import subprocess, sys
+import numpy as np
+ballast = np.ones(600 * 2**20 // 8)  # 600 MiB touched by the parent
+child = "from qso_anomaly.bench.rss import peak_rss_mib; print(peak_rss_mib())"
+print(subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                     check=True).stdout.strip())
+"""
+
+
+def test_a_child_reports_its_own_peak_rss_not_its_parents() -> None:
+    """ru_maxrss of a child carries the parent's RSS across fork and exec (the benchmark's
+    plain-loop children reported the benchmark process's 1.7 GB); VmHWM does not."""
+    out = subprocess.run([sys.executable, "-c", _BIG_PARENT], capture_output=True, text=True,
+                         check=True, timeout=120).stdout.strip()
+    assert 0 < float(out) < 300

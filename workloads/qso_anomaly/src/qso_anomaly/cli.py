@@ -249,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(sc)
     data_args(sc)
     sc.add_argument("--out", required=True)
-    sc.add_argument("--batch-size", type=int, default=256)
+    sc.add_argument("--batch-size", type=int,
+                    help="spectra per model call (env QSO_SCORE_BATCH_SIZE; default 256)")
     sc.add_argument("--use-ray", action="store_true")
     sc.add_argument("--device", choices=("cpu", "cuda"),
                     help="scoring device (env QSO_SCORE_DEVICE; default cpu)")

@@ -63,7 +63,7 @@ class PipelineConfig:
     num_workers: int = 1
     use_gpu: bool = False
     full_model: bool = False
-    batch_size: int = 256
+    batch_size: int | None = None  # None: QSO_SCORE_BATCH_SIZE, else 256 (ScoringConfig)
     shard_size: int = 500
     train_anomaly_fraction: float = 0.02
     anomaly_fraction: float = 0.1

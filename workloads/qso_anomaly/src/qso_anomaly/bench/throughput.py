@@ -3,8 +3,9 @@
 a kill-at-half resume check at the benchmark size, and the projection to 1.6 M DR1 spectra.
 
 Plain-loop runs execute in a fresh child process each (``python -m qso_anomaly.bench.throughput
---child ...``), which reports its own peak RSS (``getrusage(RUSAGE_SELF).ru_maxrss``) — the
-scoring run's resident memory, not the benchmark's. The Ray Data runs execute in this process
+--child ...``), which reports its own peak RSS (``VmHWM``, :func:`qso_anomaly.bench.rss
+.peak_rss_mib`) — the scoring run's resident memory, not the benchmark's (``ru_maxrss`` of a
+child includes the parent's RSS at fork). The Ray Data runs execute in this process
 against one local Ray instance (``ray.init`` time reported separately, actor start-up included
 in each run: it is part of every real job).
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import shutil
 import signal
 import subprocess
@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from qso_anomaly import __version__
+from qso_anomaly.bench.rss import peak_rss_mib
 from qso_anomaly.data.synth import generate, write_survey
 from qso_anomaly.models.spec import ModelSpec
 from qso_anomaly.score import output_path, score_shards
@@ -84,14 +85,22 @@ def run_child(model_dir: Path, shards: list[Path], out: Path, framework: str, ba
     return dict(json.loads(stdout.strip().splitlines()[-1]))
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its threads. On a shared machine the wall
+    time of a run moves with the other load; the CPU time it needs moves much less."""
+    t = os.times()
+    return t.user + t.system
+
+
 def _child_main(argv: list[str]) -> int:
     model_dir, listing, out, framework, batch_size = argv
     shards = [Path(p) for p in json.loads(Path(listing).read_text())]
     cfg = ScoringConfig(framework=framework, batch_size=int(batch_size))  # type: ignore[arg-type]
+    cpu0 = _cpu_seconds()
     s = score_shards(model_dir, shards, out, config=cfg)
-    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     print(json.dumps({"n_scored": s.n_scored, "seconds": s.elapsed,
-                      "spectra_per_s": s.spectra_per_second, "peak_rss_mib": rss_kib / 1024,
+                      "cpu_seconds": _cpu_seconds() - cpu0,
+                      "spectra_per_s": s.spectra_per_second, "peak_rss_mib": peak_rss_mib(),
                       "threads": s.threads_per_worker}))
     return 0
 
@@ -147,9 +156,14 @@ def run_throughput(
     resume: bool = True,
     work_dir: str | Path | None = None,
     seed: int = 7,
+    plain_rounds: int = 1,
     progress: Progress = _progress,
 ) -> dict[str, Any]:
-    """One side-by-side run; returns the JSON-able result (see docs/benchmarks.md)."""
+    """One side-by-side run; returns the JSON-able result (see docs/benchmarks.md).
+
+    ``plain_rounds=2`` runs the plain loops of the frameworks a second time in reverse order
+    (torch, jax, jax, torch): on a shared machine whose load drifts during the run, the JAX /
+    PyTorch time ratio is then taken from the summed times, which cancels a linear drift."""
     spec = spec or ModelSpec.ci()
     grid = spec.input_grid()
     work = Path(work_dir or tempfile.mkdtemp(prefix="qso-throughput-"))
@@ -187,6 +201,7 @@ def run_throughput(
     for fw in frameworks:
         res = run_child(model_dir, shards, work / f"out-plain-{fw}", fw, batch_size)
         results[f"plain_{fw}"] = _row(res["n_scored"], res["seconds"],
+                                      cpu_seconds=res.get("cpu_seconds"),
                                       peak_rss_mib=res["peak_rss_mib"],
                                       threads=res["threads"], load_1m=os.getloadavg()[0])
         progress(f"plain {fw}: {res['spectra_per_s']:.0f}/s ({res['seconds']:.1f}s, "
@@ -210,9 +225,28 @@ def run_throughput(
         if mo:
             results[f"plain_over_model_only_{fw}"] = (
                 results[f"plain_{fw}"]["spectra_per_s"] / mo)
+    for r in range(1, plain_rounds):
+        for fw in (frameworks[::-1] if r % 2 else frameworks):
+            res = run_child(model_dir, shards, work / f"out-plain-{fw}", fw, batch_size)
+            results[f"plain_{fw}"].setdefault("round_seconds", [
+                results[f"plain_{fw}"]["seconds"]]).append(res["seconds"])
+            results[f"plain_{fw}"].setdefault("round_cpu_seconds", [
+                results[f"plain_{fw}"]["cpu_seconds"]]).append(res.get("cpu_seconds"))
+            progress(f"plain {fw} (round {r + 1}): {res['spectra_per_s']:.0f}/s "
+                     f"({res['seconds']:.1f}s)")
+            shutil.rmtree(work / f"out-plain-{fw}", ignore_errors=True)
     if "torch" in frameworks and "jax" in frameworks:
-        results["jax_over_torch_plain_time"] = (
-            results["plain_jax"]["seconds"] / results["plain_torch"]["seconds"])
+        def plain_total(fw: str) -> float:
+            row = results[f"plain_{fw}"]
+            return float(sum(row.get("round_seconds", [row["seconds"]])))
+
+        results["jax_over_torch_plain_time"] = plain_total("jax") / plain_total("torch")
+
+        def plain_cpu(fw: str) -> float:
+            row = results[f"plain_{fw}"]
+            return float(sum(row.get("round_cpu_seconds", [row["cpu_seconds"]])))
+
+        results["jax_over_torch_plain_cpu"] = plain_cpu("jax") / plain_cpu("torch")
         if use_ray:
             results["jax_over_torch_ray_time"] = (
                 results["ray_jax"]["seconds"] / results["ray_torch"]["seconds"])
@@ -294,6 +328,19 @@ def markdown_table(result: dict[str, Any]) -> str:
                          f"{r[f'model_only_{fw}_spectra_per_s']:.0f} spectra/s; plain loop at "
                          f"{100 * r.get(f'plain_over_model_only_{fw}', float('nan')):.0f} % "
                          "of it.")
+    for fw in ("torch", "jax"):
+        rounds = (r.get(f"plain_{fw}") or {}).get("round_seconds")
+        if rounds:
+            lines.append(f"- Plain loop {fw}, rounds in the order torch, jax, jax, torch: "
+                         + ", ".join(f"{x:.1f} s" for x in rounds) + ".")
+    for fw in ("torch", "jax"):
+        cpu = (r.get(f"plain_{fw}") or {}).get("round_cpu_seconds")
+        if cpu:
+            lines.append(f"- Plain loop {fw}, CPU seconds per round: "
+                         + ", ".join(f"{x:.1f}" for x in cpu) + ".")
+    if "jax_over_torch_plain_cpu" in r:
+        lines.append(f"- JAX / PyTorch end-to-end CPU time (plain loop): "
+                     f"{r['jax_over_torch_plain_cpu']:.2f}.")
     if "jax_over_torch_plain_time" in r:
         lines.append(f"- JAX / PyTorch end-to-end time: plain {r['jax_over_torch_plain_time']:.2f}"
                      + (f", Ray {r['jax_over_torch_ray_time']:.2f}"
