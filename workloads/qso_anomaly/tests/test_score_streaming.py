@@ -253,8 +253,9 @@ def test_pipeline_leaves_the_batch_size_to_the_job_environment(monkeypatch, tmp_
     pipeline passes a batch size only when --batch-size is given (it always passed 256)."""
     import types
 
-    import qso_anomaly.score as score_module
+    import qso_anomaly.score.shards as score_module
     from qso_anomaly import pipeline
+    from qso_anomaly.score.run import score_run
 
     class Stop(Exception):
         pass
@@ -270,7 +271,8 @@ def test_pipeline_leaves_the_batch_size_to_the_job_environment(monkeypatch, tmp_
     for argv in ([], ["--batch-size", "64"]):
         cfg = pipeline.config_from_args(["--out", str(tmp_path), *argv])
         with pytest.raises(Stop):
-            pipeline._score(cfg, trained, "qso-ae-torch", "1", [], tmp_path, 0.99)
+            score_run(trained, [], tmp_path, model_name="qso-ae-torch",  # type: ignore[arg-type]
+                      version="1", flag_quantile=0.99, batch_size=cfg.batch_size)
     assert seen == [None, 64]
     monkeypatch.setenv("QSO_SCORE_BATCH_SIZE", "96")
     assert ScoringConfig.from_env(batch_size=seen[0]).batch_size == 96

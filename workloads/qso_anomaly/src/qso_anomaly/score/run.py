@@ -115,7 +115,7 @@ def score_run(
     flag_quantile: float,
     framework: Literal["torch", "jax"] = "torch",
     use_ray: bool = False,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     metrics_port: int | None = None,
     input_counts: Mapping[str, int] | None = None,
     log: Callable[[str], None] | None = None,
@@ -136,7 +136,8 @@ def score_run(
         framework: ``"torch"`` or ``"jax"`` scoring.
         use_ray: Score with Ray Data (connect first, e.g. with
             :func:`qso_anomaly.train.steps.connect_ray`; otherwise a local Ray is started).
-        batch_size: Spectra per scoring batch.
+        batch_size: Spectra per scoring batch; None leaves it to ``QSO_SCORE_BATCH_SIZE``
+            (else 256, :class:`~qso_anomaly.score.ScoringConfig`).
         metrics_port: Serve ``/metrics`` on 127.0.0.1 at this port while scoring (0: any free
             port; ``None``: do not serve).
         input_counts: Spectra rejected and pixels masked while the input was read, by reason
