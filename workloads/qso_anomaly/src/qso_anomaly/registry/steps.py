@@ -256,6 +256,7 @@ def baseline_evaluation(
     from qso_anomaly.data.io import read_shards
     from qso_anomaly.data.validate import clean_batch
     from qso_anomaly.registry.evaluation import evaluate_detection
+    from qso_anomaly.score.run import rows_of
 
     if scored.label is None or len(set(scored.label.tolist())) < 2:
         return None
@@ -266,13 +267,9 @@ def baseline_evaluation(
                         f"baselines (need {BASELINE_COMPONENTS + 2})",
                         hint="train on more spectra (--n-train)")
     held = SpectraBatch.concat(list(read_shards(eval_shards, grid)))
-    row = {int(t): i for i, t in enumerate(held.targetid)}
-    missing = [int(t) for t in scored.targetid if int(t) not in row]
-    if missing:
-        raise DataError(f"{len(missing)} scored TARGETIDs (e.g. {missing[0]}) are not in the "
-                        "evaluation shards", hint="pass the shards that were scored")
-    held, _ = clean_batch(held.take(np.array([row[int(t)] for t in scored.targetid])),
-                          min_good_fraction=0.0)
+    rows = rows_of(np.asarray(held.targetid), scored.targetid, where="the evaluation shards",
+                   hint="pass the shards that were scored")
+    held, _ = clean_batch(held.take(rows), min_good_fraction=0.0)
     label = np.asarray(held.label).astype(str)
     b0 = PcaChi2(BASELINE_COMPONENTS, n_zbins).fit(train)
     b1 = PcaIsolationForest(BASELINE_COMPONENTS, n_zbins, seed=seed).fit(train)

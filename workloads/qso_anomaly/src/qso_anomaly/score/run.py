@@ -201,6 +201,30 @@ def _merged(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
     return out
 
 
+def rows_of(available: NDArray[Any], wanted: NDArray[Any], *, where: str,
+            hint: str) -> NDArray[np.int64]:
+    """Return the row of each ``wanted`` TARGETID in ``available``.
+
+    Args:
+        available: TARGETIDs of a table, shape ``(M,)`` (unique).
+        wanted: TARGETIDs to look up, shape ``(N,)``.
+        where: What ``available`` is, for the message (e.g. "the input shards").
+        hint: What to do when some are missing.
+
+    Returns:
+        Row indices into ``available``, shape ``(N,)``.
+
+    Raises:
+        DataError: A wanted TARGETID is not in ``available``.
+    """
+    order = {int(t): i for i, t in enumerate(available)}
+    missing = [int(t) for t in wanted if int(t) not in order]
+    if missing:
+        raise DataError(f"{len(missing)} scored TARGETIDs (e.g. {missing[0]}) are not in "
+                        f"{where}", hint=hint)
+    return np.array([order[int(t)] for t in wanted], dtype=np.int64)
+
+
 def load_scored(outputs: Sequence[str | Path], shards: Sequence[str | Path],
                 reference: NDArray[Any], threshold: float) -> ScoredRun:
     """Read scoring outputs and join z / S/N from the input shards by TARGETID.
@@ -236,12 +260,8 @@ def load_scored(outputs: Sequence[str | Path], shards: Sequence[str | Path],
     names = pq.read_schema(shards[0]).names
     side = pq.read_table([str(p) for p in shards],
                          columns=[c for c in ("targetid", "z", "snr") if c in names])
-    order = {int(t): i for i, t in enumerate(side.column("targetid").to_numpy())}
-    missing = [int(t) for t in targetid if int(t) not in order]
-    if missing:
-        raise DataError(f"{len(missing)} scored TARGETIDs (e.g. {missing[0]}) are not in the "
-                        f"input shards", hint="pass the data the scores were computed from")
-    rows = np.array([order[int(t)] for t in targetid], dtype=np.int64)
+    rows = rows_of(side.column("targetid").to_numpy(), targetid, where="the input shards",
+                   hint="pass the data the scores were computed from")
     z = side.column("z").to_numpy()[rows]
     snr = side.column("snr").to_numpy()[rows] if "snr" in side.column_names else None
     drift = score_drift(ref, score).to_dict() if ref.size and score.size else None
