@@ -92,7 +92,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     from qso_anomaly.train import fit
 
     spec = ModelSpec.full() if args.full_model else ModelSpec.ci()
-    trained = fit(spec, spec.input_grid(), parquet_shards(args.data), use_ray=args.use_ray,
+    shards = parquet_shards(args.data)
+    trained = fit(spec, spec.input_grid(), shards, use_ray=args.use_ray,
                   num_workers=args.num_workers, use_gpu=args.use_gpu, epochs=args.epochs,
                   seed=args.seed, framework=args.framework)
     out = trained.save(args.out)
@@ -109,7 +110,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
                                   "framework": args.framework, **spec.to_dict()},
                           metrics={"train": {k: v for k, v in trained.metrics.items()
                                              if isinstance(v, (int, float))}},
-                          data_hashes=hash_files(parquet_shards(args.data)),
+                          data_hashes=hash_files(shards),
                           generator_seed=None,
                           tags={"framework": args.framework, "workload_version": __version__})
         result["registered"] = rv.to_dict()
