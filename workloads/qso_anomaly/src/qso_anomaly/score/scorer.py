@@ -74,10 +74,17 @@ def prepare_jax_env(config: ScoringConfig) -> None:
 def enable_jax_compilation_cache(config: ScoringConfig) -> Path | None:
     """Point JAX's persistent compilation cache at ``config.jax_cache_path()``.
 
-    Unless ``JAX_COMPILATION_CACHE_DIR`` / ``jax_compilation_cache_dir`` is already set) and cache
-    every compilation (JAX's default skips those under 1 s; the CI model's scoring function
-    compiles in 0.8-1.2 s on CPU). Returns the directory in use, or None when off or not
-    writable (then every process compiles, as before). Must run before the first compile.
+    A cache directory already set (``JAX_COMPILATION_CACHE_DIR`` /
+    ``jax_compilation_cache_dir``) is kept. Every compilation is cached (JAX's default skips
+    those under 1 s; the CI model's scoring function compiles in 0.8-1.2 s on CPU). Must run
+    before the first compile.
+
+    Args:
+        config: The scoring settings (``jax_cache_path()``).
+
+    Returns:
+        The cache directory in use, or None when the cache is off or cannot be created (then
+        every process compiles, as before).
     """
     import jax
 
