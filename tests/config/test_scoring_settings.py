@@ -101,19 +101,21 @@ def test_cross_key_rules(tmp_path: Path, case: str, scoring: str,
 
 
 def test_a_verified_reduced_precision_is_accepted(tmp_path: Path) -> None:
-    root = _prod_with(tmp_path, _scoring(num_gpus_per_actor=1, concurrency=8,
+    root = _prod_with(tmp_path, _scoring(num_gpus_per_actor=1, concurrency=7,
                                          precision="tf32"))
     record = root / "workloads" / "qso_anomaly" / "release" / "precision.yaml"
     record.write_text(record.read_text().replace("  tf32: unverified\n", "  tf32: verified\n",
                                                  1))
     st = load_stack("prod", root)
     assert scoring_env(st)["QSO_SCORE_PRECISION"] == "tf32"
-    assert scoring_gpu_workers(st) == 8
+    assert scoring_gpu_workers(st) == 7  # next to the standing cluster's 1 GPU worker
 
 
 def test_the_worker_group_exactly_full_is_accepted(tmp_path: Path) -> None:
+    # with no standing GPU worker (ray.gpu_workers_min 0) the job may take every GPU VM
     st = load_stack("prod", _prod_with(tmp_path, _scoring(num_gpus_per_actor=0.5,
-                                                          concurrency=16)))
+                                                          concurrency=16),
+                                       ("    gpu_workers_min: 1\n", "    gpu_workers_min: 0\n")))
     assert scoring_gpu_workers(st) == 8 == st.config.ray.gpu_workers_max
 
 

@@ -8,6 +8,7 @@ skipped, so every problem that can be found is reported in one run.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -893,6 +894,100 @@ def workload_scoring(s: Sections, src: StackSource, root: Path) -> Iterator[Conf
             f" {r.gpu_workers_max} pods x gpus_per_worker {r.gpus_per_worker})",
             f"lower concurrency to {room} or raise ray.gpu_workers_max",
         )
+        return
+    # The RayJob brings its own RayCluster; the always-on RayCluster keeps gpu_workers_min GPU
+    # pods meanwhile. Both draw on the same GPU worker VMs, so the job's pods must fit next to
+    # them or they stay Pending (and the job with them).
+    need = job_gpu_pods(sc.concurrency, gpus, r.gpus_per_worker)
+    if s.vms is None or need == 0:
+        return
+    hold = sum(len(vm.gpus) // r.gpus_per_worker for _, vm in _gpu_worker_vms(s))
+    if need + r.gpu_workers_min > hold:
+        free = max(0, hold - r.gpu_workers_min)
+        yield src.issue(
+            (*key, "concurrency"),
+            f"the RayJob's {sc.concurrency} scorer actors need {need} GPU worker pod(s) at once,"
+            f" next to the {r.gpu_workers_min} the always-on RayCluster keeps"
+            f" (ray.gpu_workers_min), but the GPU worker VMs hold {hold} pod(s) of"
+            f" {r.gpus_per_worker} GPU(s): the job's pods would stay Pending",
+            f"lower concurrency to {free * actors_per_worker(gpus, r.gpus_per_worker)} or"
+            f" ray.gpu_workers_min to {max(0, hold - need)}",
+        )
+
+
+def job_gpu_pods(concurrency: int | str, num_gpus_per_actor: float,
+                 gpus_per_worker: int) -> int:
+    """Return the GPU worker pods a RayJob's scorer actors need at once.
+
+    ``ceil(concurrency / actors_per_worker)``; 0 for CPU scoring or ``concurrency: auto``
+    (then the actor pool takes what the cluster has).
+    """
+    per_pod = actors_per_worker(num_gpus_per_actor, gpus_per_worker)
+    if concurrency == "auto" or per_pod == 0:
+        return 0
+    return math.ceil(int(concurrency) / per_pod)
+
+
+@check
+def workload_input(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
+    """Check ``workload.input``: DESI files are named, and where the job can read them.
+
+    ``kind: desi`` needs ``paths``; ``synthetic`` takes none. A KubeRay job reads the files on
+    the data volume, so its paths are relative (joined to ``platform.data.mount_path``); a
+    local job reads them on this machine, so they must exist (relative to ``root`` or
+    absolute).
+
+    Args:
+        s: The sections that passed field validation (``None`` where one did not).
+        src: The stack source, for file lines of key paths.
+        root: The project root (relative paths in the stack resolve against it).
+
+    Yields:
+        Issues at ``workload.input.kind|paths[i]|redshifts[i]``.
+    """
+    w = s.workload
+    if w is None:
+        return
+    inp = w.input
+    key = ("workload", "input")
+    if inp.kind == "synthetic":
+        for field in ("paths", "redshifts"):
+            if getattr(inp, field):
+                yield src.issue(
+                    (*key, field),
+                    f"input.{field} is set but input.kind is synthetic (the job would ignore it)",
+                    "set input.kind: desi to score these files, or remove input."
+                    f"{field}",
+                )
+        return
+    if not inp.paths:
+        yield src.issue(
+            (*key, "kind"),
+            "input.kind desi names no files to score (input.paths is empty)",
+            "list the coadd-*.fits or Parquet files or directories under input.paths",
+        )
+        return
+    kuberay = s.ray is not None and s.ray.mode == "kuberay"
+    for field in ("paths", "redshifts"):
+        for i, item in enumerate(getattr(inp, field)):
+            if kuberay:
+                if item.startswith("/"):
+                    mount = s.platform.data.mount_path if s.platform else "/data"
+                    yield src.issue(
+                        (*key, field, i),
+                        f"{item} is absolute, but a KubeRay job reads its input on the data"
+                        f" volume mounted at {mount}",
+                        f"give the path relative to {mount} (e.g. dr1/healpix/main/dark)",
+                    )
+                continue
+            path = Path(item) if item.startswith("/") else root / item
+            if not path.exists():
+                yield src.issue(
+                    (*key, field, i),
+                    f"{path} does not exist on this machine (a local job reads it here)",
+                    "download or move the files there, or fix the path (relative to the"
+                    " project root, or absolute)",
+                )
 
 
 #: Hardware profiles shipped inside pvesim (``pvesim/src/pvesim/profiles``).

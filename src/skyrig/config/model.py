@@ -418,6 +418,42 @@ class WorkloadScoring(Strict):
         raise ValueError("a number of scorer actors from 1 to 1024, or `auto`")
 
 
+class WorkloadInput(Strict):
+    """What the workload scores: its own synthetic survey, or DESI files.
+
+    ``desi`` hands the files to ``qso_anomaly.pipeline --data … [--redshifts …]``: Parquet
+    shards or DESI healpix ``coadd-*.fits`` (files or directories), with redrock or zcatalog
+    redshift files matched by TARGETID (default: the ``redrock-*`` files next to the coadds).
+    Where the paths live depends on where the job runs (:func:`skyrig.plan.workload.input_args`):
+    a KubeRay job reads them on the data volume (relative to ``skyrig:platform.data.mount_path``),
+    a local job on this machine (relative to the project root, or absolute). Cross-key rules are
+    in :func:`skyrig.config.checks.workload_input`.
+    """
+
+    kind: Literal["synthetic", "desi"] = Field(
+        "synthetic",
+        description="`synthetic`: the workload's seeded survey of n_spectra; `desi`: score the"
+        " DESI files under `paths`.")
+    paths: list[str] = Field(
+        default_factory=list,
+        description="Coadd or Parquet files or directories (`--data`); relative to the data"
+        " volume's mount path on Kubernetes, to the project root (or absolute) locally.")
+    redshifts: list[str] = Field(
+        default_factory=list,
+        description="redrock-*.fits or zcatalog files (`--redshifts`), resolved as `paths`.")
+
+    @field_validator("paths", "redshifts")
+    @classmethod
+    def _plain_paths(cls, v: list[str]) -> list[str]:
+        for item in v:
+            parts = item.split("/")
+            if not item.strip() or "\x00" in item or ".." in parts or "" in parts[1:-1]:
+                raise ValueError(
+                    f"{item!r} is not a plain path: give a non-empty path without `..` or"
+                    " empty segments (e.g. dr1/healpix/main/dark)")
+        return v
+
+
 class Workload(Strict):
     """Which workload release and model run where."""
 
@@ -438,6 +474,8 @@ class Workload(Strict):
     seed: int = Field(20261127, description="Seed of the synthetic survey and training.")
     scoring: WorkloadScoring = Field(
         WorkloadScoring(), description="Scoring batch size, GPUs per actor, actors, precision.")
+    input: WorkloadInput = Field(
+        WorkloadInput(), description="What the job scores: the synthetic survey or DESI files.")
 
 
 class Monitoring(Strict):

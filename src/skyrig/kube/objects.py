@@ -20,7 +20,7 @@ from skyrig.config import Stack
 from skyrig.config.checks import effective
 from skyrig.config.compat import gpu_model, matrix, version_tuple
 from skyrig.kube.vendor import Obj, device_plugin_manifests, kuberay_install
-from skyrig.plan.workload import scoring_env, scoring_gpu_workers
+from skyrig.plan.workload import input_args, scoring_env, scoring_gpu_workers
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "skyrig", "app.kubernetes.io/part-of": "skyrig"}
 DEVICE_PLUGIN_NAMESPACE = "nvidia-device-plugin"
@@ -652,7 +652,8 @@ def entrypoint_args(stack: Stack) -> list[str]:
     Returns:
         Argument list: ``--out``, ``--tracking-uri``, ``--model-alias``, ``--n-spectra``,
         ``--seed``, ``--framework``, ``--expect-version``, ``--use-ray``, ``--num-workers`` and
-        ``--use-gpu``/``--no-use-gpu``.
+        ``--use-gpu``/``--no-use-gpu``, then ``--data``/``--redshifts`` on the data volume
+        for ``workload.input.kind: desi`` (:func:`skyrig.plan.workload.input_args`).
     """
     cfg = stack.config
     w, p, r = cfg.workload, cfg.platform, cfg.ray
@@ -666,7 +667,7 @@ def entrypoint_args(stack: Stack) -> list[str]:
             "--use-ray",
             "--num-workers", str(max(1, r.gpu_workers_max))]
     args.append("--use-gpu" if w.use_gpu else "--no-use-gpu")
-    return args
+    return args + input_args(stack, p.data.mount_path)
 
 
 def entrypoint(stack: Stack) -> str:

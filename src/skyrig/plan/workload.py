@@ -9,9 +9,9 @@ formats follow that reader: integers, floats and ``true``/``false``.
 
 from __future__ import annotations
 
-import math
+import posixpath
 
-from skyrig.config.checks import actors_per_worker
+from skyrig.config.checks import job_gpu_pods
 from skyrig.config.loader import Stack
 
 #: PyTorch's OpenMP threads spin while waiting; on shared cores that slowed scoring several
@@ -61,10 +61,35 @@ def scoring_gpu_workers(stack: Stack) -> int:
     """Return the GPU worker pods the scorer actors need at once.
 
     ``ceil(concurrency / actors_per_worker)``; 0 for CPU scoring or ``concurrency: auto``
-    (then the pool takes what the cluster has).
+    (then the pool takes what the cluster has); :func:`skyrig.config.checks.job_gpu_pods`.
     """
     sc, r = stack.config.workload.scoring, stack.config.ray
-    per_pod = actors_per_worker(sc.num_gpus_per_actor, r.gpus_per_worker)
-    if sc.concurrency == "auto" or per_pod == 0:
-        return 0
-    return math.ceil(sc.concurrency / per_pod)
+    return job_gpu_pods(sc.concurrency, sc.num_gpus_per_actor, r.gpus_per_worker)
+
+
+def input_args(stack: Stack, base: str) -> list[str]:
+    """Return the pipeline's input arguments for ``skyrig:workload.input``.
+
+    ``[]`` for the synthetic survey; for DESI files ``--data P… [--redshifts R…]`` with each
+    relative path joined to ``base`` (POSIX join; absolute paths kept as they are). The
+    KubeRay job passes the data volume's mount path as ``base``, the local job the project
+    root (:func:`skyrig.config.checks.workload_input` has checked which paths each accepts).
+
+    Args:
+        stack: The validated stack.
+        base: Directory the relative paths are relative to, e.g. ``/data``.
+
+    Returns:
+        Arguments of ``python -m qso_anomaly.pipeline`` (its ``--data``/``--redshifts``).
+    """
+    inp = stack.config.workload.input
+    if inp.kind == "synthetic":
+        return []
+
+    def at(item: str) -> str:
+        return item if item.startswith("/") else posixpath.join(base, item)
+
+    args = ["--data", *map(at, inp.paths)]
+    if inp.redshifts:
+        args += ["--redshifts", *map(at, inp.redshifts)]
+    return args

@@ -21,7 +21,7 @@ from rich.console import Console
 from skyrig.config.loader import Stack
 from skyrig.errors import WorkloadError
 from skyrig.fsutil import write_atomic
-from skyrig.plan.workload import scoring_env
+from skyrig.plan.workload import input_args, scoring_env
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
@@ -85,7 +85,7 @@ def entrypoint(stack: Stack, run_dir: Path) -> str:
     ]
     if w.use_gpu:
         args.append("--use-gpu")
-    return shlex.join(args)
+    return shlex.join(args + input_args(stack, str(stack.root.resolve())))
 
 
 def _last_json_line(text: str) -> dict[str, Any]:

@@ -1,0 +1,127 @@
+"""skyrig:workload.input: DESI files reach the job as ``--data``/``--redshifts`` (on the data
+volume for a KubeRay RayJob, on this machine for the local job), every wrong value is reported
+with file, line and key path; and the RayJob's GPU pods must fit next to the always-on
+RayCluster's minimum GPU workers."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from skyrig.config import load_stack
+from skyrig.errors import SkyrigConfigError
+from skyrig.kube.objects import entrypoint, entrypoint_args
+from skyrig.plan.workload import input_args
+from skyrig.workflows import workload as local_job
+from support import edit_stack, make_root
+
+pytestmark = pytest.mark.unit
+
+PROD_ANCHOR = "    n_spectra: 1600000\n"
+LOCAL_ANCHOR = "    n_spectra: 1500\n"
+
+
+def _input(*lines: str) -> str:
+    return "    input:\n" + "".join(f"      {line}\n" for line in lines)
+
+
+def _with(tmp_path: Path, name: str, anchor: str, block: str) -> Path:
+    root = make_root(tmp_path)
+    edit_stack(root, name, anchor, anchor + block)
+    return root
+
+
+def _issues(root: Path, name: str) -> list[tuple[str, int | None, str]]:
+    with pytest.raises(SkyrigConfigError) as info:
+        load_stack(name, root)
+    return [(i.path, i.line, i.message + " " + i.hint) for i in info.value.issues]
+
+
+def _line_starts(root: Path, name: str, line: int | None, text: str) -> bool:
+    lines = (root / "stacks" / f"Pulumi.{name}.yaml").read_text().splitlines()
+    return line is not None and lines[line - 1].strip().startswith(text)
+
+
+def test_synthetic_by_default_adds_no_input_arguments() -> None:
+    for name in ("local", "dev", "prod"):
+        st = load_stack(name)
+        assert st.config.workload.input.kind == "synthetic"
+        assert input_args(st, "/data") == []
+
+
+def test_rayjob_reads_desi_files_on_the_data_volume(tmp_path: Path) -> None:
+    from qso_anomaly.pipeline import build_parser
+
+    root = _with(tmp_path, "prod", PROD_ANCHOR, _input(
+        "kind: desi",
+        "paths: [dr1/healpix/main/dark/100, dr1/healpix/main/dark/101/coadd-main-dark-10123.fits]",
+        "redshifts: [dr1/zcatalog/v1/zall-pix-iron.fits]"))
+    st = load_stack("prod", root)
+    args = entrypoint_args(st)
+    mount = st.config.platform.data.mount_path
+    i = args.index("--data")
+    assert args[i:] == ["--data", f"{mount}/dr1/healpix/main/dark/100",
+                        f"{mount}/dr1/healpix/main/dark/101/coadd-main-dark-10123.fits",
+                        "--redshifts", f"{mount}/dr1/zcatalog/v1/zall-pix-iron.fits"]
+    parsed = build_parser().parse_args(shlex.split(entrypoint(st))[3:])
+    assert parsed.data == [f"{mount}/dr1/healpix/main/dark/100",
+                           f"{mount}/dr1/healpix/main/dark/101/coadd-main-dark-10123.fits"]
+    assert parsed.redshifts == [f"{mount}/dr1/zcatalog/v1/zall-pix-iron.fits"]
+
+
+def test_local_job_reads_files_on_this_machine(tmp_path: Path) -> None:
+    root = _with(tmp_path, "local", LOCAL_ANCHOR,
+                 _input("kind: desi", "paths: [data/dr1]"))
+    (root / "data" / "dr1").mkdir(parents=True)
+    st = load_stack("local", root)
+    argv = shlex.split(local_job.entrypoint(st, tmp_path / "run"))
+    assert argv[argv.index("--data") + 1] == str((root / "data" / "dr1").resolve())
+    assert "--redshifts" not in argv
+
+
+BAD = [
+    ("kuberay-absolute", "prod", PROD_ANCHOR,
+     _input("kind: desi", "paths: [/home/astro/dr1]"), "paths[0]", "paths:",
+     "relative to /data"),
+    ("synthetic-with-paths", "prod", PROD_ANCHOR, _input("paths: [dr1]"), "paths",
+     "paths:", "input.kind is synthetic"),
+    ("desi-without-paths", "prod", PROD_ANCHOR, _input("kind: desi"), "kind", "kind:",
+     "names no files"),
+    ("parent-segment", "prod", PROD_ANCHOR, _input("kind: desi", "paths: [../etc]"), "paths",
+     "paths:", "without `..`"),
+    ("unknown-kind", "prod", PROD_ANCHOR, _input("kind: sdss", "paths: [dr1]"), "kind",
+     "kind:", "'synthetic' or 'desi'"),
+    ("local-missing", "local", LOCAL_ANCHOR, _input("kind: desi", "paths: [nowhere/dr1]"),
+     "paths[0]", "paths:", "does not exist on this machine"),
+    ("local-missing-redshifts", "local", LOCAL_ANCHOR,
+     _input("kind: desi", "paths: [stacks]", "redshifts: [nowhere/zall.fits]"),
+     "redshifts[0]", "redshifts:", "does not exist on this machine"),
+]
+
+
+@pytest.mark.parametrize(("case", "name", "anchor", "block", "key", "line_text", "fragment"),
+                         BAD, ids=[b[0] for b in BAD])
+def test_wrong_input_names_file_line_and_key(tmp_path: Path, case: str, name: str, anchor: str,
+                                             block: str, key: str, line_text: str,
+                                             fragment: str) -> None:
+    root = _with(tmp_path, name, anchor, block)
+    issues = _issues(root, name)
+    hits = [i for i in issues if i[0] == f"skyrig:workload.input.{key}"]
+    assert hits and fragment in hits[0][2], issues
+    assert _line_starts(root, name, hits[0][1], line_text) or \
+        _line_starts(root, name, hits[0][1], "- " + line_text), (hits, line_text)
+
+
+def test_rayjob_gpu_pods_must_fit_next_to_the_standing_cluster(tmp_path: Path) -> None:
+    """prod: 14 actors x 0.5 GPU need 7 one-GPU pods; with the always-on RayCluster keeping
+    2 GPU workers on the 8 GPU worker VMs, the job's pods would wait Pending."""
+    root = make_root(tmp_path)
+    edit_stack(root, "prod", "    gpu_workers_min: 1\n", "    gpu_workers_min: 2\n")
+    issues = _issues(root, "prod")
+    hits = [i for i in issues if i[0] == "skyrig:workload.scoring.concurrency"]
+    assert hits and "stay Pending" in hits[0][2] and "lower concurrency to 12" in hits[0][2], \
+        issues
+    # the shipped prod stack fits exactly: 7 job pods + 1 standing = 8 GPU worker VMs
+    assert load_stack("prod").config.ray.gpu_workers_min == 1
