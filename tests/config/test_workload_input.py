@@ -125,3 +125,4 @@ def test_rayjob_gpu_pods_must_fit_next_to_the_standing_cluster(tmp_path: Path) -
         issues
     # the shipped prod stack fits exactly: 7 job pods + 1 standing = 8 GPU worker VMs
     assert load_stack("prod").config.ray.gpu_workers_min == 1
+

@@ -63,7 +63,11 @@ def test_auto_concurrency_leaves_the_pool_to_the_workload(tmp_path: Path) -> Non
     edit_stack(root, "prod", "      concurrency: 14\n", "      concurrency: auto\n")
     job = rayjob(stack(root, "prod"))
     assert "QSO_SCORE_CONCURRENCY" not in _job_env(job)
-    assert _gpu_group(job["spec"]["rayClusterSpec"])["minReplicas"] == 1  # gpu_workers_min
+    # the workload sizes an auto pool from the GPUs Ray reports at start: the job's cluster
+    # starts with every GPU pod free next to the standing cluster (8 VMs - 1), not with the
+    # one pod of ray.gpu_workers_min (which sized the pool to 2 actors before)
+    group = _gpu_group(job["spec"]["rayClusterSpec"])
+    assert group["replicas"] == group["minReplicas"] == 7
 
 
 def test_dev_batch_size_change_reaches_the_rayjob(tmp_path: Path) -> None:

@@ -901,7 +901,7 @@ def workload_scoring(s: Sections, src: StackSource, root: Path) -> Iterator[Conf
     need = job_gpu_pods(sc.concurrency, gpus, r.gpus_per_worker)
     if s.vms is None or need == 0:
         return
-    hold = sum(len(vm.gpus) // r.gpus_per_worker for _, vm in _gpu_worker_vms(s))
+    hold = gpu_worker_pods(s.vms, r.gpus_per_worker)
     if need + r.gpu_workers_min > hold:
         free = max(0, hold - r.gpu_workers_min)
         yield src.issue(
@@ -1110,6 +1110,16 @@ def run_checks(sections: Sections, src: StackSource, root: Path) -> list[ConfigI
 
 def _gpu_worker_vms(s: Sections) -> list[tuple[int, GpuVm]]:
     return [(i, vm) for i, vm in enumerate(s.vms or []) if vm.gpus and "ray_worker" in vm.roles]
+
+
+def gpu_worker_pods(vms: list[GpuVm] | None, gpus_per_worker: int) -> int:
+    """Return how many Ray GPU worker pods the GPU worker VMs hold at once.
+
+    ``Σ floor(GPUs of the VM / gpus_per_worker)`` over the VMs with GPUs and role
+    ``ray_worker`` (the NVIDIA device plugin hands out whole GPUs per node).
+    """
+    return sum(len(vm.gpus) // max(1, gpus_per_worker)
+               for vm in vms or [] if vm.gpus and "ray_worker" in vm.roles)
 
 
 @check
