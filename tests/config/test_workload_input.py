@@ -126,3 +126,17 @@ def test_rayjob_gpu_pods_must_fit_next_to_the_standing_cluster(tmp_path: Path) -
     # the shipped prod stack fits exactly: 7 job pods + 1 standing = 8 GPU worker VMs
     assert load_stack("prod").config.ray.gpu_workers_min == 1
 
+
+
+def test_model_size_reaches_the_pipeline(tmp_path: Path) -> None:
+    """prod trains the full 7,781-pixel model; local the CI one (the workload's own parser)."""
+    from qso_anomaly.pipeline import build_parser
+
+    prod = build_parser().parse_args(shlex.split(entrypoint(load_stack("prod")))[3:])
+    assert prod.full_model is True
+    local = shlex.split(local_job.entrypoint(load_stack("local"), tmp_path))
+    assert build_parser().parse_args(local[3:]).full_model is None  # the CI spec
+    root = make_root(tmp_path)
+    edit_stack(root, "prod", "    model_size: full", "    model_size: ci")
+    ci = build_parser().parse_args(shlex.split(entrypoint(load_stack("prod", root)))[3:])
+    assert ci.full_model is False

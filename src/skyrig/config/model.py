@@ -471,6 +471,11 @@ class Workload(Strict):
     )
     n_spectra: int = Field(2000, ge=50, description="Spectra per run (small data for local).")
     use_gpu: bool = Field(False, description="Train and score on GPUs.")
+    model_size: Literal["ci", "full"] = Field(
+        "ci",
+        description="Model a training run builds: `ci` (4x downsampled grid, small channels) or"
+        " `full` (the full 7,781-pixel grid; GPU-sized). Scoring an existing alias uses the"
+        " registered version's own spec.")
     seed: int = Field(20261127, description="Seed of the synthetic survey and training.")
     scoring: WorkloadScoring = Field(
         WorkloadScoring(), description="Scoring batch size, GPUs per actor, actors, precision.")

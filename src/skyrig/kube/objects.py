@@ -652,7 +652,8 @@ def entrypoint_args(stack: Stack) -> list[str]:
     Returns:
         Argument list: ``--out``, ``--tracking-uri``, ``--model-alias``, ``--n-spectra``,
         ``--seed``, ``--framework``, ``--expect-version``, ``--use-ray``, ``--num-workers`` and
-        ``--use-gpu``/``--no-use-gpu``, then ``--data``/``--redshifts`` on the data volume
+        ``--use-gpu``/``--no-use-gpu``, ``--full-model``/``--no-full-model``
+        (``workload.model_size``), then ``--data``/``--redshifts`` on the data volume
         for ``workload.input.kind: desi`` (:func:`skyrig.plan.workload.input_args`).
     """
     cfg = stack.config
@@ -667,6 +668,7 @@ def entrypoint_args(stack: Stack) -> list[str]:
             "--use-ray",
             "--num-workers", str(max(1, r.gpu_workers_max))]
     args.append("--use-gpu" if w.use_gpu else "--no-use-gpu")
+    args.append("--full-model" if w.model_size == "full" else "--no-full-model")
     return args + input_args(stack, p.data.mount_path)
 
 

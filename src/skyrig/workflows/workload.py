@@ -85,6 +85,8 @@ def entrypoint(stack: Stack, run_dir: Path) -> str:
     ]
     if w.use_gpu:
         args.append("--use-gpu")
+    if w.model_size == "full":
+        args.append("--full-model")
     return shlex.join(args + input_args(stack, str(stack.root.resolve())))
 
 
