@@ -83,6 +83,32 @@ def test_pipeline_release_with_an_approver_satisfies_map_2_3_measure_2_1_and_1_3
     assert "approver" in items["MEASURE 1.3"].detail
     assert items["MAP 2.3"].status == items["MEASURE 2.1"].status == "satisfied"
 
+    # a person reviews version 2 afterwards: `skyrig model approve` records it, MEASURE 1.3 holds
+    from skyrig.cli import main
+    from skyrig.governance.registry import Registry
+
+    def skyrig(*argv: str) -> int:
+        monkeypatch.setattr(sys, "argv", ["skyrig", *argv])
+        with pytest.raises(SystemExit) as exc:
+            main()
+        return int(exc.value.code or 0)
+
+    monkeypatch.setenv("SKYRIG_ROOT", str(st.root))
+    argv = ("model", "approve", "--stack", "local", "--version", "2", "--reason", "card read")
+    assert skyrig(*argv, "--approver", "release-gates") == 2
+    assert skyrig(*argv, "--approver", "Dr. B. Reviewer") == 0
+    items = {i.id: i for i in check_stack(st, version="2").items}
+    assert items["MEASURE 1.3"].status == "satisfied", items["MEASURE 1.3"].detail
+    reg = Registry(tracking_uri(st), second["model"]["name"])
+    assert reg.get("2").tags["approver"] == "Dr. B. Reviewer"
+    again = reg.approve("2", "Dr. B. Reviewer")
+    assert again["changed"] is False  # idempotent
+    reg.client.set_model_version_tag(reg.name, "2", "release_decision", "no-go")
+    from skyrig.governance.registry import RegistryError
+
+    with pytest.raises(RegistryError, match="approves only a release the gates passed"):
+        reg.approve("2", "Dr. C. Reviewer")
+
 
 def test_an_automated_approver_name_is_refused(st: Stack, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch,

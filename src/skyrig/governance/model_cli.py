@@ -1,9 +1,11 @@
-"""``skyrig model show | promote | rollback``: the stack's registered model and its alias.
+"""``skyrig model show | promote | approve | rollback``: the stack's registered model and its alias.
 
 The stack pins a registry alias (``skyrig:workload.model_alias``, normally ``champion``); the
 workload scores with the version the alias points to. Rolling back moves the alias to the
 previous version released with ``release_decision=go`` (NIST AI RMF MANAGE 2.4: supersede or
-deactivate); promoting refuses a version without ``go`` (MANAGE 1.1).
+deactivate); promoting refuses a version without ``go`` (MANAGE 1.1). Approving records the
+person who reviewed a released version in its ``release_decision.json`` (MEASURE 1.3), for
+releases the pipeline made without ``--approver`` (skyrig's own workload job names no one).
 """
 
 from __future__ import annotations
@@ -121,3 +123,28 @@ def promote(
     assert isinstance(reg, Registry)
     entry = reg.promote(al, version, reason=reason)
     console.print(f"[green]✓[/] {model}@{al}: version {entry['from']} → {entry['to']}")
+
+
+@app.command("approve")
+def approve(
+    stack: StackOpt,
+    version: Annotated[str, typer.Option("--version", help="Released version to approve.")],
+    approver: Annotated[str, typer.Option("--approver", help="Your name (the reviewer).")],
+    model: ModelOpt = DEFAULT_MODEL_NAME,
+    reason: ReasonOpt = "",
+) -> None:
+    """Record that you reviewed and approved VERSION (NIST AI RMF MEASURE 1.3).
+
+    Only a version released with decision go; an automated name is refused (exit 2).
+    """
+    from skyrig.governance.registry import Registry
+
+    reg, _ = _open(stack, model, None)
+    assert isinstance(reg, Registry)
+    entry = reg.approve(version, approver, reason=reason)
+    if entry["changed"]:
+        console.print(f"[green]✓[/] {model} version {entry['version']} approved by"
+                      f" {entry['approver']} at {entry['approved_at']}")
+    else:
+        console.print(f"{model} version {entry['version']} was already approved by"
+                      f" {entry['approver']} ({entry['approved_at']}); nothing changed")

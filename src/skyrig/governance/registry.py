@@ -33,6 +33,17 @@ class RegistryError(SkyrigError):
     """The model registry has no such model/alias/version, or refused a change."""
 
 
+class ApproverError(RegistryError):
+    """The approver given is no person's name (usage error, exit 2)."""
+
+    exit_code = 2
+
+
+#: Names of automated steps that can never be the human approver of a release (the governance
+#: catalogue's MEASURE 1.3 ``not_in`` list; the workload refuses the same names).
+AUTOMATED_APPROVERS = ("release-gates", "automatic")
+
+
 @dataclass(frozen=True)
 class Version:
     """One registered model version: number, run, aliases, tags, creation time (UTC s)."""
@@ -201,6 +212,70 @@ class Registry:
                 " only a version released with decision go can be promoted",
                 hint="see its release/release_decision.json (failed gates are listed there)")
         return self.move_alias(alias, target, reason=reason or "promotion", action="promote")
+
+    def approve(self, version: str, approver: str, *, reason: str = "") -> dict[str, Any]:
+        """Record that a named person reviewed and approved a released version.
+
+        NIST AI RMF MEASURE 1.3 (independent assessors): the workload's pipeline records an
+        approver only when it is given one at release time; this is the review afterwards.
+        The version's ``release/release_decision.json`` gets ``approver`` (the person),
+        ``approved_at`` (UTC, ISO 8601), and one more entry in ``approvals`` (person, time,
+        account that recorded it, reason); the file is logged again to the version's run and
+        the version gets the tag ``approver``. Approving again with the same name changes
+        nothing.
+
+        Args:
+            version: Registered version number, e.g. ``"3"``.
+            approver: The reviewer's name (not an automated step's).
+            reason: What was reviewed (recorded with the approval).
+
+        Returns:
+            ``{"version", "approver", "approved_at", "changed"}``.
+
+        Raises:
+            ApproverError: ``approver`` is empty or names an automated step (exit 2).
+            RegistryError: The version does not exist, was not released with decision go,
+                or its run has no ``release/release_decision.json`` for that version.
+        """
+        import tempfile
+
+        name = approver.strip()
+        if not name or name.lower() in AUTOMATED_APPROVERS:
+            raise ApproverError(f"approver {approver!r} is not a person",
+                                hint="give the name of the human who reviewed the release")
+        v = self.get(version)
+        if v.decision != "go":
+            raise RegistryError(
+                f"{self.name} version {version} has release_decision={v.decision!r}: a person"
+                " approves only a release the gates passed",
+                hint="see its release/release_decision.json (failed gates are listed there)")
+        with tempfile.TemporaryDirectory(prefix="skyrig-approve-") as tmp:
+            got = self.download(v, "release/release_decision.json", Path(tmp))
+            if got is None:
+                raise RegistryError(
+                    f"{self.name} version {version} (run {v.run_id}) has no"
+                    " release/release_decision.json",
+                    hint="only versions released by the workload's pipeline can be approved")
+            doc = json.loads(got.read_text())
+            if str(doc.get("version")) != v.version:
+                raise RegistryError(
+                    f"release/release_decision.json of run {v.run_id} is for version"
+                    f" {doc.get('version')}, not {v.version}",
+                    hint="the run was registered twice; approve the version it was written for")
+            if doc.get("approver") == name:
+                return {"version": v.version, "approver": name,
+                        "approved_at": doc.get("approved_at"), "changed": False}
+            now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            doc["approver"], doc["approved_at"] = name, now
+            doc["approvals"] = [*doc.get("approvals", []),
+                                {"approver": name, "time": now, "recorded_by": _who(),
+                                 "reason": reason}]
+            out = Path(tmp) / "upload" / "release_decision.json"
+            out.parent.mkdir()
+            out.write_text(json.dumps(doc, indent=2))
+            self.client.log_artifact(v.run_id, str(out), artifact_path="release")
+        self.client.set_model_version_tag(self.name, v.version, "approver", name)
+        return {"version": v.version, "approver": name, "approved_at": now, "changed": True}
 
     def download(self, v: Version, artifact_path: str, dst: Path) -> Path | None:
         """Download ``artifact_path`` of the version's run into ``dst``; None if absent."""
