@@ -77,3 +77,27 @@ def test_real_pve_exporter_collects_from_pvesim(prox: ProxmoxAPI, sim: PveSim) -
         assert f'pve_up{{id="node/{n}"}} 1.0' in text
     assert 'pve_up{id="cluster/pvesim"} 1.0' in text
     assert "pve_version_info" in text and "pve_subscription_info" in text
+
+
+def test_a_node_taken_offline_reads_like_pve(prox: ProxmoxAPI, sim: PveSim) -> None:
+    """A cluster member lost (power, network): /cluster/status online 0, /nodes and
+    /cluster/resources status offline, requests proxied to it 595; back online, all as before;
+    an unknown node is refused."""
+    from pvesim.apierror import PveSimError
+
+    node, other = sim.nodes[0], sim.nodes[1]
+    assert sim.set_node_online(node, False) == [node]
+    status = {e["id"]: e for e in prox.cluster.status.get()}
+    assert status[f"node/{node}"]["online"] == 0 and status[f"node/{other}"]["online"] == 1
+    assert {n["node"]: n["status"] for n in prox.nodes.get()}[node] == "offline"
+    res = {r["id"]: r for r in prox.cluster.resources.get(type="node")}
+    assert res[f"node/{node}"]["status"] == "offline" and "maxmem" not in res[f"node/{node}"]
+    with pytest.raises(ResourceException) as err:
+        prox.nodes(node).qemu.get()
+    assert err.value.status_code == 595 and "No route to host" in str(err.value)
+    assert prox.nodes(other).qemu.get() is not None
+    assert sim.set_node_online(node, True) == []
+    assert all(e["online"] == 1 for e in prox.cluster.status.get() if e["type"] == "node")
+    assert prox.nodes(node).qemu.get() is not None
+    with pytest.raises(PveSimError, match="no node 'nope'"):
+        sim.set_node_online("nope", False)

@@ -2,9 +2,11 @@
 prometheus-pve-exporter against pvesim (read-only token) and skyrig's receiver, on loopback.
 
 One test walks the whole story (bounded by short scrape/evaluation intervals; the VM-stopped
-rule's own ``for: 1m`` sets the pace): every target up, the rules loaded, only 127.0.0.1
-listening, a VM stopped out of band fires SkyrigVmStopped which reaches the receiver with its
-runbook link, the VM started again resolves it, and after stop no process or port is left.
+rule's own ``for: 1m`` and the node-down rule's ``for: 2m`` set the pace): every target up, the
+rules loaded, only 127.0.0.1 listening, a VM stopped out of band fires SkyrigVmStopped which
+reaches the receiver with its runbook link, the VM started again resolves it, a node taken
+offline fires ProxmoxNodeDown and resolves when it is back, and after stop no process or port
+is left.
 """
 
 from __future__ import annotations
@@ -163,13 +165,15 @@ def test_local_monitoring_stack_fires_and_resolves_vm_stopped(
         assert {int(a.rsplit(":", 1)[1]) for a in listening} >= set(ports.all().values())
         assert all(a.startswith("127.0.0.1:") for a in listening), listening
 
-        # fault: stop VM 301 out of band (not through skyrig)
+        # faults: stop VM 301 out of band (not through skyrig), and lose node pve2 (pvesim's
+        # node-offline fault: cluster/status online 0, requests to it 595)
         wait_task(prox.nodes("pve1").qemu(301).status.stop.post())
+        sim.set_node_online("pve2", False)
 
-        def notified(status: str) -> dict[str, Any] | None:
+        def notified(status: str, name: str = "SkyrigVmStopped") -> dict[str, Any] | None:
             for n in read_alerts(mon.alerts_file):
                 for a in n["alerts"]:
-                    if a["labels"]["alertname"] == "SkyrigVmStopped" and a["status"] == status:
+                    if a["labels"]["alertname"] == name and a["status"] == status:
                         return dict(a)
             return None
 
@@ -177,10 +181,16 @@ def test_local_monitoring_stack_fires_and_resolves_vm_stopped(
         assert fired["labels"]["vmid"] == "301" and fired["labels"]["stack"] == "local"
         assert fired["annotations"]["runbook_url"] == "runbooks/vm-stopped.md"
         assert "SkyrigVmStopped" in localmon.status(mon_stack)["alerts_firing"]
+        down = _until("ProxmoxNodeDown at the receiver",
+                      lambda: notified("firing", "ProxmoxNodeDown"), 150)  # for: 2m
+        assert down["labels"]["node"] == "pve2" and down["labels"]["severity"] == "critical"
+        assert down["annotations"]["runbook_url"] == "runbooks/pve-node-down.md"
 
-        # fault removed: the alert resolves
+        # faults removed: both alerts resolve
         wait_task(prox.nodes("pve1").qemu(301).status.start.post())
+        sim.set_node_online("pve2", True)
         _until("SkyrigVmStopped resolved", lambda: notified("resolved"), 90)
+        _until("ProxmoxNodeDown resolved", lambda: notified("resolved", "ProxmoxNodeDown"), 90)
 
         # a run's anomaly_* metrics reach Prometheus through the Pushgateway; plots from them
         prom = mon_stack.state_dir / "metrics.prom"

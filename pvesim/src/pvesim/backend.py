@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pvesim import vmconfig
-from pvesim.apierror import ApiError, die, perm_error
+from pvesim.apierror import ApiError, PveSimError, die, perm_error
 from pvesim.auth import Caller, has_priv
 from pvesim.faults import FaultInjector
 from pvesim.hardware import Hardware, Node, load_hardware
@@ -181,6 +181,30 @@ class Backend:
         if node is None:
             raise die(f"unable to get IP for node '{name}' - node offline?")
         return node
+
+    def node_offline(self, name: str) -> bool:
+        """Whether ``name`` was taken offline (:meth:`set_node_online`); caller holds no lock."""
+        with self.store.lock:
+            return name in self.data.get("nodes_offline", [])
+
+    def set_node_online(self, name: str, online: bool) -> list[str]:
+        """Take a node offline (or back): a power or network loss of a cluster member.
+
+        Offline, the node is ``online: 0`` in ``/cluster/status`` and ``status: offline`` in
+        ``/nodes`` and ``/cluster/resources``, and every request proxied to it answers 595 ``No
+        route to host``, as pveproxy does for an unreachable node. Its VMs keep their recorded
+        state. Returns the offline node names, sorted; raises :class:`PveSimError` (exit 2) for
+        an unknown node.
+        """
+        if name not in self.hw.nodes:
+            raise PveSimError(f"no node {name!r} in this simulator",
+                              hint=f"nodes: {', '.join(sorted(self.hw.nodes))}", exit_code=2)
+        with self.store.lock:
+            down = set(self.data.get("nodes_offline", []))
+            down = down - {name} if online else down | {name}
+            self.data["nodes_offline"] = sorted(down)
+            self.store.commit()
+            return list(self.data["nodes_offline"])
 
     def vm(self, node: str, vmid: int | str) -> dict[str, Any]:
         vm = self.data["vms"].get(str(vmid))

@@ -258,6 +258,8 @@ class PveHandler(BaseHTTPRequestHandler):
                     _check(b, caller, check, params, noerr=False)
         if info.get("proxyto") == "node" and "node" in params:
             b.node(str(params["node"]))
+            if b.node_offline(str(params["node"])):
+                raise ApiError(595, "No route to host")  # pveproxy cannot reach the node
         props = info.get("parameters", {}).get("properties", {})
         validated = validate_params(props, params)
         result = handler(b, caller or Caller("nobody@pve"), validated)
@@ -280,6 +282,11 @@ class PveHandler(BaseHTTPRequestHandler):
                 spec = json.loads(body or b"{}")
                 b.faults.configure(spec)
                 return b.faults.spec()
+        if path.startswith("/_pvesim/nodes/") and path.endswith("/online") \
+                and method in ("PUT", "POST"):
+            node = path.removeprefix("/_pvesim/nodes/").removesuffix("/online")
+            want = json.loads(body or b"{}").get("online", True)
+            return {"offline": b.set_node_online(node, bool(want))}
         if path == "/_pvesim/request-counts":
             if method == "DELETE":
                 b.reset_request_counts()

@@ -210,6 +210,14 @@ class PveSim:
     def set_faults(self, spec: dict[str, Any] | None) -> None:
         self.backend.faults.configure(spec)
 
+    def set_node_online(self, node: str, online: bool = True) -> list[str]:
+        """Take ``node`` offline (``online=False``) or back; returns the offline nodes.
+
+        Over HTTP: ``PUT /api2/json/_pvesim/nodes/<node>/online`` with ``{"online": false}``
+        (root@pam). See :meth:`pvesim.backend.Backend.set_node_online`.
+        """
+        return self.backend.set_node_online(node, online)
+
     def request_counts(self) -> dict[tuple[str, str], int]:
         """API calls so far per (method, schema path template)."""
         return self.backend.request_counts()

@@ -20,6 +20,9 @@ def version(b: Backend, caller: Caller, p: dict[str, Any]) -> dict[str, Any]:
 
 def _node_entry(b: Backend, name: str) -> dict[str, Any]:
     node = b.hw.nodes[name]
+    if name in b.data.get("nodes_offline", []):  # PVE lists an unreachable member bare
+        return {"node": name, "id": f"node/{name}", "type": "node", "status": "offline",
+                "level": "", "ssl_fingerprint": b.data.get("fingerprint", "")}
     used_mem = sum(
         vmconfig.memory_mib(vm["conf"]) * 1024**2 // 3 for vm in b.data["vms"].values()
         if vm["node"] == name and vm["status"] == "running")
