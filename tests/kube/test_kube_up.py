@@ -126,3 +126,26 @@ def test_workload_without_kubernetes_client_exits_2(tmp_path: Path) -> None:
         proc = _up(root, state, kubeconfig=kubeconfig, only="workload")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "needs the `kubernetes` Python client" in " ".join(proc.stderr.split())
+
+
+@pytest.mark.parametrize(("only", "fragments"), [
+    ("platform", ["does not tear down a Kubernetes stack", "namespace skyrig-ray",
+                  "qso-results", "pulumi destroy -s dev", "kubectl delete -f"]),
+    ("workload", ["does not tear down a Kubernetes stack", "kubectl -n skyrig-ray delete rayjob"
+                  " qso-anomaly-v0-2-0-candidate"]),
+])
+def test_down_of_a_kubernetes_layer_refuses_and_says_what_stays(tmp_path: Path, only: str,
+                                                                 fragments: list[str]) -> None:
+    """`down --only platform|workload` on a Kubernetes stack used to report the layer done and
+    change nothing; it now exits 2 naming what stays (the namespace holds the data claims)."""
+    root, state = make_root(tmp_path), tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if k != "SKYRIG_KUBECONFIG"}
+    env.update(SKYRIG_ROOT=str(root), SKYRIG_STATE_DIR=str(state), COLUMNS="400")
+    proc = subprocess.run(
+        [sys.executable, "-m", "skyrig.cli", "down", "--stack", "dev", "--only", only],
+        cwd=root, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    err = " ".join(proc.stderr.split())
+    for fragment in fragments:
+        assert fragment in err, err
+    assert _files(state) == []

@@ -214,3 +214,38 @@ def workload_up(stack: Stack, console: Console) -> dict[str, Any]:
         time.sleep(5)
     raise SkyrigError(f"RayJob {ns}/{name} did not finish within"
                       f" {stack.config.platform.job_deadline_s} s (last state {last})")
+
+
+def kept_on_down(stack: Stack, layer: str) -> str:
+    """What ``skyrig down`` leaves of a Kubernetes stack's ``layer``, and how to remove it.
+
+    skyrig does not delete Kubernetes objects: the namespace of the workload holds the data and
+    results PersistentVolumeClaims (and the in-cluster MLflow store), and deleting a namespace
+    deletes every claim in it (Kubernetes docs, "Namespaces": deletion removes all resources
+    in the namespace), which with a ``Delete`` reclaim policy deletes the data. Destroying the
+    VMs (the ``infra`` layer) removes the k3s cluster itself.
+
+    Args:
+        stack: A stack with ``ray.mode: kuberay``.
+        layer: ``platform`` or ``workload``.
+
+    Returns:
+        One paragraph: what stays, and the commands that remove it deliberately.
+    """
+    kp = build_kube(stack)
+    ns = stack.config.platform.namespace
+    claims = ", ".join(o["metadata"]["name"] for o in kp.workload
+                       if o["kind"] == "PersistentVolumeClaim")
+    if layer == "workload":
+        job = release_name(stack)
+        return (f"the RayJob {ns}/{job} is left as it is (skyrig does not delete Kubernetes"
+                f" objects); stop it with `kubectl -n {ns} delete rayjob {job}` (its Ray"
+                " cluster goes with it; results stay on the results volume)")
+    out = f"out/{stack.name}/kubernetes"
+    return (f"the Kubernetes platform of stack {stack.name} is left as it is: deleting it would"
+            f" delete namespace {ns} and with it the claims {claims} (the survey data and the"
+            " results). To remove it deliberately: `pulumi destroy -s"
+            f" {stack.name}`, or `skyrig render --stack {stack.name} --out out` then `kubectl"
+            f" delete -f {out}/ray_cluster.yaml` and, after backing up the data, `kubectl delete"
+            f" -f {out}/workload.yaml -f {out}/platform.yaml`. `skyrig down` of the infra layer"
+            " destroys the VMs and the k3s cluster on them.")

@@ -147,16 +147,29 @@ def _platform_up(ctx: RunContext) -> None:
     ctx.summary["platform"] = kube_platform_up(ctx.stack, ctx.console)
 
 
+def _kube_kept(ctx: RunContext, layer: str) -> None:
+    """Kubernetes stacks: say what ``down`` leaves; refuse (exit 2) when only it was asked."""
+    from skyrig.workflows.kube_platform import PlatformUnavailable, kept_on_down
+
+    note = kept_on_down(ctx.stack, layer)
+    if ctx.options.get("only") == layer:
+        raise PlatformUnavailable(f"`skyrig down --only {layer}` does not tear down a"
+                                  f" Kubernetes stack: {note}")
+    ctx.summary.setdefault("kept", {})[layer] = note
+    ctx.console.print(f"  [yellow]kept[/]: {note}")
+
+
 def _platform_down(ctx: RunContext) -> None:
-    if ctx.stack.config.ray.mode == "local":
-        from skyrig.workflows.localmon import stop as stop_monitoring
-        from skyrig.workflows.localray import stop_head
+    if ctx.stack.config.ray.mode != "local":
+        _kube_kept(ctx, "platform")
+        return
+    from skyrig.workflows.localmon import stop as stop_monitoring
+    from skyrig.workflows.localray import stop_head
 
-        if stop_monitoring(ctx.stack):
-            ctx.console.print("  stopped the local monitoring stack")
-
-        if stop_head(ctx.stack.state_dir / "ray"):
-            ctx.console.print("  stopped the local Ray head")
+    if stop_monitoring(ctx.stack):
+        ctx.console.print("  stopped the local monitoring stack")
+    if stop_head(ctx.stack.state_dir / "ray"):
+        ctx.console.print("  stopped the local Ray head")
 
 
 # ------------------------------------------------------------------------------- workload
@@ -201,6 +214,9 @@ def _workload_up(ctx: RunContext) -> None:
 
 def _workload_down(ctx: RunContext) -> None:
     """Stop the stack's unfinished Ray jobs; results stay under the stack's state dir."""
+    if ctx.stack.config.ray.mode != "local":
+        _kube_kept(ctx, "workload")
+        return
     from skyrig.workflows.localray import running_head
     from skyrig.workflows.workload import stop_stack_jobs
 
@@ -392,6 +408,7 @@ def run_down(stack_name: str, *, only: str = "all", console: Console) -> list[st
     """Undo the layers in reverse order (``only``: one layer); returns the layers undone."""
     layers = list(reversed(_selected(only)))
     ctx = _context(stack_name, console)
+    ctx.options["only"] = only
     done: list[str] = []
     with guarded_run(ctx.stack.state_dir, f"skyrig down --stack {ctx.stack.name}",
                      [la.name for la in layers], console=console) as guard:
