@@ -127,6 +127,23 @@ def test_rayjob_gpu_pods_must_fit_next_to_the_standing_cluster(tmp_path: Path) -
     assert load_stack("prod").config.ray.gpu_workers_min == 1
 
 
+@pytest.mark.parametrize("concurrency", ["2", "auto"])
+def test_rayjob_cluster_minimum_counts_next_to_the_standing_cluster(tmp_path: Path,
+                                                                     concurrency: str) -> None:
+    """The job's own RayCluster starts with at least ray.gpu_workers_min GPU pods too: with 5
+    kept by each cluster on 8 GPU worker VMs, 2 of the job's pods would wait Pending even
+    though its 2 actors (or ``auto``) need fewer pods than that."""
+    root = make_root(tmp_path)
+    edit_stack(root, "prod", "    gpu_workers_min: 1\n", "    gpu_workers_min: 5\n")
+    edit_stack(root, "prod", "      concurrency: 14\n", f"      concurrency: {concurrency}\n")
+    issues = _issues(root, "prod")
+    hits = [i for i in issues if i[0] == "skyrig:ray.gpu_workers_min"]
+    assert hits and "starts with 5 GPU worker pod(s)" in hits[0][2] and "stay Pending" in \
+        hits[0][2] and "lower ray.gpu_workers_min to 4" in hits[0][2], issues
+    edit_stack(root, "prod", "    gpu_workers_min: 5\n", "    gpu_workers_min: 4\n")
+    assert load_stack("prod", root).config.ray.gpu_workers_min == 4
+
+
 
 def test_model_size_reaches_the_pipeline(tmp_path: Path) -> None:
     """prod trains the full 7,781-pixel model; local the CI one (the workload's own parser)."""

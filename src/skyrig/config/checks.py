@@ -895,23 +895,82 @@ def workload_scoring(s: Sections, src: StackSource, root: Path) -> Iterator[Conf
             f"lower concurrency to {room} or raise ray.gpu_workers_max",
         )
         return
-    # The RayJob brings its own RayCluster; the always-on RayCluster keeps gpu_workers_min GPU
-    # pods meanwhile. Both draw on the same GPU worker VMs, so the job's pods must fit next to
-    # them or they stay Pending (and the job with them).
-    need = job_gpu_pods(sc.concurrency, gpus, r.gpus_per_worker)
-    if s.vms is None or need == 0:
+
+
+def job_cluster_gpu_pods(s: Sections) -> int:
+    """Return the GPU worker pods the RayJob's own RayCluster starts with.
+
+    Mirrors :func:`skyrig.kube.objects.job_cluster_spec`: the worker group of
+    :func:`skyrig.kube.objects.ray_cluster_spec` (``ray.gpu_workers_min`` pods) raised to the
+    pods the scorer actors need at once (``concurrency: auto`` on GPUs: every pod free next
+    to the always-on RayCluster's ``gpu_workers_min``), at most ``gpu_workers_max``.
+    """
+    r, w = s.ray, s.workload
+    assert r is not None and w is not None
+    sc = w.scoring
+    if sc.num_gpus_per_actor > 0 and sc.concurrency == "auto":
+        need = max(0, min(r.gpu_workers_max,
+                          gpu_worker_pods(s.vms, r.gpus_per_worker) - r.gpu_workers_min))
+    else:
+        need = job_gpu_pods(sc.concurrency, sc.num_gpus_per_actor, r.gpus_per_worker)
+    return max(r.gpu_workers_min, min(need, r.gpu_workers_max))
+
+
+@check
+def rayjob_gpu_pods_fit(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
+    """Check that the RayJob's GPU worker pods fit next to the always-on RayCluster's.
+
+    The RayJob brings its own RayCluster, which starts with :func:`job_cluster_gpu_pods`
+    GPU worker pods (at least ``ray.gpu_workers_min``, like any RayCluster of the stack); the
+    always-on RayCluster keeps ``gpu_workers_min`` meanwhile. Both draw on the same GPU worker
+    VMs (:func:`gpu_worker_pods`), so the sum must fit or the job's pods stay Pending (KubeRay
+    submits the job once its cluster is ready). Only for ``ray.mode: kuberay``.
+
+    Yields:
+        An issue at ``workload.scoring.concurrency`` (the actors ask for more pods than are
+        free) or at ``ray.gpu_workers_min`` (the two minimums alone do not fit).
+    """
+    r, w = s.ray, s.workload
+    if r is None or w is None or s.vms is None or r.mode != "kuberay":
         return
+    sc = w.scoring
+    gpus = sc.num_gpus_per_actor
     hold = gpu_worker_pods(s.vms, r.gpus_per_worker)
-    if need + r.gpu_workers_min > hold:
-        free = max(0, hold - r.gpu_workers_min)
+    per_pod = actors_per_worker(gpus, r.gpus_per_worker)
+    if hold == 0 or gpus > r.gpus_per_worker or (
+            sc.concurrency != "auto" and 0 < per_pod * r.gpu_workers_max < sc.concurrency):
+        return  # reported elsewhere: no GPU worker pods, an actor larger than a pod, or more
+        # actors than the worker group holds (:func:`workload_scoring`)
+    start = job_cluster_gpu_pods(s)
+    if start + r.gpu_workers_min <= hold:
+        return
+    need = job_gpu_pods(sc.concurrency, gpus, r.gpus_per_worker)
+    free = hold - r.gpu_workers_min
+    ok_min = [m for m in range(hold + 1) if max(need, m) + m <= hold]
+    fixes = []
+    if need > r.gpu_workers_min and free >= r.gpu_workers_min and free * per_pod > 0:
+        fixes.append(f"lower concurrency to {free * per_pod}")
+    if ok_min:
+        fixes.append(f"lower ray.gpu_workers_min to {max(ok_min)}")
+    fixes.append("add GPU worker VMs")
+    if need > r.gpu_workers_min:
         yield src.issue(
-            (*key, "concurrency"),
+            ("workload", "scoring", "concurrency"),
             f"the RayJob's {sc.concurrency} scorer actors need {need} GPU worker pod(s) at once,"
             f" next to the {r.gpu_workers_min} the always-on RayCluster keeps"
             f" (ray.gpu_workers_min), but the GPU worker VMs hold {hold} pod(s) of"
             f" {r.gpus_per_worker} GPU(s): the job's pods would stay Pending",
-            f"lower concurrency to {free * actors_per_worker(gpus, r.gpus_per_worker)} or"
-            f" ray.gpu_workers_min to {max(0, hold - need)}",
+            " or ".join(fixes),
+        )
+    else:
+        yield src.issue(
+            ("ray", "gpu_workers_min"),
+            f"the RayJob's own RayCluster starts with {start} GPU worker pod(s) (at least"
+            f" ray.gpu_workers_min {r.gpu_workers_min}; scoring concurrency {sc.concurrency}),"
+            f" next to the {r.gpu_workers_min} the always-on RayCluster keeps, but the GPU"
+            f" worker VMs hold {hold} pod(s) of {r.gpus_per_worker} GPU(s): the job's pods"
+            " would stay Pending",
+            " or ".join(fixes),
         )
 
 
