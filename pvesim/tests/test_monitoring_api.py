@@ -101,3 +101,35 @@ def test_a_node_taken_offline_reads_like_pve(prox: ProxmoxAPI, sim: PveSim) -> N
     assert prox.nodes(node).qemu.get() is not None
     with pytest.raises(PveSimError, match="no node 'nope'"):
         sim.set_node_online("nope", False)
+
+
+def test_node_online_over_http_takes_only_a_boolean(prox: ProxmoxAPI, sim: PveSim) -> None:
+    """``PUT /_pvesim/nodes/<node>/online``: ``{"online": false}`` takes the node offline,
+    ``true`` brings it back; ``"false"`` (a string), ``null``, a missing key, a non-object or
+    non-JSON body and an unknown node are refused with 400 (not 500, and never read as
+    "online")."""
+    import requests
+
+    node = sim.nodes[0]
+    tid, secret = sim.root_token
+    url = f"https://127.0.0.1:{sim.port}/_pvesim/nodes/{{}}/online"
+
+    def put(name: str, body: str) -> requests.Response:
+        return requests.put(url.format(name), data=body, verify=str(sim.ca_path), timeout=10,
+                            headers={"Authorization": f"PVEAPIToken={tid}={secret}",
+                                     "Content-Type": "application/json"})
+
+    try:
+        resp = put(node, '{"online": false}')
+        assert resp.status_code == 200 and resp.json()["data"] == {"offline": [node]}
+        for body in ('{"online": "false"}', '{"online": "true"}', '{"online": null}', "{}",
+                     "[1]", "not json"):
+            resp = put(node, body)
+            assert resp.status_code == 400, (body, resp.status_code, resp.text)
+            assert sim.backend.data["nodes_offline"] == [node], body  # unchanged
+        resp = put("nope", '{"online": false}')
+        assert resp.status_code == 400 and "no node 'nope'" in resp.text, resp.text
+        resp = put(node, '{"online": true}')
+        assert resp.status_code == 200 and resp.json()["data"] == {"offline": []}
+    finally:
+        sim.set_node_online(node, True)

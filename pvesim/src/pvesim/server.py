@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from pvesim.api import HANDLERS, Reply, load_all
-from pvesim.apierror import ApiError, param_error, perm_error
+from pvesim.apierror import ApiError, PveSimError, param_error, perm_error
 from pvesim.auth import Caller, has_priv, verify_csrf, verify_ticket
 from pvesim.backend import Backend
 from pvesim.schema import endpoint_info, match_route
@@ -285,8 +285,18 @@ class PveHandler(BaseHTTPRequestHandler):
         if path.startswith("/_pvesim/nodes/") and path.endswith("/online") \
                 and method in ("PUT", "POST"):
             node = path.removeprefix("/_pvesim/nodes/").removesuffix("/online")
-            want = json.loads(body or b"{}").get("online", True)
-            return {"offline": b.set_node_online(node, bool(want))}
+            try:
+                spec = json.loads(body or b"{}")
+            except ValueError:
+                spec = None
+            want = spec.get("online") if isinstance(spec, dict) else None
+            if not isinstance(want, bool):
+                raise param_error({"online": 'give a JSON body {"online": false} or'
+                                             ' {"online": true}'})
+            try:
+                return {"offline": b.set_node_online(node, want)}
+            except PveSimError as exc:
+                raise ApiError(400, str(exc)) from exc
         if path == "/_pvesim/request-counts":
             if method == "DELETE":
                 b.reset_request_counts()

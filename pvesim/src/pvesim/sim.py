@@ -213,8 +213,8 @@ class PveSim:
     def set_node_online(self, node: str, online: bool = True) -> list[str]:
         """Take ``node`` offline (``online=False``) or back; returns the offline nodes.
 
-        Over HTTP: ``PUT /api2/json/_pvesim/nodes/<node>/online`` with ``{"online": false}``
-        (root@pam). See :meth:`pvesim.backend.Backend.set_node_online`.
+        Over HTTP: ``PUT /_pvesim/nodes/<node>/online`` (outside ``/api2/json``) with
+        ``{"online": false}`` (root@pam). See :meth:`pvesim.backend.Backend.set_node_online`.
         """
         return self.backend.set_node_online(node, online)
 
