@@ -17,7 +17,15 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 PCI_CARD_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}$")
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -418,6 +426,34 @@ class WorkloadScoring(Strict):
         raise ValueError("a number of scorer actors from 1 to 1024, or `auto`")
 
 
+#: What a ``workload.input`` path may hold besides letters and digits. The RayJob entrypoint
+#: is parsed twice by a shell: KubeRay's submitter runs it with bash, ``ray job submit`` joins
+#: the words again with :func:`subprocess.list2cmdline` (quotes only blanks) and Ray's job
+#: supervisor runs that with ``/bin/sh`` -- so ``;``, ``$``, quotes, globs or backslashes in a
+#: path would split it or run as code there, however the entrypoint quotes them.
+INPUT_PATH_PUNCT = frozenset("._-/+@,=: ")
+
+
+def _plain_input_path(item: str) -> str:
+    parts = item.split("/")
+    if not item.strip() or "\x00" in item or ".." in parts or "" in parts[1:-1]:
+        raise ValueError(
+            f"{item!r} is not a plain path: give a non-empty path without `..` or"
+            " empty segments (e.g. dr1/healpix/main/dark)")
+    if item != item.strip():
+        raise ValueError(f"{item!r} starts or ends with a blank: remove it")
+    odd = sorted({c for c in item if not (c.isalnum() or c in INPUT_PATH_PUNCT)})
+    if odd:
+        raise ValueError(
+            f"{item!r} holds {' '.join(repr(c) for c in odd)}, which the job's shell would"
+            " read as syntax (the RayJob entrypoint is parsed by a shell twice): rename the"
+            " files or link them under a name of letters, digits, blanks and ._-/+@,=:")
+    return item
+
+
+InputPath = Annotated[str, AfterValidator(_plain_input_path)]
+
+
 class WorkloadInput(Strict):
     """What the workload scores: its own synthetic survey, or DESI files.
 
@@ -434,24 +470,13 @@ class WorkloadInput(Strict):
         "synthetic",
         description="`synthetic`: the workload's seeded survey of n_spectra; `desi`: score the"
         " DESI files under `paths`.")
-    paths: list[str] = Field(
+    paths: list[InputPath] = Field(
         default_factory=list,
         description="Coadd or Parquet files or directories (`--data`); relative to the data"
         " volume's mount path on Kubernetes, to the project root (or absolute) locally.")
-    redshifts: list[str] = Field(
+    redshifts: list[InputPath] = Field(
         default_factory=list,
         description="redrock-*.fits or zcatalog files (`--redshifts`), resolved as `paths`.")
-
-    @field_validator("paths", "redshifts")
-    @classmethod
-    def _plain_paths(cls, v: list[str]) -> list[str]:
-        for item in v:
-            parts = item.split("/")
-            if not item.strip() or "\x00" in item or ".." in parts or "" in parts[1:-1]:
-                raise ValueError(
-                    f"{item!r} is not a plain path: give a non-empty path without `..` or"
-                    " empty segments (e.g. dr1/healpix/main/dark)")
-        return v
 
 
 class Workload(Strict):
