@@ -121,7 +121,9 @@ class Registry:
             return self._version(self.client.get_model_version(self.name, str(version)))
         except MlflowException as exc:
             raise RegistryError(f"{self.name} version {version} is not in the registry at"
-                                f" {self.tracking_uri}") from exc
+                                f" {self.tracking_uri}",
+                                hint="`skyrig model show` lists the registered versions"
+                                ) from exc
 
     def resolve(self, alias: str) -> Version | None:
         """The version ``alias`` points to, or None."""
@@ -233,7 +235,8 @@ class Registry:
             ``{"version", "approver", "approved_at", "changed"}``.
 
         Raises:
-            ApproverError: ``approver`` is empty or names an automated step (exit 2).
+            ApproverError: ``approver`` is empty, names an automated step or holds a control
+                character (exit 2).
             RegistryError: The version does not exist, was not released with decision go,
                 or its run has no ``release/release_decision.json`` for that version.
         """
@@ -243,6 +246,11 @@ class Registry:
         if not name or name.lower() in AUTOMATED_APPROVERS:
             raise ApproverError(f"approver {approver!r} is not a person",
                                 hint="give the name of the human who reviewed the release")
+        if not name.isprintable():
+            raise ApproverError(
+                f"approver {approver!r} holds a control character (a line break or tab would"
+                " forge or split lines of the model card and the approvals record)",
+                hint="give the reviewer's name on one line")
         v = self.get(version)
         if v.decision != "go":
             raise RegistryError(
