@@ -243,8 +243,9 @@ def kept_on_down(stack: Stack, layer: str) -> str:
                 " cluster goes with it; results stay on the results volume)")
     out = f"out/{stack.name}/kubernetes"
     return (f"the Kubernetes platform of stack {stack.name} is left as it is: deleting it would"
-            f" delete namespace {ns} and with it the claims {claims} (the survey data and the"
-            " results). To remove it deliberately: `pulumi destroy -s"
+            f" delete namespace {ns} and with it the PersistentVolumeClaims {claims} (what the"
+            " workload reads and writes: data, results, MLflow store). To remove it"
+            " deliberately: `pulumi destroy -s"
             f" {stack.name}`, or `skyrig render --stack {stack.name} --out out` then `kubectl"
             f" delete -f {out}/ray_cluster.yaml` and, after backing up the data, `kubectl delete"
             f" -f {out}/workload.yaml -f {out}/platform.yaml`. `skyrig down` of the infra layer"
