@@ -60,8 +60,8 @@ def test_strata_of_clean_and_camera_off_spectra() -> None:
     assert got.dtype == np.int16
     assert got.tolist() == [UNMASKED, _code("br", 3), _code("rz", 3), _code("", 3),
                             _code("bz", 2)]
-    assert [stratum_name(c) for c in got] == ["brz|≥0.95", "br|<0.70", "rz|<0.70",
-                                              "none|<0.70", "bz|0.70–0.85"]
+    assert [stratum_name(c) for c in got] == ["brz/≥0.95", "br/<0.70", "rz/<0.70",
+                                              "none/<0.70", "bz/0.70–0.85"]
     assert stratum_name(NO_STRATUM) == "-"
     assert camera_group(got).tolist() == [7, 3, 6, 0, 5]
 
@@ -129,8 +129,8 @@ def test_p_values_use_own_stratum_then_camera_group_then_pooled() -> None:
     flags = cal.flags(s, st, 0.01)
     assert flags.tolist() == (np.nan_to_num(p, nan=2.0) <= 0.01).tolist()
     rows = {r["name"]: r for r in cal.thresholds(0.01)}
-    assert rows["br|<0.70"]["level"] == "cameras" and rows["br|<0.70"]["n_used"] == 110
-    assert rows["b|<0.70"]["level"] == "pooled" and rows["b|<0.70"]["n"] == 10
+    assert rows["br/<0.70"]["level"] == "cameras" and rows["br/<0.70"]["n_used"] == 110
+    assert rows["b/<0.70"]["level"] == "pooled" and rows["b/<0.70"]["n"] == 10
 
 
 def test_pooled_only_calibration_is_the_previous_decision() -> None:
@@ -176,7 +176,7 @@ def test_fit_records_the_stratified_calibration(robust_model) -> None:  # type: 
         len(cal["copies"]) * robust_model.reference_scores.size)
     rows = {r["name"]: r for r in cal["strata"]}
     # every camera-off state a DESI spectrum meets has its own full stratum
-    for name in ("brz|≥0.95", "br|<0.70", "rz|<0.70"):
+    for name in ("brz/≥0.95", "br/<0.70", "rz/<0.70"):
         assert rows[name]["n"] >= 99 and rows[name]["level"] == "stratum", rows[name]
 
 

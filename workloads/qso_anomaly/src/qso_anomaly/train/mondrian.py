@@ -21,7 +21,7 @@ Coverage stratum (:func:`coverage_strata`), from ivar on the model's observed-fr
   the middle ones.
 
 ``code = 4 · camera_bits + fraction_bin`` (0–31); :func:`stratum_name` reads it, e.g.
-``"br|<0.70"``.
+``"br/<0.70"``.
 
 :class:`MondrianCalibration` keeps the calibration scores with their strata. A p-value uses the
 spectrum's own stratum when that holds at least ``n_min(α) = ⌈1/α⌉ − 1`` scores (the smallest
@@ -110,11 +110,11 @@ def cameras_name(bits: int) -> str:
 
 
 def stratum_name(code: int) -> str:
-    """Readable name of a stratum code, e.g. ``"brz|≥0.95"``; ``"-"`` for :data:`NO_STRATUM`."""
+    """Readable name of a stratum code, e.g. ``"brz/≥0.95"``; ``"-"`` for :data:`NO_STRATUM`."""
     c = int(code)
     if c < 0:
         return "-"
-    return f"{cameras_name(c // N_FRACTION_BINS)}|{FRACTION_LABELS[c % N_FRACTION_BINS]}"
+    return f"{cameras_name(c // N_FRACTION_BINS)}/{FRACTION_LABELS[c % N_FRACTION_BINS]}"
 
 
 def n_min(alpha: float) -> int:
