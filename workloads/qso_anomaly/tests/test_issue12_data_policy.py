@@ -80,6 +80,14 @@ def test_row6_pyfunc_uses_the_same_policy_and_counts(tmp_path, robust_model,
     batch_path = apply_policy(SpectraBatch(np.arange(4), z, flux, ivar, ~(ivar > 0)),
                               DataPolicy.for_spec(robust_model.spec))
     assert loaded.unwrap_python_model().last_counts == batch_path[2]
+    # the batch path's decision: conformal p within the coverage stratum of the row
+    from qso_anomaly.train.mondrian import coverage_strata
+
+    want = coverage_strata(np.where(np.isfinite(ivar), ivar, 0.0), robust_model.grid.wave)
+    assert out["stratum"].tolist() == want.tolist()
+    p, _ = robust_model.flag_calibration().p_values(out["score"].to_numpy(), want, 0.01)
+    np.testing.assert_array_equal(out["p_value"].to_numpy(), p)
+    assert out["flagged"].tolist() == (np.nan_to_num(p, nan=2.0) <= 0.01).tolist()
     assert batch_path[2]["masked_pixels:nonfinite_flux"] == 2
     with pytest.raises(DataError, match="model grid"):
         loaded.predict({"flux": flux[:, :10], "ivar": ivar[:, :10], "z": z})

@@ -119,6 +119,10 @@ def test_row13_identical_fits_give_identical_flags_and_the_threshold_has_a_ci(
     f1 = score_torch(robust_model.torch_model(), survey).score > t1
     f2 = score_torch(again.torch_model(), survey).score > t2
     np.testing.assert_array_equal(f1, f2)  # same flagged set, 0 % differ
+    # the stratified (Mondrian) calibration set is seeded too: identical runs, identical sets
+    np.testing.assert_array_equal(again.calibration.scores, robust_model.calibration.scores)
+    np.testing.assert_array_equal(again.calibration.strata, robust_model.calibration.strata)
+    assert again.metrics["calibration"]["strata"] == robust_model.metrics["calibration"]["strata"]
     cal = robust_model.metrics["calibration"]
     assert cal["n_calibration"] == len(robust_model.reference_scores) >= 250
     assert cal["threshold_ci_low"] <= cal["threshold"] <= cal["threshold_ci_high"]

@@ -30,7 +30,7 @@ def test_scoring_writes_one_output_per_shard_and_resumes(tmp_path, trained, ci_g
                           .to_numpy() for p in shards])
     assert len(ids) == 90 and len(np.unique(ids)) == 90
     t = pq.read_table(output_path(tmp_path / "out", shards[0]))
-    assert t.column_names == ["targetid", "score", "chi2_dof", "density_nll", "label"]
+    assert t.column_names == ["targetid", "score", "chi2_dof", "density_nll", "label", "stratum"]
     assert np.isfinite(t.column("score").to_numpy()).all()
 
 

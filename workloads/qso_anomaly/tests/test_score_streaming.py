@@ -267,7 +267,11 @@ def test_pipeline_leaves_the_batch_size_to_the_job_environment(monkeypatch, tmp_
         raise Stop
 
     monkeypatch.setattr(score_module, "score_shards", fake_score_shards)
-    trained = types.SimpleNamespace(reference_scores=np.linspace(0.0, 1.0, 50))
+    from qso_anomaly.train.mondrian import MondrianCalibration
+
+    ref = np.linspace(0.0, 1.0, 50)
+    trained = types.SimpleNamespace(reference_scores=ref,
+                                    flag_calibration=lambda: MondrianCalibration.pooled(ref))
     for argv in ([], ["--batch-size", "64"]):
         cfg = pipeline.config_from_args(["--out", str(tmp_path), *argv])
         with pytest.raises(Stop):

@@ -144,6 +144,7 @@ def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
         metrics.push(args.push_gateway)
     return {"scores": str(scored.scores_dir), "metrics": metrics_path, "n_scored": scored.n,
             "n_flagged": scored.n_flagged, "flag_threshold": scored.flag_threshold,
+            "flags": scored.flag_summary(),
             "spectra_per_second": scored.spectra_per_second, "drift": scored.drift,
             "rejected": scored.rejected, "rejected_on_read": scored.rejected_on_read}
 
@@ -155,7 +156,8 @@ def _scored_from_files(args: argparse.Namespace, trained: TrainedModel, data: Sc
     outputs = sorted(Path(args.scores).glob("*.scores.parquet"))
     reference = np.asarray(trained.reference_scores, dtype=np.float64)
     threshold = float(np.quantile(reference, 0.99)) if reference.size else float("inf")
-    scored = load_scored(outputs, data.shards, reference, threshold)
+    scored = load_scored(outputs, data.shards, reference, threshold,
+                         calibration=trained.flag_calibration(), alpha=0.01)
     scored.rejected_on_read = dict(data.rejected_on_read)
     return scored
 

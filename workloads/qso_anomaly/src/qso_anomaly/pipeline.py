@@ -345,6 +345,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         "n_scored": scored.n,
         "n_flagged": scored.n_flagged,
         "flag_threshold": scored.flag_threshold,
+        "flags": scored.flag_summary(),
         "calibration": trained.metrics.get("calibration"),
         "input": data.kind,
         "rejected": scored.rejected,

@@ -2,7 +2,10 @@
 rate of unmasked normal quasars).
 
 Each variant applies one instrument state to every normal test spectrum; the flag is the
-conformal decision p ≤ α against the model's held-out calibration scores.
+conformal decision p ≤ α against the model's held-out calibration scores of the spectrum's own
+coverage stratum (Mondrian conformal, :mod:`qso_anomaly.train.mondrian`); a plain array of
+calibration scores is the pooled decision. ``pooled_flag_rate`` is the pooled decision against
+the clean held-out scores, for comparison.
 """
 
 from __future__ import annotations
@@ -16,6 +19,12 @@ from qso_anomaly.data.batch import SpectraBatch
 from qso_anomaly.data.grid import DESI_ARMS
 from qso_anomaly.models.scoring import score_torch
 from qso_anomaly.train.calibrate import p_values
+from qso_anomaly.train.mondrian import (
+    MondrianCalibration,
+    coverage_strata,
+    level_counts,
+    stratum_name,
+)
 
 Variant = Callable[[SpectraBatch, np.random.Generator], SpectraBatch]
 
@@ -73,16 +82,40 @@ VARIANTS: dict[str, Variant | None] = {
 }
 
 
-def robustness_table(model: Any, calibration: np.ndarray, normals: SpectraBatch, wave: np.ndarray,
-                     *, alpha: float = 0.01, seed: int = 0) -> dict[str, dict[str, Any]]:
-    """{variant: {flag_rate, ratio_to_unmasked, median_score, within_2x}} for torch ``model``."""
+def robustness_table(model: Any, calibration: MondrianCalibration | np.ndarray,
+                     normals: SpectraBatch, wave: np.ndarray, *, alpha: float = 0.01,
+                     seed: int = 0, pooled: np.ndarray | None = None
+                     ) -> dict[str, dict[str, Any]]:
+    """{variant: {n, flag_rate, ratio_to_unmasked, median_score, within_2x, strata, levels
+    [, pooled_flag_rate]}} for torch ``model``.
+
+    Args:
+        model: A torch ``QsoAutoencoder`` with its density.
+        calibration: The model's flag calibration (``TrainedModel.flag_calibration()``), or an
+            array of calibration scores (pooled decision).
+        normals: Clean normal spectra on the grid ``wave`` (Å, ``(P,)``).
+        alpha: Level of the decision p ≤ α.
+        seed: Seed of the random masks.
+        pooled: Clean held-out scores; when given, each row also reports the pooled decision's
+            rate (``pooled_flag_rate``).
+    """
+    cal = (calibration if isinstance(calibration, MondrianCalibration)
+           else MondrianCalibration.pooled(np.asarray(calibration)))
     base = normals.with_arrays(meta={**normals.meta, "wave": wave})
     out: dict[str, dict[str, Any]] = {}
     for name, variant in VARIANTS.items():
         b = base if variant is None else variant(base, np.random.default_rng(seed))
         s = score_torch(model, b).score
-        rate = float(np.mean(p_values(calibration, s) <= alpha))
-        out[name] = {"n": len(b), "flag_rate": rate, "median_score": float(np.median(s))}
+        st = coverage_strata(b.ivar, wave)
+        p, level = cal.p_values(s, st, alpha)
+        codes, counts = np.unique(st, return_counts=True)
+        out[name] = {"n": len(b), "flag_rate": float(np.mean(p <= alpha)),
+                     "median_score": float(np.median(s)),
+                     "strata": {stratum_name(int(c)): int(k)
+                                for c, k in zip(codes, counts, strict=True)},
+                     "levels": level_counts(level)}
+        if pooled is not None:
+            out[name]["pooled_flag_rate"] = float(np.mean(p_values(pooled, s) <= alpha))
     ref = out["unmasked"]["flag_rate"]
     for row in out.values():
         row["ratio_to_unmasked"] = row["flag_rate"] / ref if ref > 0 else None

@@ -58,6 +58,8 @@ class ScoringMetrics:
         data_hash: str = "unknown",
         reference_scores: NDArray[Any] | None = None,
         flag_threshold: float | None = None,
+        flag_calibration: Any = None,
+        flag_alpha: float = 0.01,
         n_score_buckets: int = 10,
         registry: CollectorRegistry | None = None,
     ) -> None:
@@ -66,6 +68,11 @@ class ScoringMetrics:
         self.reference = None if reference_scores is None else np.asarray(
             reference_scores, dtype=np.float64)
         self.flag_threshold = flag_threshold
+        #: A :class:`~qso_anomaly.train.mondrian.MondrianCalibration`: when set, a spectrum
+        #: counts as flagged when its stratified conformal p-value is ≤ ``flag_alpha`` (the
+        #: batch path's decision) instead of ``score >= flag_threshold``.
+        self.flag_calibration = flag_calibration
+        self.flag_alpha = flag_alpha
         self._scores: list[NDArray[np.float64]] = []
         self._start = time.monotonic()
         self._busy_s = 0.0
@@ -89,7 +96,9 @@ class ScoringMetrics:
                                ["model", "version"],
                                buckets=score_buckets(self.reference, n_score_buckets),
                                registry=r).labels(**labels)
-        self.flagged = Counter("anomaly_flagged", "Spectra with score >= the flag threshold.",
+        self.flagged = Counter("anomaly_flagged",
+                               "Spectra flagged (conformal p-value within their coverage stratum"
+                               " <= alpha, or score >= the flag threshold).",
                                ["model", "version"], registry=r).labels(**labels)
         self.throughput = Gauge("anomaly_throughput_spectra_per_second",
                                 "Spectra scored per second of scoring time in this run.",
@@ -126,8 +135,12 @@ class ScoringMetrics:
     # ------------------------------------------------------------------ observations
 
     def observe_batch(self, scores: NDArray[Any], latency_s: float,
-                      rejected: Mapping[str, int] | None = None) -> None:
+                      rejected: Mapping[str, int] | None = None,
+                      strata: NDArray[Any] | None = None) -> None:
         """Record one scored batch: its scores, wall time and input-validation counts by reason.
+
+        ``strata`` (coverage stratum codes of the scores, ``(N,)``) select the calibration set
+        of each spectrum's flag decision when ``flag_calibration`` is set (pooled without).
 
         Keys ``masked_pixels:<reason>`` count pixels (the spectrum was kept); every other key
         counts rejected spectra (the ``counts`` of ``data.validate.clean_batch``).
@@ -147,7 +160,9 @@ class ScoringMetrics:
         self.batch_size.observe(s.size + n_rej)
         for value in s[np.isfinite(s)]:
             self.score.observe(float(value))
-        if self.flag_threshold is not None:
+        if self.flag_calibration is not None:
+            self.flagged.inc(int(np.sum(self.flag_calibration.flags(s, strata, self.flag_alpha))))
+        elif self.flag_threshold is not None:
             self.flagged.inc(int(np.sum(s >= self.flag_threshold)))
         self._scores.append(s)
         self._busy_s += float(latency_s)
@@ -239,7 +254,9 @@ class BatchObserver:
 
     def __call__(self, batch: Any, result: Any) -> None:
         now = time.perf_counter()
-        self.metrics.observe_batch(np.asarray(result.score), now - self._last)
+        meta = getattr(batch, "meta", None) or {}
+        self.metrics.observe_batch(np.asarray(result.score), now - self._last,
+                                   strata=meta.get("stratum"))
         self._last = now
 
     def finish(self, n_scored: int, elapsed_s: float, rejected: Mapping[str, int]) -> None:

@@ -55,3 +55,28 @@ def score_arrays(trained: Any, flux: NDArray[Any], ivar: NDArray[Any], z: NDArra
     """Anomaly scores (N,) of spectra on the model's grid through the data policy; rejected
     rows are NaN (see :func:`score_arrays_detailed` for the reasons)."""
     return score_arrays_detailed(trained, flux, ivar, z)[0]
+
+
+def flag_arrays(
+    trained: Any, ivar: NDArray[Any], scores: NDArray[Any], alpha: float = 0.01,
+) -> tuple[NDArray[np.int16], NDArray[np.float64], NDArray[np.bool_], NDArray[np.int8]]:
+    """The batch path's flag decision for scored arrays (Mondrian conformal by coverage
+    stratum, :mod:`qso_anomaly.train.mondrian`; a model without strata decides pooled).
+
+    Args:
+        trained: The TrainedModel the scores came from.
+        ivar: ivar ``(N, P)`` on the model grid (non-finite pixels count as not observed).
+        scores: Scores ``(N,)`` (NaN for rejected rows: p-value NaN, not flagged).
+        alpha: Level of the decision ``p ≤ α``.
+
+    Returns:
+        ``(stratum, p_value, flagged, level)``, each ``(N,)``; ``level`` indexes
+        :data:`qso_anomaly.train.mondrian.LEVELS`.
+    """
+    from qso_anomaly.train.mondrian import coverage_strata
+
+    iv = np.atleast_2d(np.asarray(ivar, dtype=np.float32))
+    strata = coverage_strata(np.where(np.isfinite(iv), iv, 0.0), trained.grid.wave)
+    cal = trained.flag_calibration()
+    p, level = cal.p_values(scores, strata, alpha)
+    return strata, p, np.asarray(np.nan_to_num(p, nan=2.0) <= alpha), level

@@ -15,7 +15,9 @@ import numpy as np
 
 class QsoAnomalyPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
     """``predict({"flux": (N,P), "ivar": (N,P), "z": (N,)[, "targetid": (N,)]})`` → a DataFrame
-    with ``score`` (NaN for rejected rows), ``reject_reason`` ("" = scored) and ``targetid``.
+    with ``score`` (NaN for rejected rows), ``reject_reason`` ("" = scored), ``targetid``, and
+    the batch path's flag decision: ``stratum`` (coverage stratum code), ``p_value`` (conformal,
+    within the stratum) and ``flagged`` (p ≤ α; α = ``params["alpha"]``, default 0.01).
 
     Validation is the batch path's data policy (non-finite pixels masked and counted, redshift
     outside the trained range, duplicates, too few valid pixels); the last call's counts are in
@@ -30,7 +32,7 @@ class QsoAnomalyPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-def
         # No type hints here: MLflow would try to derive a schema from them.
         import pandas as pd
 
-        from qso_anomaly.registry.model_io import score_arrays_detailed
+        from qso_anomaly.registry.model_io import flag_arrays, score_arrays_detailed
 
         def col(name: str) -> np.ndarray:
             v = model_input[name]
@@ -42,9 +44,12 @@ class QsoAnomalyPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-def
         scores, reasons, counts = score_arrays_detailed(
             self.trained, col("flux"), col("ivar"), col("z"), targetid)
         self.last_counts = counts
+        alpha = float((params or {}).get("alpha", 0.01))
+        stratum, p, flagged, _ = flag_arrays(self.trained, col("ivar"), scores, alpha)
         n = scores.shape[0]
         return pd.DataFrame({"targetid": targetid if targetid is not None else np.arange(n),
-                             "score": scores, "reject_reason": reasons})
+                             "score": scores, "reject_reason": reasons, "stratum": stratum,
+                             "p_value": p, "flagged": flagged})
 
 
 mlflow.models.set_model(QsoAnomalyPyfunc())

@@ -193,7 +193,8 @@ def model_details(rv: RegisteredVersion, trained: TrainedModel, *, framework: st
 
     Returns:
         A JSON-ready dict: name, version, run_id, task, architecture, channels, latent_dim,
-        framework, software versions, licence and citation.
+        framework, software versions, licence, citation and the flag calibration (method,
+        α, and per coverage stratum n / threshold, from ``metrics["calibration"]``).
     """
     import platform
 
@@ -209,7 +210,20 @@ def model_details(rv: RegisteredVersion, trained: TrainedModel, *, framework: st
         "torch_version": torch.__version__, "python": platform.python_version(),
         "training_epochs": epochs, "licence": "MIT",
         "citation": "skyrig qso_anomaly; Melchior et al. 2023 (spender) design",
+        "flag_calibration": _calibration_text(trained.metrics.get("calibration") or {}),
     }
+
+
+def _calibration_text(cal: dict[str, Any]) -> str:
+    """One line for the model card: method, α, pooled unmasked threshold, per-stratum n/t."""
+    if not cal:
+        return "n/a"
+    head = (f"{cal.get('method', 'split-conformal')}, α = {cal.get('alpha')}, unmasked "
+            f"threshold {cal.get('threshold', float('nan')):.2f} (n = {cal.get('n_calibration')})")
+    rows = [f"{r['name']}: n = {r['n']}, t = {r['threshold']:.2f} ({r['level']})"
+            for r in cal.get("strata", [])]
+    return head + ("; per coverage stratum (n_min = " + str(cal.get("n_min")) + "): "
+                   + "; ".join(rows) if rows else "")
 
 
 def baseline_evaluation(

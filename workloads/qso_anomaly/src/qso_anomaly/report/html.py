@@ -29,6 +29,11 @@ class ReportInputs:
     labels: NDArray[Any] | None = None
     reference_scores: NDArray[Any] | None = None
     flag_threshold: float | None = None
+    #: Flags per spectrum (the run's decision, e.g. ``ScoredRun.flagged``); without it the
+    #: count is ``score >= flag_threshold``.
+    flagged: NDArray[Any] | None = None
+    #: Flags by coverage stratum (``ScoredRun.flag_summary()``), shown as a table.
+    flag_strata: Mapping[str, Any] | None = None
     evaluation: Mapping[str, Any] | None = None  # registry.evaluation.evaluate_detection
     drift: Mapping[str, Any] | None = None
     explanations: Any = None  # explain.runner.ExplanationSet
@@ -89,7 +94,8 @@ def render_report(inp: ReportInputs) -> str:
         xai = inp.explanations.report
     figs = build_figures(inp)
     scores = np.asarray(inp.scores, dtype=np.float64)
-    n_flagged = (int(np.sum(scores >= inp.flag_threshold))
+    n_flagged = (int(np.sum(inp.flagged)) if inp.flagged is not None
+                 else int(np.sum(scores >= inp.flag_threshold))
                  if inp.flag_threshold is not None else None)
     return env.get_template("report.html.j2").render(
         title=inp.title,
@@ -98,6 +104,8 @@ def render_report(inp: ReportInputs) -> str:
         n=int(scores.size),
         n_flagged=n_flagged,
         flag_threshold=inp.flag_threshold,
+        stratified=inp.flagged is not None,
+        flag_strata=inp.flag_strata,
         summary=dict(inp.summary),
         evaluation=inp.evaluation,
         drift=inp.drift,

@@ -60,7 +60,8 @@ def write_run_report(
                 "masked_pixels:") else f"rejected: {k}"] = v
     inp = ReportInputs(
         scores=scored.score, labels=scored.label, reference_scores=scored.reference,
-        flag_threshold=scored.flag_threshold, evaluation=evaluation, drift=scored.drift,
+        flag_threshold=scored.flag_threshold, flagged=scored.flagged,
+        flag_strata=scored.flag_summary(), evaluation=evaluation, drift=scored.drift,
         explanations=explanations, wave=trained.grid.wave, gates=gates,
         model={**model, "framework": framework}, summary=summary, links=dict(links or {}),
         title=f"qso_anomaly run — {model.get('name', '?')} v{model.get('version', '?')}")

@@ -21,6 +21,7 @@ from qso_anomaly.errors import DataError
 
 if TYPE_CHECKING:
     from qso_anomaly.metrics import ScoringMetrics
+    from qso_anomaly.train.mondrian import MondrianCalibration
     from qso_anomaly.train.trained import TrainedModel
 
 #: Environment variable with the git commit of the deployed workload (``anomaly_model_info``).
@@ -40,13 +41,22 @@ class ScoredRun:
         z: Redshifts, shape ``(N,)``.
         snr: Median S/N per pixel, shape ``(N,)``, or ``None`` when the input has none.
         reference: The model's calibration scores (drift reference), shape ``(M,)``.
-        flag_threshold: Score above which a spectrum is flagged (conformal threshold).
+        flag_threshold: Pooled conformal threshold of the unmasked held-out normals (what the
+            report's histogram marks); the decision itself is per coverage stratum.
         metrics: The run's Prometheus metrics; ``None`` when read back from files.
         drift: Score drift against the reference (:meth:`ScoreDrift.to_dict`) or ``None``.
         spectra_per_second: Scoring throughput (NaN when read back from files).
         rejected: Spectra not scored (and masked pixels) by the scorer, counted by reason.
         rejected_on_read: Spectra rejected (and pixels masked) by the data policy while the
             input was read (DESI files, :func:`qso_anomaly.data.inputs.prepare_input`).
+        stratum: Coverage stratum code per spectrum, shape ``(N,)``
+            (:func:`qso_anomaly.train.mondrian.coverage_strata`); ``None`` for outputs written
+            before the column existed (decided against the pooled set).
+        p_value: Conformal p-value per spectrum within its stratum, shape ``(N,)``; ``None``
+            when no calibration was given (then :attr:`flag_threshold` decides).
+        level: Calibration level used per spectrum (index into
+            :data:`qso_anomaly.train.mondrian.LEVELS`), shape ``(N,)``, or ``None``.
+        flag_alpha: The level α of the decision ``p ≤ α``.
     """
 
     scores_dir: Path
@@ -62,6 +72,10 @@ class ScoredRun:
     spectra_per_second: float
     rejected: dict[str, int]
     rejected_on_read: dict[str, int] = field(default_factory=dict)
+    stratum: NDArray[np.int16] | None = None
+    p_value: NDArray[np.float64] | None = None
+    level: NDArray[np.int8] | None = None
+    flag_alpha: float = 0.01
 
     @property
     def n(self) -> int:
@@ -69,9 +83,38 @@ class ScoredRun:
         return int(self.score.size)
 
     @property
+    def flagged(self) -> NDArray[np.bool_]:
+        """Flag per spectrum, shape ``(N,)``.
+
+        ``p ≤ flag_alpha`` within the spectrum's coverage stratum, or (without p-values)
+        ``score > flag_threshold``.
+        """
+        if self.p_value is not None:
+            return np.asarray(np.nan_to_num(self.p_value, nan=2.0) <= self.flag_alpha)
+        return np.asarray(self.score > self.flag_threshold)
+
+    @property
     def n_flagged(self) -> int:
-        """Number of spectra scored above :attr:`flag_threshold`."""
-        return int(np.sum(self.score > self.flag_threshold))
+        """Number of flagged spectra (:attr:`flagged`)."""
+        return int(np.sum(self.flagged))
+
+    def flag_summary(self) -> dict[str, Any]:
+        """Flags by coverage stratum and the calibration level each decision used.
+
+        Returns:
+            ``{"alpha", "levels": {stratum|cameras|pooled: n} or None, "strata": [{code,
+            name, n, n_flagged}]}`` (JSON-able).
+        """
+        from qso_anomaly.train.mondrian import NO_STRATUM, level_counts, stratum_name
+
+        st = (np.full(self.n, NO_STRATUM, np.int16) if self.stratum is None
+              else np.asarray(self.stratum))
+        flagged = self.flagged
+        rows = [{"code": int(c), "name": stratum_name(int(c)), "n": int(np.sum(st == c)),
+                 "n_flagged": int(np.sum(flagged[st == c]))} for c in np.unique(st)]
+        return {"alpha": self.flag_alpha,
+                "levels": level_counts(self.level) if self.level is not None else None,
+                "strata": rows}
 
     def require_metrics(self) -> ScoringMetrics:
         """The run's Prometheus metrics.
@@ -123,7 +166,9 @@ def score_run(
     """Score Parquet shards with the metrics exporter attached and join the inputs back.
 
     A spectrum is flagged when its conformal p-value against the model's held-out calibration
-    scores is ≤ ``1 − flag_quantile`` (Vovk et al. 2005; :mod:`qso_anomaly.train.calibrate`).
+    scores of its own coverage stratum is ≤ ``1 − flag_quantile`` (Mondrian conformal, Vovk et
+    al. 2005 §4.5; :mod:`qso_anomaly.train.mondrian`; a model without strata decides against
+    its pooled reference scores).
 
     Args:
         trained: The model.
@@ -159,12 +204,15 @@ def score_run(
     from qso_anomaly.train.calibrate import conformal_threshold
 
     reference = np.asarray(trained.reference_scores, dtype=np.float64)
-    threshold = conformal_threshold(reference, 1.0 - flag_quantile)
+    alpha = 1.0 - flag_quantile
+    threshold = conformal_threshold(reference, alpha)
+    calibration = trained.flag_calibration()
     metrics = ScoringMetrics(model=model_name, version=version, framework=framework,
                              git_sha=os.environ.get(GIT_SHA_ENV, "unknown"),
                              data_hash=shards_digest(shards),
                              reference_scores=reference if reference.size else None,
-                             flag_threshold=threshold)
+                             flag_threshold=threshold, flag_calibration=calibration,
+                             flag_alpha=alpha)
     server = None
     if metrics_port is not None:
         server, port = metrics.serve(metrics_port)
@@ -183,7 +231,8 @@ def score_run(
     read_counts = {k: int(v) for k, v in (input_counts or {}).items()}
     observer.finish(summary.n_scored, summary.elapsed,
                     _merged(read_counts, summary.n_rejected_by_reason))
-    scored = load_scored(summary.outputs, shards, reference, threshold)
+    scored = load_scored(summary.outputs, shards, reference, threshold,
+                         calibration=calibration, alpha=alpha)
     drift = metrics.update_drift()
     scored.scores_dir = scores_dir
     scored.metrics = metrics
@@ -226,14 +275,21 @@ def rows_of(available: NDArray[Any], wanted: NDArray[Any], *, where: str,
 
 
 def load_scored(outputs: Sequence[str | Path], shards: Sequence[str | Path],
-                reference: NDArray[Any], threshold: float) -> ScoredRun:
+                reference: NDArray[Any], threshold: float, *,
+                calibration: MondrianCalibration | None = None,
+                alpha: float = 0.01) -> ScoredRun:
     """Read scoring outputs and join z / S/N from the input shards by TARGETID.
 
     Args:
-        outputs: ``*.scores.parquet`` files (columns targetid, score, label).
+        outputs: ``*.scores.parquet`` files (columns targetid, score, label, stratum).
         shards: The input Parquet shards they were scored from (columns targetid, z, snr).
-        reference: The model's calibration scores, shape ``(M,)``.
-        threshold: Flag threshold on the score.
+        reference: The model's clean held-out scores (drift reference), shape ``(M,)``.
+        threshold: Pooled flag threshold on the score (used to decide only without
+            ``calibration``).
+        calibration: The model's flag calibration (``TrainedModel.flag_calibration()``): when
+            given, each spectrum gets a conformal p-value within its coverage stratum (outputs
+            without a ``stratum`` column are decided against the pooled set).
+        alpha: Level of the decision ``p ≤ α``.
 
     Returns:
         The scored run without live metrics (``metrics`` is ``None``, throughput NaN).
@@ -265,7 +321,13 @@ def load_scored(outputs: Sequence[str | Path], shards: Sequence[str | Path],
     z = side.column("z").to_numpy()[rows]
     snr = side.column("snr").to_numpy()[rows] if "snr" in side.column_names else None
     drift = score_drift(ref, score).to_dict() if ref.size and score.size else None
+    stratum = (table.column("stratum").to_numpy().astype(np.int16)
+               if "stratum" in table.column_names else None)
+    p_value = level = None
+    if calibration is not None:
+        p_value, level = calibration.p_values(score, stratum, alpha)
     return ScoredRun(scores_dir=Path(files[0]).parent, targetid=targetid,
                      score=score, label=label, z=z, snr=snr, reference=ref,
                      flag_threshold=threshold, metrics=None, drift=drift,
-                     spectra_per_second=float("nan"), rejected={})
+                     spectra_per_second=float("nan"), rejected={}, stratum=stratum,
+                     p_value=p_value, level=level, flag_alpha=alpha)

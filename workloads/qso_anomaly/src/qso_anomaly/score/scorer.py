@@ -9,7 +9,9 @@ Rows carry flux and ivar as lists of P float32 values on the model's grid (flux 
 s⁻¹ cm⁻² Å⁻¹, ivar in flux⁻², mask True = bad pixel); every row passes the data policy
 (:mod:`qso_anomaly.data.policy`) before it is scored, and rejected rows are counted by reason,
 never raised. Scores are dimensionless (higher = more anomalous), ``chi2_dof`` is χ² per valid
-pixel, ``density_nll`` is −log p(latent) in nats.
+pixel, ``density_nll`` is −log p(latent) in nats. ``stratum`` is the coverage stratum of the row
+(:func:`qso_anomaly.train.mondrian.coverage_strata` of its valid pixels; -1 when the row has
+no spectrum on the grid), which the flag decision is calibrated by.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from qso_anomaly.errors import ModelError
 from qso_anomaly.models.scoring import ScoreResult
 from qso_anomaly.score.columns import record_batch_to_spectra
 from qso_anomaly.score.config import Framework, ScoringConfig
+from qso_anomaly.train.mondrian import NO_STRATUM, coverage_strata
 from qso_anomaly.train.trained import TrainedModel, as_trained
 
 SCORED_SCHEMA = pa.schema([
@@ -39,6 +42,7 @@ SCORED_SCHEMA = pa.schema([
     ("density_nll", pa.float32()),
     ("label", pa.string()),
     ("reject_reason", pa.string()),
+    ("stratum", pa.int16()),
 ])
 OUTPUT_SCHEMA = SCORED_SCHEMA.remove(SCORED_SCHEMA.get_field_index("reject_reason"))
 
@@ -268,6 +272,21 @@ class Scorer:
                 res.score, res.chi2_dof, res.density_nll)
         return out, reasons, counts
 
+    def strata(self, batch: SpectraBatch) -> np.ndarray:
+        """Coverage stratum codes of raw rows.
+
+        A pixel counts as observed when its mask is off and flux and ivar are finite with
+        ivar > 0 (the pixels the data policy keeps).
+
+        Args:
+            batch: N raw spectra on the model's grid (ivar (N, P) in flux⁻², mask (N, P)).
+
+        Returns:
+            Codes (N,) int16 (:func:`qso_anomaly.train.mondrian.coverage_strata`).
+        """
+        ok = ~batch.mask & np.isfinite(batch.flux)
+        return coverage_strata(np.where(ok, batch.ivar, 0.0), self.grid.wave)
+
     def score_record_batch(
         self, data: pa.RecordBatch | pa.Table,
     ) -> tuple[pa.Table, dict[str, int], SpectraBatch | None, ScoreResult | None]:
@@ -279,10 +298,11 @@ class Scorer:
 
         Returns:
             ``(table, counts, clean, result)``: the M accepted rows in :data:`OUTPUT_SCHEMA`
-            (targetid, score, chi2_dof, density_nll, label); counts by reason (wrong grid
-            length and policy rejections); the M accepted spectra as read (the policy's pixel
-            masking is not applied to this copy) and their scores, for ``on_batch`` callbacks
-            (both ``None`` when no row has the grid length).
+            (targetid, score, chi2_dof, density_nll, label, stratum); counts by reason (wrong
+            grid length and policy rejections); the M accepted spectra as read (the policy's
+            pixel masking is not applied to this copy; their strata in ``meta["stratum"]``) and
+            their scores, for ``on_batch`` callbacks (both ``None`` when no row has the grid
+            length).
 
         Raises:
             KeyError: When a required column is missing (shards are checked first with
@@ -298,12 +318,15 @@ class Scorer:
         keep = ok if not ok.all() else slice(None)
         label = (pa.array(batch.label[keep], pa.string()) if batch.label is not None
                  else pa.nulls(int(ok.sum()), pa.string()))
+        strata = self.strata(batch)[keep]
         table = pa.Table.from_arrays(
             [pa.array(batch.targetid[keep]), pa.array(res.score[keep]),
-             pa.array(res.chi2_dof[keep]), pa.array(res.density_nll[keep]), label],
+             pa.array(res.chi2_dof[keep]), pa.array(res.density_nll[keep]), label,
+             pa.array(strata, pa.int16())],
             schema=OUTPUT_SCHEMA)
         good = ScoreResult(res.score[keep], res.chi2_dof[keep], res.density_nll[keep])
-        return table, counts, batch.take(ok) if not ok.all() else batch, good
+        accepted = batch.take(ok) if not ok.all() else batch
+        return table, counts, accepted.with_arrays(meta={**accepted.meta, "stratum": strata}), good
 
     def score_table(self, table: pa.Table) -> pa.Table:
         """Score raw rows into one output row per input row (the Ray Data row contract).
@@ -314,7 +337,7 @@ class Scorer:
 
         Returns:
             N rows in :data:`SCORED_SCHEMA` (targetid, score, chi2_dof, density_nll, label,
-            reject_reason) plus ``path`` when the input has it; rejected rows have NaN scores
+            reject_reason, stratum) plus ``path`` when the input has it; rejected rows have NaN scores
             and a non-empty ``reject_reason``.
 
         Raises:
@@ -327,16 +350,19 @@ class Scorer:
         score = np.full(n, np.nan, np.float32)
         chi2 = np.full(n, np.nan, np.float32)
         nll = np.full(n, np.nan, np.float32)
+        strata = np.full(n, NO_STRATUM, np.int16)
         if idx.size:
             res, r, _ = self.score_rows(batch)
             score[idx], chi2[idx], nll[idx] = res.score, res.chi2_dof, res.density_nll
             reasons[idx] = r
+            strata[idx] = self.strata(batch)
         label = (table.column("label") if "label" in table.column_names
                  else pa.nulls(n, pa.string()))
         cols: dict[str, Any] = {
             "targetid": table.column("targetid").cast(pa.int64()),
             "score": pa.array(score), "chi2_dof": pa.array(chi2), "density_nll": pa.array(nll),
             "label": label, "reject_reason": pa.array(reasons.astype(str), pa.string()),
+            "stratum": pa.array(strata, pa.int16()),
         }
         if "path" in table.column_names:
             cols["path"] = table.column("path")

@@ -531,13 +531,16 @@ def _score_ray(
 def _replay(dest: Path, on_batch: OnBatch) -> None:
     """``on_batch`` for a shard an actor finished.
 
-    Passes its scored rows and a batch holding only targetid (the spectra stayed in the actor).
+    Passes its scored rows and a batch holding only targetid and ``meta["stratum"]`` (the
+    spectra stayed in the actor).
     """
     accepted = pq.read_table(dest)
     n = accepted.num_rows
     ids = accepted.column("targetid").to_numpy()
     stub = SpectraBatch(ids, np.zeros(n, np.float32), np.zeros((n, 0), np.float32),
-                        np.zeros((n, 0), np.float32), np.zeros((n, 0), bool))
+                        np.zeros((n, 0), np.float32), np.zeros((n, 0), bool),
+                        meta=({"stratum": accepted.column("stratum").to_numpy()}
+                              if "stratum" in accepted.column_names else {}))
     on_batch(stub, ScoreResult(accepted.column("score").to_numpy(),
                                accepted.column("chi2_dof").to_numpy(),
                                accepted.column("density_nll").to_numpy()))

@@ -25,6 +25,12 @@ from qso_anomaly.models.torch_model import build_model
 from qso_anomaly.train.augment import augment_masks
 from qso_anomaly.train.calibrate import calibrate
 from qso_anomaly.train.loop import train_local
+from qso_anomaly.train.mondrian import (
+    MondrianCalibration,
+    copy_names,
+    coverage_strata,
+    masking_copies,
+)
 from qso_anomaly.train.trained import TrainedModel
 
 TrainData = SpectraBatch | str | Path | Sequence[str | Path]
@@ -69,8 +75,14 @@ def fit(
     (``spec.augment_fraction``); the latent density is fitted on clean and augmented training
     latents so that a masked normal spectrum is not unlikely for its mask alone; the score is
     standardised and the flag threshold calibrated (conformal, :mod:`.calibrate`) on the
-    held-out set only. The trained redshift range is recorded in ``metrics``.
-    Returns a TrainedModel whose ``reference_scores`` are the calibration scores."""
+    held-out set only. The flag decision is Mondrian conformal by coverage stratum
+    (:mod:`.mondrian`): the held-out normals are scored clean and under deterministic masking
+    copies (:func:`~.mondrian.masking_copies`: each camera off, contiguous blocks of 10–40 %,
+    the training augmentation), and each score is filed under the stratum of its own ivar.
+    The trained redshift range is recorded in ``metrics``; ``metrics["calibration"]`` holds the
+    pooled unmasked threshold with its bootstrap CI and the per-stratum n and thresholds.
+    Returns a TrainedModel whose ``reference_scores`` are the clean held-out scores (the drift
+    reference) and whose ``calibration`` is the stratified set."""
     t0 = time.perf_counter()
     batch, rejected = load_training_data(train_paths_or_batch, grid)
     if len(batch) < 50:
@@ -115,6 +127,7 @@ def fit(
     model.set_density(density)
     reference = score_torch(model, ref)
     cal = calibrate(reference.score, alpha=0.01, seed=seed)
+    mondrian = _mondrian_calibration(model, ref, reference.score, grid, seed)
     metrics: dict[str, Any] = {
         **info,
         "framework": framework,
@@ -125,7 +138,8 @@ def fit(
         "rejected": rejected,
         "final_loss": info["loss_history"][-1] if info.get("loss_history") else None,
         "holdout_median_chi2_dof": float(np.median(reference.chi2_dof)),
-        "calibration": cal.to_dict(),
+        "calibration": {**cal.to_dict(), **mondrian.summary(0.01),
+                        "copies": ["clean", *copy_names()]},
         "train_z_range": [float(train.z.min()), float(train.z.max())],
         "fit_seconds": time.perf_counter() - t0,
         "templates_sha256": template_hashes(),
@@ -134,4 +148,17 @@ def fit(
     return TrainedModel(
         spec=spec, grid=grid, state_dict={k: v.clone() for k, v in model.state_dict().items()},
         density=density, metrics=metrics, reference_scores=reference.score.astype(np.float32),
+        calibration=mondrian,
     )
+
+
+def _mondrian_calibration(model: Any, ref: SpectraBatch, clean_scores: np.ndarray,
+                          grid: WavelengthGrid, seed: int) -> MondrianCalibration:
+    """Held-out scores, clean and under every masking copy, filed by coverage stratum."""
+    scores = [np.asarray(clean_scores, np.float64)]
+    strata = [coverage_strata(ref.ivar, grid.wave)]
+    for _, flux, ivar in masking_copies(ref.flux, ref.ivar, grid.wave, seed):
+        copy = ref.with_arrays(flux=flux, ivar=ivar, mask=ref.mask | (ivar <= 0))
+        scores.append(np.asarray(score_torch(model, copy).score, np.float64))
+        strata.append(coverage_strata(ivar, grid.wave))
+    return MondrianCalibration(np.concatenate(scores), np.concatenate(strata))

@@ -1,4 +1,6 @@
-"""TrainedModel: weights + latent density + spec + grid + metrics + reference scores."""
+"""TrainedModel: weights + latent density + spec + grid + metrics + reference scores + the
+Mondrian calibration set (``calibration.npz``; absent in models saved before it existed, which
+then decide against the pooled reference scores)."""
 
 from __future__ import annotations
 
@@ -18,9 +20,12 @@ from qso_anomaly.errors import ModelError
 from qso_anomaly.models.density import DensityModel
 from qso_anomaly.models.spec import ModelSpec
 from qso_anomaly.models.torch_model import QsoAutoencoder, build_model
+from qso_anomaly.train.mondrian import MondrianCalibration
 
 FILES = ("spec.json", "grid.json", "model.pt", "density.npz", "reference_scores.npy",
          "metrics.json")
+#: Optional file: the stratified calibration set (:class:`MondrianCalibration`).
+CALIBRATION_FILE = "calibration.npz"
 
 
 @dataclass
@@ -31,6 +36,14 @@ class TrainedModel:
     density: DensityModel
     metrics: dict[str, Any] = field(default_factory=dict)
     reference_scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    calibration: MondrianCalibration | None = None
+
+    def flag_calibration(self) -> MondrianCalibration:
+        """The calibration every flag decision uses: the stratified set, or for a model
+        without one the pooled ``reference_scores`` (split conformal)."""
+        if self.calibration is not None:
+            return self.calibration
+        return MondrianCalibration.pooled(self.reference_scores)
 
     def torch_model(self) -> QsoAutoencoder:
         model = build_model(self.spec, self.grid)
@@ -56,6 +69,8 @@ class TrainedModel:
         torch.save(self.state_dict, tmp / "model.pt")
         np.savez(tmp / "density.npz", **self.density.to_arrays())  # type: ignore[arg-type]
         np.save(tmp / "reference_scores.npy", np.asarray(self.reference_scores, np.float32))
+        if self.calibration is not None:
+            np.savez(tmp / CALIBRATION_FILE, **self.calibration.to_arrays())  # type: ignore[arg-type]
         meta = {**self.metrics, "qso_anomaly_version": __version__}
         (tmp / "metrics.json").write_text(json.dumps(meta, indent=2, default=float))
         if out.exists():
@@ -77,6 +92,10 @@ class TrainedModel:
         state = torch.load(d / "model.pt", map_location="cpu", weights_only=True)
         with np.load(d / "density.npz") as z:
             density = DensityModel.from_arrays({k: z[k] for k in z.files})
+        calibration = None
+        if (d / CALIBRATION_FILE).exists():
+            with np.load(d / CALIBRATION_FILE) as z:
+                calibration = MondrianCalibration.from_arrays({k: z[k] for k in z.files})
         return cls(
             spec=spec,
             grid=grid,
@@ -84,6 +103,7 @@ class TrainedModel:
             density=density,
             metrics=json.loads((d / "metrics.json").read_text()),
             reference_scores=np.load(d / "reference_scores.npy"),
+            calibration=calibration,
         )
 
 
