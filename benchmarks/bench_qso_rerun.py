@@ -2,7 +2,8 @@
 
 Runs ``python -m qso_anomaly.pipeline`` with the arguments ``skyrig up --stack local`` gives its
 Ray job (Ray Train on 2 workers, Ray Data scoring, the stack's n_spectra and seed), twice, each
-with its own fresh MLflow store so both train, then compares the two flagged sets by TARGETID.
+with its own fresh MLflow store so both train, then compares the two flagged sets (each run's
+own per-stratum decision, re-read from its files) by TARGETID.
 Prints one JSON object on stdout (the pipelines' logs go to stderr):
 ``{"runs": [{"wall_s", "n_scored", "n_flagged", "threshold"}, ...], "flagged_identical",
 "flagged_symmetric_difference", "flagged_differ_fraction", "max_abs_score_diff"}``.
@@ -22,7 +23,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from skyrig.config import load_stack
 from skyrig.workflows.workload import entrypoint
@@ -35,10 +35,22 @@ def _run(argv: list[str], out: Path) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"pipeline failed (exit {proc.returncode}): {shlex.join(argv)}")
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    table = pq.read_table(sorted((out / "run" / "scores").glob("*.parquet"))).to_pandas()
+    # the run's own flag decision (per coverage stratum) re-read from its files
+    from qso_anomaly.score.run import load_scored
+    from qso_anomaly.train.trained import TrainedModel
+
+    model = TrainedModel.load(out / "model" / "trained")
+    scored = load_scored(sorted((out / "run" / "scores").glob("*.parquet")),
+                         sorted((out / "data" / "survey").glob("*.parquet")),
+                         model.reference_scores, summary["flag_threshold"],
+                         calibration=model.flag_calibration())
+    if int(np.sum(scored.flagged)) != summary["n_flagged"]:
+        raise SystemExit(f"re-reading run {out} gives {int(np.sum(scored.flagged))} flags,"
+                         f" the run reported {summary['n_flagged']}")
     return {"wall_s": round(wall, 1), "n_scored": summary["n_scored"],
             "n_flagged": summary["n_flagged"], "threshold": summary["flag_threshold"],
-            "_scores": table.set_index("targetid")["score"], "_summary": summary}
+            "_scores": dict(zip(scored.targetid.tolist(), scored.score.tolist(), strict=True)),
+            "_flagged": set(scored.targetid[scored.flagged].tolist())}
 
 
 def main() -> int:
@@ -60,8 +72,7 @@ def main() -> int:
         print(f"run {i}: {shlex.join(argv)}", file=sys.stderr)
         runs.append(_run(argv, out))
     a, b = runs[0]["_scores"], runs[1]["_scores"]
-    fa = set(a.index[a.to_numpy() > runs[0]["threshold"]])
-    fb = set(b.index[b.to_numpy() > runs[1]["threshold"]])
+    fa, fb = runs[0]["_flagged"], runs[1]["_flagged"]
     diff = fa ^ fb
     result = {
         "stack": "local", "n_spectra": runs[0]["n_scored"],
@@ -69,7 +80,8 @@ def main() -> int:
         "flagged_identical": fa == fb,
         "flagged_symmetric_difference": len(diff),
         "flagged_differ_fraction": len(diff) / max(1, len(fa | fb)),
-        "max_abs_score_diff": float(np.max(np.abs(a.to_numpy() - b.loc[a.index].to_numpy()))),
+        "same_targetids": set(a) == set(b),
+        "max_abs_score_diff": max(abs(a[t] - b[t]) for t in a) if set(a) == set(b) else None,
         "goal": "two identical runs flag the same spectra (or <= 10 % differ)",
     }
     print(json.dumps(result))
