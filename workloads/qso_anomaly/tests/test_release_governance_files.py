@@ -35,6 +35,9 @@ def test_approver_is_a_named_person_or_none() -> None:
     for bad in ("release-gates", "Automatic", "ci"):
         with pytest.raises(RegistryError, match="is not a person"):
             check_approver(bad)
+    for forged in ("Eve\nrelease-gates", "Eve\tMallory", "Eve\x1b[2K"):
+        with pytest.raises(RegistryError, match="control character"):
+            check_approver(forged)
 
 
 def test_data_card_has_provenance_biases_and_the_model_version() -> None:

@@ -270,6 +270,10 @@ def check_approver(approver: str | None) -> str | None:
     if name.lower() in AUTOMATED_APPROVERS:
         raise RegistryError(f"approver {name!r} is not a person",
                             hint="name the human who reviewed the release, or give none")
+    if not name.isprintable():
+        raise RegistryError(f"approver {name!r} holds a control character (a line break or tab"
+                            " would forge or split lines of the model card and the decision)",
+                            hint="give the reviewer's name on one line")
     return name
 
 
