@@ -105,16 +105,24 @@ def _child_main(argv: list[str]) -> int:
     return 0
 
 
-def model_only(tm: TrainedModel, framework: str, batch_size: int, n: int, seed: int) -> float:
+def model_only(tm: TrainedModel, framework: str, batch_size: int, n: int, seed: int,
+               samples: int = 7) -> dict[str, Any]:
     """In-memory spectra/s of the model alone (same Scorer, threads and batch size as the
-    plain loop; no I/O, no validation)."""
+    plain loop; no I/O, no validation): the median of ``samples`` timed passes over the same
+    ``n`` spectra, after one warm-up batch (JIT). One pass is a second or less, so a single
+    one moves with every burst of other load on a shared machine; the median does not."""
     batch = generate(n, seed, tm.grid)
     scorer = Scorer(tm, config=ScoringConfig(framework=framework,  # type: ignore[arg-type]
                                              batch_size=batch_size))
     scorer.score_batch(batch.take(slice(0, batch_size)))  # warm-up (JIT)
-    t = time.perf_counter()
-    scorer.score_batch(batch)
-    return n / (time.perf_counter() - t)
+    rates, cpu = [], []
+    for _ in range(samples):
+        t, c = time.perf_counter(), _cpu_seconds()
+        scorer.score_batch(batch)
+        rates.append(n / (time.perf_counter() - t))
+        cpu.append((_cpu_seconds() - c) / n * 1e3)
+    return {"spectra_per_s": float(np.median(rates)), "samples_spectra_per_s": rates,
+            "cpu_ms_per_spectrum": float(np.median(cpu)), "n": n}
 
 
 def _row(n_scored: int, seconds: float, **extra: Any) -> dict[str, Any]:
@@ -157,13 +165,15 @@ def run_throughput(
     work_dir: str | Path | None = None,
     seed: int = 7,
     plain_rounds: int = 1,
+    model_only_samples: int = 7,
     progress: Progress = _progress,
 ) -> dict[str, Any]:
     """One side-by-side run; returns the JSON-able result (see docs/benchmarks.md).
 
     ``plain_rounds=2`` runs the plain loops of the frameworks a second time in reverse order
     (torch, jax, jax, torch): on a shared machine whose load drifts during the run, the JAX /
-    PyTorch time ratio is then taken from the summed times, which cancels a linear drift."""
+    PyTorch time ratio is then taken from the summed times, which cancels a linear drift.
+    The model-only rates are medians of ``model_only_samples`` passes (:func:`model_only`)."""
     spec = spec or ModelSpec.ci()
     grid = spec.input_grid()
     work = Path(work_dir or tempfile.mkdtemp(prefix="qso-throughput-"))
@@ -182,9 +192,13 @@ def run_throughput(
              f"({time.perf_counter() - t:.0f}s to write/check)")
     results: dict[str, Any] = {}
     for fw in frameworks:
-        results[f"model_only_{fw}_spectra_per_s"] = model_only(
-            tm, fw, batch_size, min(2048, max(batch_size, n_spectra)), seed + 1)
-        progress(f"model only {fw}: {results[f'model_only_{fw}_spectra_per_s']:.0f}/s")
+        mo = model_only(tm, fw, batch_size, min(2048, max(batch_size, n_spectra)), seed + 1,
+                        samples=model_only_samples)
+        results[f"model_only_{fw}"] = mo
+        results[f"model_only_{fw}_spectra_per_s"] = mo["spectra_per_s"]
+        progress(f"model only {fw}: {mo['spectra_per_s']:.0f}/s (median of "
+                 f"{len(mo['samples_spectra_per_s'])}: "
+                 + ", ".join(f"{x:.0f}" for x in mo["samples_spectra_per_s"]) + ")")
 
     ray_init_s = None
     if use_ray:
@@ -221,10 +235,10 @@ def run_throughput(
                      f"{results[f'ray_over_plain_{fw}']:.3f}")
             shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(work / f"out-plain-{fw}", ignore_errors=True)
-        mo = results.get(f"model_only_{fw}_spectra_per_s")
-        if mo:
+        mo_rate = results.get(f"model_only_{fw}_spectra_per_s")
+        if mo_rate:
             results[f"plain_over_model_only_{fw}"] = (
-                results[f"plain_{fw}"]["spectra_per_s"] / mo)
+                results[f"plain_{fw}"]["spectra_per_s"] / mo_rate)
     for r in range(1, plain_rounds):
         for fw in (frameworks[::-1] if r % 2 else frameworks):
             res = run_child(model_dir, shards, work / f"out-plain-{fw}", fw, batch_size)
@@ -235,6 +249,11 @@ def run_throughput(
             progress(f"plain {fw} (round {r + 1}): {res['spectra_per_s']:.0f}/s "
                      f"({res['seconds']:.1f}s)")
             shutil.rmtree(work / f"out-plain-{fw}", ignore_errors=True)
+    for fw in frameworks:
+        row, mo_rate = results[f"plain_{fw}"], results.get(f"model_only_{fw}_spectra_per_s")
+        if mo_rate and "round_seconds" in row:  # all rounds: rate of the summed times
+            mean_rate = row["n_scored"] * len(row["round_seconds"]) / sum(row["round_seconds"])
+            results[f"plain_over_model_only_{fw}"] = mean_rate / mo_rate
     if "torch" in frameworks and "jax" in frameworks:
         def plain_total(fw: str) -> float:
             row = results[f"plain_{fw}"]
@@ -324,8 +343,11 @@ def markdown_table(result: dict[str, Any]) -> str:
     lines.append("")
     for fw in ("torch", "jax"):
         if f"model_only_{fw}_spectra_per_s" in r:
-            lines.append(f"- Model only {fw} (in memory, same batch and threads): "
-                         f"{r[f'model_only_{fw}_spectra_per_s']:.0f} spectra/s; plain loop at "
+            samples = (r.get(f"model_only_{fw}") or {}).get("samples_spectra_per_s", [])
+            lines.append(f"- Model only {fw} (in memory, same batch and threads, median of "
+                         f"{len(samples)} passes"
+                         + (f", {min(samples):.0f}-{max(samples):.0f}" if samples else "")
+                         + f"): {r[f'model_only_{fw}_spectra_per_s']:.0f} spectra/s; plain loop at "
                          f"{100 * r.get(f'plain_over_model_only_{fw}', float('nan')):.0f} % "
                          "of it.")
     for fw in ("torch", "jax"):
