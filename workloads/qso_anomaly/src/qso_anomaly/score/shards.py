@@ -5,10 +5,12 @@ shard has been scored or rejected, so a restart skips finished shards and redoes
 ones from scratch; a row is never written twice. Rejected rows are not written; their reasons
 are counted in the summary and stored in the output's Parquet metadata.
 
-Memory: neither path materialises the survey. The plain loop reads one shard in
-``batch_size``-row record batches (a reader thread keeps ``prefetch`` batches ahead, so Arrow
-decoding overlaps the model); Ray Data streams blocks through an actor pool under an object
-store limit. Only the small score rows of unfinished shards are held (≈ 30 bytes a row).
+Memory: neither path materialises the survey. The plain loop reads shards in
+``batch_size``-row record batches; a reader thread converts and validates them ``prefetch``
+batches ahead and a writer thread writes finished shards, so Arrow decoding, validation and
+writing overlap the model (:func:`score_stream`); Ray actors run the same loop on whole shards.
+Only the small score rows of the shard being scored and of at most two finished ones are held
+(≈ 30 bytes a row).
 
 Times are in seconds (wall clock, ``time.perf_counter``); memory limits in bytes.
 """
