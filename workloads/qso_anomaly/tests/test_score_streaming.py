@@ -219,6 +219,11 @@ def test_throughput_benchmark_prints_exactly_one_json_object(tmp_path, trained) 
     torch_c, jax_c = r["plain_torch"]["round_cpu_seconds"], r["plain_jax"]["round_cpu_seconds"]
     assert all(c > 0 for c in torch_c + jax_c)
     assert r["jax_over_torch_plain_cpu"] == pytest.approx(sum(jax_c) / sum(torch_c))
+    for fw in ("torch", "jax"):  # model only: a child before each of the 2 plain runs
+        mo = r[f"model_only_{fw}"]
+        assert len(mo["samples_spectra_per_s"]) == 2 * 7
+        assert mo["spectra_per_s"] == pytest.approx(np.median(mo["samples_spectra_per_s"]))
+        assert r[f"plain_over_model_only_{fw}"] > 0 and r[f"plain_over_model_only_cpu_{fw}"] > 0
     assert "spectra" in proc.stderr  # progress went to stderr
 
 

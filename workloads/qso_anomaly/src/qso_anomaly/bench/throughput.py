@@ -105,16 +105,46 @@ def _child_main(argv: list[str]) -> int:
     return 0
 
 
-def model_only(tm: TrainedModel, framework: str, batch_size: int, n: int, seed: int) -> float:
+def _model_only_child_main(argv: list[str]) -> int:
+    model_dir, framework, batch_size, n, seed, samples = argv
+    res = model_only(TrainedModel.load(model_dir), framework, int(batch_size), int(n),
+                     int(seed), samples=int(samples))
+    print(json.dumps(res))
+    return 0
+
+
+def run_model_only_child(model_dir: Path, framework: str, batch_size: int, n: int, seed: int,
+                         samples: int, timeout: float = 1800.0) -> dict[str, Any]:
+    """:func:`model_only` in a fresh Python process, like the plain-loop runs it is compared
+    with (same imports, same thread set-up, nothing else loaded)."""
+    cmd = [sys.executable, "-m", "qso_anomaly.bench.throughput", "--model-only-child",
+           str(model_dir), framework, str(batch_size), str(n), str(seed), str(samples)]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          env=_child_env(), text=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"model-only child failed with exit code {proc.returncode}: {cmd}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def model_only(tm: TrainedModel, framework: str, batch_size: int, n: int, seed: int,
+               samples: int = 7) -> dict[str, Any]:
     """In-memory spectra/s of the model alone (same Scorer, threads and batch size as the
-    plain loop; no I/O, no validation)."""
+    plain loop; no I/O, no validation): the median of ``samples`` timed passes over the same
+    ``n`` spectra, after one warm-up batch (JIT). One pass is a second or less, so a single
+    one moves with every burst of other load on a shared machine; the median does not."""
     batch = generate(n, seed, tm.grid)
     scorer = Scorer(tm, config=ScoringConfig(framework=framework,  # type: ignore[arg-type]
                                              batch_size=batch_size))
     scorer.score_batch(batch.take(slice(0, batch_size)))  # warm-up (JIT)
-    t = time.perf_counter()
-    scorer.score_batch(batch)
-    return n / (time.perf_counter() - t)
+    rates, cpu = [], []
+    for _ in range(samples):
+        t, c = time.perf_counter(), _cpu_seconds()
+        scorer.score_batch(batch)
+        rates.append(n / (time.perf_counter() - t))
+        cpu.append((_cpu_seconds() - c) / n * 1e3)
+    return {"spectra_per_s": float(np.median(rates)), "samples_spectra_per_s": rates,
+            "cpu_ms_per_spectrum": float(np.median(cpu)), "samples_cpu_ms_per_spectrum": cpu,
+            "n": n}
 
 
 def _row(n_scored: int, seconds: float, **extra: Any) -> dict[str, Any]:
@@ -157,13 +187,17 @@ def run_throughput(
     work_dir: str | Path | None = None,
     seed: int = 7,
     plain_rounds: int = 1,
+    model_only_samples: int = 7,
     progress: Progress = _progress,
 ) -> dict[str, Any]:
     """One side-by-side run; returns the JSON-able result (see docs/benchmarks.md).
 
     ``plain_rounds=2`` runs the plain loops of the frameworks a second time in reverse order
     (torch, jax, jax, torch): on a shared machine whose load drifts during the run, the JAX /
-    PyTorch time ratio is then taken from the summed times, which cancels a linear drift."""
+    PyTorch time ratio is then taken from the summed times, which cancels a linear drift.
+    The model-only rates are medians of ``model_only_samples`` passes (:func:`model_only`) in
+    a fresh process right before every plain-loop run, pooled per framework; plain / model
+    only is given on the rate (wall) and on the CPU time per spectrum."""
     spec = spec or ModelSpec.ci()
     grid = spec.input_grid()
     work = Path(work_dir or tempfile.mkdtemp(prefix="qso-throughput-"))
@@ -181,10 +215,24 @@ def run_throughput(
     progress(f"{n_spectra} spectra in {len(shards)} shards on {tm.grid.npix} px "
              f"({time.perf_counter() - t:.0f}s to write/check)")
     results: dict[str, Any] = {}
-    for fw in frameworks:
-        results[f"model_only_{fw}_spectra_per_s"] = model_only(
-            tm, fw, batch_size, min(2048, max(batch_size, n_spectra)), seed + 1)
-        progress(f"model only {fw}: {results[f'model_only_{fw}_spectra_per_s']:.0f}/s")
+    n_model_only = min(2048, max(batch_size, n_spectra))
+
+    def measure_model_only(fw: str) -> None:
+        """A model-only child right before each plain-loop child of ``fw``: both see about
+        the same load on a shared machine; the samples of all its children are pooled."""
+        mo = run_model_only_child(model_dir, fw, batch_size, n_model_only, seed + 1,
+                                  model_only_samples)
+        agg = results.setdefault(f"model_only_{fw}", {"samples_spectra_per_s": [],
+                                                      "samples_cpu_ms_per_spectrum": [],
+                                                      "n": n_model_only})
+        agg["samples_spectra_per_s"] += mo["samples_spectra_per_s"]
+        agg["samples_cpu_ms_per_spectrum"] += mo["samples_cpu_ms_per_spectrum"]
+        agg["spectra_per_s"] = float(np.median(agg["samples_spectra_per_s"]))
+        agg["cpu_ms_per_spectrum"] = float(np.median(agg["samples_cpu_ms_per_spectrum"]))
+        results[f"model_only_{fw}_spectra_per_s"] = agg["spectra_per_s"]
+        progress(f"model only {fw}: " + ", ".join(f"{x:.0f}" for x in mo["samples_spectra_per_s"])
+                 + f"/s → median so far {agg['spectra_per_s']:.0f}/s, "
+                 f"{agg['cpu_ms_per_spectrum']:.3f} CPU-ms per spectrum")
 
     ray_init_s = None
     if use_ray:
@@ -199,6 +247,7 @@ def run_throughput(
         shutil.rmtree(work / "out-ray-warmup", ignore_errors=True)
 
     for fw in frameworks:
+        measure_model_only(fw)
         res = run_child(model_dir, shards, work / f"out-plain-{fw}", fw, batch_size)
         results[f"plain_{fw}"] = _row(res["n_scored"], res["seconds"],
                                       cpu_seconds=res.get("cpu_seconds"),
@@ -221,12 +270,9 @@ def run_throughput(
                      f"{results[f'ray_over_plain_{fw}']:.3f}")
             shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(work / f"out-plain-{fw}", ignore_errors=True)
-        mo = results.get(f"model_only_{fw}_spectra_per_s")
-        if mo:
-            results[f"plain_over_model_only_{fw}"] = (
-                results[f"plain_{fw}"]["spectra_per_s"] / mo)
     for r in range(1, plain_rounds):
         for fw in (frameworks[::-1] if r % 2 else frameworks):
+            measure_model_only(fw)
             res = run_child(model_dir, shards, work / f"out-plain-{fw}", fw, batch_size)
             results[f"plain_{fw}"].setdefault("round_seconds", [
                 results[f"plain_{fw}"]["seconds"]]).append(res["seconds"])
@@ -235,6 +281,17 @@ def run_throughput(
             progress(f"plain {fw} (round {r + 1}): {res['spectra_per_s']:.0f}/s "
                      f"({res['seconds']:.1f}s)")
             shutil.rmtree(work / f"out-plain-{fw}", ignore_errors=True)
+    for fw in frameworks:
+        row, mo = results[f"plain_{fw}"], results.get(f"model_only_{fw}")
+        if not mo:
+            continue
+        secs = row.get("round_seconds", [row["seconds"]])
+        cpus = row.get("round_cpu_seconds", [row["cpu_seconds"]])
+        results[f"plain_over_model_only_{fw}"] = (
+            row["n_scored"] * len(secs) / sum(secs) / mo["spectra_per_s"])
+        if all(c is not None for c in cpus):  # CPU per spectrum, model only / plain loop
+            results[f"plain_over_model_only_cpu_{fw}"] = (
+                mo["cpu_ms_per_spectrum"] / (1e3 * sum(cpus) / (row["n_scored"] * len(cpus))))
     if "torch" in frameworks and "jax" in frameworks:
         def plain_total(fw: str) -> float:
             row = results[f"plain_{fw}"]
@@ -324,10 +381,19 @@ def markdown_table(result: dict[str, Any]) -> str:
     lines.append("")
     for fw in ("torch", "jax"):
         if f"model_only_{fw}_spectra_per_s" in r:
-            lines.append(f"- Model only {fw} (in memory, same batch and threads): "
-                         f"{r[f'model_only_{fw}_spectra_per_s']:.0f} spectra/s; plain loop at "
-                         f"{100 * r.get(f'plain_over_model_only_{fw}', float('nan')):.0f} % "
-                         "of it.")
+            mo = r.get(f"model_only_{fw}") or {}
+            samples = mo.get("samples_spectra_per_s", [])
+            cpu_ratio = r.get(f"plain_over_model_only_cpu_{fw}")
+            lines.append(
+                f"- Model only {fw} (in memory, same batch and threads, a fresh process before "
+                f"each plain run, median of {len(samples)} passes"
+                + (f", {min(samples):.0f}-{max(samples):.0f}" if samples else "")
+                + f"): {r[f'model_only_{fw}_spectra_per_s']:.0f} spectra/s, "
+                f"{mo.get('cpu_ms_per_spectrum', float('nan')):.3f} CPU-ms per spectrum; plain "
+                f"loop (all rounds) at {100 * r.get(f'plain_over_model_only_{fw}', float('nan')):.0f}"
+                " % of its rate"
+                + (f", {100 * cpu_ratio:.0f} % of its CPU efficiency" if cpu_ratio else "")
+                + ".")
     for fw in ("torch", "jax"):
         rounds = (r.get(f"plain_{fw}") or {}).get("round_seconds")
         if rounds:
@@ -366,4 +432,6 @@ def markdown_table(result: dict[str, Any]) -> str:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         raise SystemExit(_child_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "--model-only-child":
+        raise SystemExit(_model_only_child_main(sys.argv[2:]))
     raise SystemExit("use benchmarks/bench_qso_throughput.py")

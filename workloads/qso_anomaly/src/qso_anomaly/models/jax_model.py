@@ -97,6 +97,92 @@ def fit_amplitude(r: jnp.ndarray, x: jnp.ndarray, iv: jnp.ndarray) -> jnp.ndarra
     return r * a[:, None]
 
 
+# A convolution with at most this many input channels × taps is computed without XLA's
+# convolution op (see Conv1d).
+SMALL_CONV_TERMS = 32
+
+
+class Conv1d(nn.Module):
+    """1-D convolution, same padding, channels-last: ``flax.linen.Conv``'s parameters.
+
+    Parameters ``kernel`` (k, C_in, C_out) and ``bias`` (C_out,), with ``nn.Conv``'s names,
+    shapes and initialisers (LeCun normal, zeros), so weight trees, :func:`init_params` and
+    :func:`params_from_torch` are unchanged. XLA:CPU's convolution (jaxlib 0.10, channels-last
+    as here and as ``nn.Conv``) is slow on few input channels: 34-44 ms wall for the
+    first block's 3 → 8 channels, 5 taps, 256 × 1,946 px, against 6.5 ms as broadcast
+    multiply-adds. So a convolution with C_in·k ≤ :data:`SMALL_CONV_TERMS` is computed without
+    it: with one input channel (the ivar convolution, 1 × 21 taps) as a (k, C_out) matrix
+    product of the k shifted copies; otherwise (the first block, 3 × 5) as C_in·k
+    multiply-adds of shifted input planes, which XLA fuses into one loop with the input
+    channels before it and the normalisation statistics after it. Wider convolutions use
+    ``lax.conv_general_dilated`` with ('NWC', 'WIO', 'NWC'), as ``nn.Conv`` does.
+
+    Attributes:
+        features: Output channels C_out.
+        kernel: Odd kernel size k in pixels (padding k // 2 keeps the length).
+    """
+
+    features: int
+    kernel: int
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        """Convolve.
+
+        Args:
+            x: Activations (N, P', C_in), channels-last.
+
+        Returns:
+            Activations (N, P', C_out): Σ_j Σ_c x[:, i + j - k//2, c]·kernel[j, c] + bias
+            (zero padding), as ``torch.nn.Conv1d`` (cross-correlation).
+        """
+        k, cin, p = self.kernel, x.shape[-1], self.kernel // 2
+        w = self.param("kernel", nn.initializers.lecun_normal(), (k, cin, self.features))
+        b = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        w, b = w.astype(x.dtype), b.astype(x.dtype)
+        if k * cin > SMALL_CONV_TERMS:
+            y = jax.lax.conv_general_dilated(x, w, (1,), [(p, p)],
+                                             dimension_numbers=("NWC", "WIO", "NWC"))
+            return y + b
+        length = x.shape[1]
+        if cin == 1:
+            # one input channel: the k shifted copies side by side, times the (k, C_out) kernel
+            xp = jnp.pad(x[..., 0], ((0, 0), (p, p)))
+            taps = jnp.stack([xp[:, j:j + length] for j in range(k)], axis=-1)
+            return taps @ w[:, 0, :] + b
+        # one padded plane per input channel (no interleaved copy), C_in·k multiply-adds
+        planes = [jnp.pad(x[..., c], ((0, 0), (p, p))) for c in range(cin)]
+        y = b
+        for j in range(k):
+            for c in range(cin):
+                y = y + planes[c][:, j:j + length, None] * w[j, c]
+        return y
+
+
+def instance_norm(x: jnp.ndarray, eps: float = 1e-5) -> jnp.ndarray:
+    """Normalise each spectrum and channel over the pixel axis, as ``torch.nn.InstanceNorm1d``.
+
+    (x − mean) / sqrt(var + eps) with the biased variance, var = mean(x²) − mean(x)² (floored
+    at 0): both sums come from one pass over ``x``, which XLA fuses with the convolution
+    before it. The two-pass form, mean((x − mean)²), makes XLA:CPU materialise x − mean and
+    recompute the fused convolution for each consumer: 69 vs 47 CPU-ms per 256-spectrum batch
+    of the whole CI-model scoring function (2-core CPU, docs/benchmarks.md). The one-pass
+    variance loses about ε·(mean/std)² of relative precision (ε = 1.2e-7 in float32): 1e-4 at
+    mean/std = 30; encoder activations are centred well below that (scores agree with PyTorch
+    to 4e-5 on the synthetic survey; tests ``test_models_parity.py``).
+
+    Args:
+        x: Activations (N, P', C), channels-last.
+        eps: Added to the variance (``InstanceNorm1d``'s default 1e-5).
+
+    Returns:
+        Normalised activations (N, P', C).
+    """
+    mean = x.mean(axis=1, keepdims=True)
+    var = jnp.maximum((x * x).mean(axis=1, keepdims=True) - mean * mean, 0.0)
+    return (x - mean) * jax.lax.rsqrt(var + eps)
+
+
 class ConvBlock(nn.Module):
     """Conv (same padding) → instance norm (ε = 1e-5, no affine) → PReLU, channels-last.
 
@@ -118,11 +204,8 @@ class ConvBlock(nn.Module):
         Returns:
             Activations (N, P', cout), normalised per spectrum and channel.
         """
-        p = self.kernel // 2
-        x = nn.Conv(self.cout, (self.kernel,), padding=[(p, p)], name="conv")(x)
-        mean = x.mean(axis=1, keepdims=True)
-        var = ((x - mean) ** 2).mean(axis=1, keepdims=True)
-        x = (x - mean) / jnp.sqrt(var + 1e-5)
+        x = Conv1d(self.cout, self.kernel, name="conv")(x)
+        x = instance_norm(x)
         a = self.param("prelu", nn.initializers.constant(0.25), (1,))
         return _prelu(x, a)
 
@@ -173,9 +256,7 @@ class Encoder(nn.Module):
             u = nn.avg_pool(u, (n_down,), strides=(n_down,), padding="VALID")
             v = nn.avg_pool(v, (n_down,), strides=(n_down,), padding="VALID")
         k = self.kernels[-1]
-        att = att + nn.Conv(c, (k,), padding=[(k // 2, k // 2)], name="ivar_conv")(
-            u[:, : att.shape[1]]
-        )
+        att = att + Conv1d(c, k, name="ivar_conv")(u[:, : att.shape[1]])
         att = att + jnp.log(v[:, : att.shape[1]] + VALID_EPS)
         w = jax.nn.softmax(att, axis=1)
         pooled = (feat * w).sum(axis=1)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,23 @@ def enable_jax_compilation_cache(config: ScoringConfig) -> Path | None:
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return path
+
+
+@dataclass
+class PreparedRows:
+    """Raw rows converted and validated, not yet scored (:meth:`Scorer.prepare_record_batch`).
+
+    Attributes:
+        batch: The M rows with the grid length, as read.
+        cleaned: Their policy-masked copy (None when M = 0).
+        reasons: Rejection reason per row (M,) (``""`` = to be scored).
+        counts: Counts by reason (wrong grid length, policy rejections, masked pixels).
+    """
+
+    batch: SpectraBatch
+    cleaned: SpectraBatch | None
+    reasons: np.ndarray
+    counts: dict[str, int]
 
 
 class Scorer:
@@ -262,7 +280,13 @@ class Scorer:
             pixels under ``masked_pixels:<reason>``).
         """
         cleaned, reasons, counts = clean_rows(batch, policy=self.policy)
-        n = len(batch)
+        res, reasons = self._score_cleaned(cleaned, reasons)
+        return res, reasons, counts
+
+    def _score_cleaned(self, cleaned: SpectraBatch,
+                       reasons: np.ndarray) -> tuple[ScoreResult, np.ndarray]:
+        """Score the accepted rows (reason ``""``) of a policy-masked batch; NaN elsewhere."""
+        n = len(cleaned)
         out = ScoreResult(np.full(n, np.nan, np.float32), np.full(n, np.nan, np.float32),
                           np.full(n, np.nan, np.float32))
         ok = reasons == ""
@@ -270,7 +294,7 @@ class Scorer:
             res = self.score_batch(cleaned if ok.all() else cleaned.take(ok))
             out.score[ok], out.chi2_dof[ok], out.density_nll[ok] = (
                 res.score, res.chi2_dof, res.density_nll)
-        return out, reasons, counts
+        return out, reasons
 
     def strata(self, batch: SpectraBatch) -> np.ndarray:
         """Coverage stratum codes of raw rows.
@@ -309,11 +333,47 @@ class Scorer:
                 :func:`qso_anomaly.data.io.check_shard`).
             DataError: Likewise, on the slow conversion path.
         """
+        return self.score_prepared(self.prepare_record_batch(data))
+
+    def prepare_record_batch(self, data: pa.RecordBatch | pa.Table) -> PreparedRows:
+        """The model-free half of :meth:`score_record_batch`: convert and validate raw rows.
+
+        Thread-safe (NumPy and Arrow only): the plain loop runs it in its reader thread, so it
+        overlaps the model (:func:`qso_anomaly.score.shards.score_stream`).
+
+        Args:
+            data: N raw rows (see :meth:`score_record_batch`).
+
+        Returns:
+            The rows with the grid length, their policy-masked copy, the rejection reason per
+            row and the counts by reason, for :meth:`score_prepared`.
+
+        Raises:
+            KeyError: When a required column is missing.
+            DataError: Likewise, on the slow conversion path.
+        """
         batch, _, counts = record_batch_to_spectra(data, self.grid.npix)
         if len(batch) == 0:
-            return OUTPUT_SCHEMA.empty_table(), counts, None, None
-        res, reasons, c = self.score_rows(batch)
+            return PreparedRows(batch, None, np.zeros(0, dtype=object), counts)
+        cleaned, reasons, c = clean_rows(batch, policy=self.policy)
         merge_counts(counts, c)
+        return PreparedRows(batch, cleaned, reasons, counts)
+
+    def score_prepared(
+        self, prepared: PreparedRows,
+    ) -> tuple[pa.Table, dict[str, int], SpectraBatch | None, ScoreResult | None]:
+        """The model half of :meth:`score_record_batch` (same return value).
+
+        Args:
+            prepared: From :meth:`prepare_record_batch`.
+
+        Returns:
+            As :meth:`score_record_batch`.
+        """
+        batch, counts = prepared.batch, prepared.counts
+        if prepared.cleaned is None:
+            return OUTPUT_SCHEMA.empty_table(), counts, None, None
+        res, reasons = self._score_cleaned(prepared.cleaned, prepared.reasons)
         ok = reasons == ""
         keep = ok if not ok.all() else slice(None)
         label = (pa.array(batch.label[keep], pa.string()) if batch.label is not None

@@ -5,10 +5,12 @@ shard has been scored or rejected, so a restart skips finished shards and redoes
 ones from scratch; a row is never written twice. Rejected rows are not written; their reasons
 are counted in the summary and stored in the output's Parquet metadata.
 
-Memory: neither path materialises the survey. The plain loop reads one shard in
-``batch_size``-row record batches (a reader thread keeps ``prefetch`` batches ahead, so Arrow
-decoding overlaps the model); Ray Data streams blocks through an actor pool under an object
-store limit. Only the small score rows of unfinished shards are held (≈ 30 bytes a row).
+Memory: neither path materialises the survey. The plain loop reads shards in
+``batch_size``-row record batches; a reader thread converts and validates them ``prefetch``
+batches ahead and a writer thread writes finished shards, so Arrow decoding, validation and
+writing overlap the model (:func:`score_stream`); Ray actors run the same loop on whole shards.
+Only the small score rows of the shard being scored and of at most two finished ones are held
+(≈ 30 bytes a row).
 
 Times are in seconds (wall clock, ``time.perf_counter``); memory limits in bytes.
 """
@@ -26,7 +28,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import numpy as np
 import pyarrow as pa
@@ -230,31 +233,37 @@ _END = object()
 
 def iter_shard_batches(
     pending: Sequence[Path], batch_size: int, prefetch: int = 2,
-) -> Iterator[tuple[Path, pa.RecordBatch | ShardError | None]]:
+    prepare: Callable[[pa.RecordBatch], Any] | None = None,
+) -> Iterator[tuple[Path, Any]]:
     """Stream the record batches of several shards, optionally from a reader thread.
 
     Yields ``(shard, record batch)`` for every ``batch_size``-row batch of every shard, then
     ``(shard, None)`` when the shard is complete, or ``(shard, ShardError)`` when it cannot be
     read (the shard is abandoned). With ``prefetch > 0`` a reader thread keeps that many
-    batches ahead; at most ``prefetch + 1`` batches are in memory. Closing the generator stops
-    the thread (joined for up to 10 s).
+    batches ahead, across shard boundaries (the next shard is read while the last batches of
+    the current one are scored); at most ``prefetch + 2`` batches are in memory. Closing the
+    generator stops the thread (joined for up to 10 s).
 
     Args:
         pending: Shard paths, read in order.
         batch_size: Rows per record batch.
         prefetch: Batches the reader thread keeps ahead (0: read in the calling thread).
+        prepare: Applied to every record batch in the reader thread (conversion and
+            validation, :meth:`Scorer.prepare_record_batch`); its result is yielded instead.
 
     Yields:
         ``(path, item)`` with item a ``pyarrow.RecordBatch`` (required columns plus label
-        when present), ``None`` (shard complete) or a :class:`ShardError` (reason
-        ``corrupt_shard``; yielded, not raised).
+        when present) or ``prepare``'s result for it, ``None`` (shard complete) or a
+        :class:`ShardError` (reason ``corrupt_shard``; yielded, not raised).
 
     Raises:
-        BaseException: Any other exception of the reader thread is re-raised in the consumer.
+        BaseException: Any other exception of the reader thread (``prepare``'s included) is
+            re-raised in the consumer.
     """
     if prefetch <= 0:
         for path in pending:
-            yield from _shard_items(path, batch_size)
+            for item in _shard_items(path, batch_size):
+                yield _prepared(item, prepare)
         return
 
     q: queue.Queue[Any] = queue.Queue(maxsize=prefetch)
@@ -273,7 +282,7 @@ def iter_shard_batches(
         try:
             for path in pending:
                 for item in _shard_items(path, batch_size):
-                    if not emit(item):
+                    if not emit(_prepared(item, prepare)):
                         return
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
             emit(exc)
@@ -293,6 +302,14 @@ def iter_shard_batches(
     finally:
         stop.set()
         thread.join(timeout=10)
+
+
+def _prepared(item: tuple[Path, Any], prepare: Callable[[pa.RecordBatch], Any] | None,
+              ) -> tuple[Path, Any]:
+    path, rb = item
+    if prepare is None or not isinstance(rb, pa.RecordBatch):
+        return item
+    return path, prepare(rb)
 
 
 def _shard_items(path: Path, batch_size: int) -> Iterator[tuple[Path, Any]]:
@@ -330,9 +347,16 @@ def score_stream(scorer: Scorer, paths: Sequence[Path], out: Path, summary: Scor
                  on_batch: OnBatch | None = None) -> None:
     """The streamed loop shared by the plain path and every Ray actor.
 
-    Reads ``paths`` in ``batch_size`` record batches (reader thread ahead), validates, scores,
-    and writes each shard's output atomically (temporary file + rename) once the shard is
-    complete; an unreadable shard is counted under its reason and its partial rows dropped.
+    Three stages overlap: a reader thread reads ``paths`` in ``batch_size`` record batches
+    and converts and validates them (:meth:`Scorer.prepare_record_batch`), ``prefetch``
+    batches ahead and across shard boundaries; the calling thread scores; a writer thread
+    writes each finished shard's output atomically (temporary file + rename) while the next
+    shard is scored (at most one shard's output waits for it). Arrow's Parquet decoding and
+    writing and most NumPy work release the GIL, so the stages run on the cores the model
+    leaves idle. Memory stays bounded: ``prefetch + 2`` prepared batches, the score rows of
+    the shard being scored and of at most two finished shards. An unreadable shard is counted
+    under its reason and its partial rows dropped. When the call returns, every output is
+    written; an error of the writer is raised here.
 
     Args:
         scorer: The loaded model and settings (``batch_size``, ``prefetch``).
@@ -345,28 +369,75 @@ def score_stream(scorer: Scorer, paths: Sequence[Path], out: Path, summary: Scor
     cfg = scorer.config
     parts: list[pa.Table] = []
     shard_counts: dict[str, int] = {}
-    for path, item in iter_shard_batches(paths, cfg.batch_size, cfg.prefetch):
-        if isinstance(item, ShardError):
-            merge_counts(summary.n_rejected_by_reason, {item.reason: 1})
-            summary.n_shards_failed += 1
-            parts, shard_counts = [], {}
-            continue
-        if item is None:  # shard complete
-            table = pa.concat_tables(parts) if parts else OUTPUT_SCHEMA.empty_table()
-            dest = output_path(out, path)
-            _write_output(table, dest, _meta(scorer.spec.version, cfg.framework, path,
-                                             shard_counts))
-            merge_counts(summary.n_rejected_by_reason, shard_counts)
-            summary.n_scored += table.num_rows
-            summary.n_shards_scored += 1
-            summary.outputs.append(dest)
-            parts, shard_counts = [], {}
-            continue
-        table, c, good, res = scorer.score_record_batch(item)
-        merge_counts(shard_counts, c)
-        parts.append(table)
-        if on_batch is not None and good is not None and res is not None and len(res):
-            on_batch(good, res)
+    with _ShardWriter() as writer:
+        for path, item in iter_shard_batches(paths, cfg.batch_size, cfg.prefetch,
+                                             prepare=scorer.prepare_record_batch):
+            if isinstance(item, ShardError):
+                merge_counts(summary.n_rejected_by_reason, {item.reason: 1})
+                summary.n_shards_failed += 1
+                parts, shard_counts = [], {}
+                continue
+            if item is None:  # shard complete
+                table = pa.concat_tables(parts) if parts else OUTPUT_SCHEMA.empty_table()
+                dest = output_path(out, path)
+                writer.submit(table, dest, _meta(scorer.spec.version, cfg.framework, path,
+                                                 shard_counts))
+                merge_counts(summary.n_rejected_by_reason, shard_counts)
+                summary.n_scored += table.num_rows
+                summary.n_shards_scored += 1
+                summary.outputs.append(dest)
+                parts, shard_counts = [], {}
+                continue
+            table, c, good, res = scorer.score_prepared(item)
+            merge_counts(shard_counts, c)
+            parts.append(table)
+            if on_batch is not None and good is not None and res is not None and len(res):
+                on_batch(good, res)
+
+
+class _ShardWriter:
+    """Writes finished shards' outputs in a thread, one at a time, in submission order.
+
+    ``submit`` blocks while one output is still waiting (so at most two are held: one being
+    written, one queued) and raises the error of an earlier write; leaving the ``with`` block
+    waits for every write and raises the first error (after the body's own exception, if
+    any, which wins).
+    """
+
+    def __init__(self) -> None:
+        self._q: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="qso-shard-writer", daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while True:
+            job = self._q.get()
+            if job is _END:
+                return
+            if self._error is None:
+                try:
+                    _write_output(*job)
+                except BaseException as exc:  # noqa: BLE001 - raised in the scoring thread
+                    self._error = exc
+
+    def submit(self, table: pa.Table, dest: Path, meta: dict[str, Any]) -> None:
+        self._raise()
+        self._q.put((table, dest, meta))
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._q.put(_END)
+        self._thread.join()
+        if exc is None:
+            self._raise()
 
 
 # ---------------------------------------------------------------------- Ray Data
