@@ -91,3 +91,27 @@ def test_a_failed_write_is_raised_and_the_rerun_finishes_the_survey(
     ids = np.concatenate([pq.read_table(output_path(tmp_path / "out", p)).column("targetid")
                           .to_numpy() for p in shards])
     assert ids.size == 60 and np.unique(ids).size == 60
+
+
+def test_ray_actor_streams_several_shards_per_call_with_one_row_each(
+        tmp_path, ci_grid, trained) -> None:
+    """The Ray actor's call scores all shards of its batch in one stream (read-ahead across
+    them) and still answers one row per shard; an unreadable shard in the middle is failed
+    alone."""
+    shards = write_survey(tmp_path / "in", n=60, seed=4, shard_size=20, grid=ci_grid)
+    bad = tmp_path / "in" / "shard-broken.parquet"
+    bad.write_bytes(b"PAR1 not parquet")
+    model_dir = trained.save(tmp_path / "model")
+    out = tmp_path / "out"
+    out.mkdir()
+    actor = shards_mod.RayShardScorer(str(model_dir), str(out),
+                                      ScoringConfig(batch_size=8).to_dict())
+    paths = [shards[0], bad, shards[1], shards[2]]
+    rows = actor({"path": np.asarray([str(p) for p in paths])})
+    assert list(rows["path"]) == [str(p) for p in paths]
+    assert list(rows["failed"]) == [0, 1, 0, 0]
+    written = [pq.ParquetFile(output_path(out, p)).metadata.num_rows for p in shards]
+    assert list(rows["n_scored"]) == [written[0], 0, written[1], written[2]]
+    assert sum(written) > 50 and not output_path(out, bad).exists()
+    assert shards_mod.shards_per_call(40, 1) == 8 and shards_mod.shards_per_call(3, 2) == 1
+    assert shards_mod.shards_per_call(40, 4) == 3
