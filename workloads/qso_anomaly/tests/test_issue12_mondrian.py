@@ -16,6 +16,7 @@ from qso_anomaly.data.grid import DESI_ARMS, WavelengthGrid
 from qso_anomaly.train.calibrate import p_values
 from qso_anomaly.train.mondrian import (
     LEVELS,
+    N_FRACTION_BINS,
     NO_STRATUM,
     UNMASKED,
     MondrianCalibration,
@@ -34,8 +35,13 @@ WAVE = WavelengthGrid.desi_edr().downsample(4).wave  # the CI grid: 1,946 px
 
 
 def _code(cameras: str, fbin: int) -> int:
-    bits = sum({"b": 1, "r": 2, "z": 4}[c] for c in cameras)
-    return 4 * bits + fbin
+    """Stratum code from a pattern like "br" (z absent) or "b½rz" (b partial) and a bin."""
+    pattern = 0
+    for arm_i, arm in enumerate("brz"):
+        if arm in cameras:
+            half = cameras[cameras.index(arm) + 1: cameras.index(arm) + 2] == "½"
+            pattern += (1 if half else 2) * 3**arm_i
+    return N_FRACTION_BINS * pattern + fbin
 
 
 def _ivar(n: int = 1) -> np.ndarray:
@@ -51,37 +57,42 @@ def _arm(arm: str) -> np.ndarray:
 
 
 def test_strata_of_clean_and_camera_off_spectra() -> None:
-    iv = _ivar(5)
+    iv = _ivar(6)
     iv[1, _arm("z")] = 0.0                        # z camera off: 37 % of the grid
     iv[2, _arm("b")] = 0.0
     iv[3, :] = 0.0                                # nothing observed
     iv[4, _arm("r")] = np.nan                     # non-finite ivar is not observed
+    b = np.where(_arm("b"))[0]
+    iv[5, b[: b.size // 2]] = 0.0                 # the blue half of b (an amplifier)
     got = coverage_strata(iv, WAVE)
     assert got.dtype == np.int16
-    assert got.tolist() == [UNMASKED, _code("br", 3), _code("rz", 3), _code("", 3),
-                            _code("bz", 2)]
-    assert [stratum_name(c) for c in got] == ["brz/≥0.95", "br/<0.70", "rz/<0.70",
-                                              "none/<0.70", "bz/0.70–0.85"]
+    frac = (iv > 0).mean(axis=1)
+    assert 0.5 <= frac[1] < 0.65 and 0.5 <= frac[2] < 0.65 and 0.75 <= frac[5] < 0.85
+    assert got.tolist() == [UNMASKED, _code("br", 5), _code("rz", 5), _code("", 6),
+                            _code("bz", 4), _code("b½rz", 3)]
+    assert [stratum_name(c) for c in got] == ["brz/≥0.975", "br/0.50–0.65", "rz/0.50–0.65",
+                                              "none/<0.50", "bz/0.65–0.75", "b½rz/0.75–0.85"]
     assert stratum_name(NO_STRATUM) == "-"
-    assert camera_group(got).tolist() == [7, 3, 6, 0, 5]
+    assert camera_group(got).tolist() == [26, 8, 24, 0, 20, 25]
 
 
-def test_strata_camera_threshold_and_fraction_bin_edges() -> None:
+def test_strata_camera_level_and_fraction_bin_edges() -> None:
     p = WAVE.size
     b_idx = np.where(_arm("b"))[0]
-    iv = _ivar(6)
-    iv[0, b_idx[: int(0.49 * b_idx.size)]] = 0.0  # b 51 % observed: still on
-    iv[1, b_idx[: int(0.51 * b_idx.size) + 1]] = 0.0  # b < 50 % observed: off
-    for row, keep in ((2, int(np.ceil(0.95 * p))), (3, int(np.ceil(0.85 * p))),
-                      (4, int(np.ceil(0.70 * p))), (5, int(np.ceil(0.70 * p)) - 1)):
-        iv[row, keep:] = 0.0  # the first `keep` pixels observed (bin edges are inclusive)
+    iv = _ivar(9)
+    iv[0, b_idx[: int(0.19 * b_idx.size)]] = 0.0       # b 81 % observed: full
+    iv[1, b_idx[: int(0.21 * b_idx.size) + 1]] = 0.0   # b < 80 %: partial
+    iv[2, b_idx[: int(0.81 * b_idx.size) + 1]] = 0.0   # b < 20 %: absent
+    edges = (0.975, 0.925, 0.85, 0.75, 0.65, 0.5)
+    for row, edge in zip(range(3, 9), edges, strict=True):
+        iv[row, int(np.ceil(edge * p)):] = 0.0  # exactly at the bin's lower edge (inclusive)
     got = coverage_strata(iv, WAVE)
-    assert got[0] // 4 == 7 and got[1] // 4 == 6
+    assert [(c // N_FRACTION_BINS) % 3 for c in got[:3]] == [2, 1, 0]  # b's level
     frac = (iv > 0).mean(axis=1)
-    assert frac[2] >= 0.95 and got[2] % 4 == 0
-    assert 0.85 <= frac[3] < 0.95 and got[3] % 4 == 1
-    assert 0.70 <= frac[4] < 0.85 and got[4] % 4 == 2
-    assert frac[5] < 0.70 and got[5] % 4 == 3
+    for row, edge in zip(range(3, 9), edges, strict=True):
+        assert frac[row] >= edge and got[row] % N_FRACTION_BINS == row - 3, (row, frac[row])
+    iv[8, int(np.ceil(0.5 * p)) - 1:] = 0.0
+    assert coverage_strata(iv[8:], WAVE)[0] % N_FRACTION_BINS == 6   # below 0.5
     with pytest.raises(ValueError, match="expected"):
         coverage_strata(iv[:, :-1], WAVE)
 
@@ -93,9 +104,9 @@ def _calibration() -> MondrianCalibration:
     rng = np.random.default_rng(0)
     parts = {  # stratum: (n, score offset)
         UNMASKED: (150, 0.0),          # own set large enough at α = 0.01
-        _code("br", 3): (50, 3.0),     # too small alone, its camera group "br" has 50 + 60
-        _code("br", 2): (60, 3.0),
-        _code("b", 3): (10, 6.0),      # camera group "b" has 10: pooled
+        _code("br", 5): (50, 3.0),     # too small alone, its pattern group "br" has 50 + 60
+        _code("br", 4): (60, 3.0),
+        _code("b", 5): (10, 6.0),      # pattern group "b" has 10: pooled
     }
     scores = np.concatenate([rng.normal(off, 1.0, n) for n, off in parts.values()])
     strata = np.concatenate([np.full(n, c, np.int16) for c, (n, _) in parts.items()])
@@ -111,11 +122,11 @@ def test_n_min_is_the_smallest_set_that_reaches_alpha() -> None:
 def test_p_values_use_own_stratum_then_camera_group_then_pooled() -> None:
     cal = _calibration()
     s = np.array([0.5, 2.5, 3.5, 3.0, 7.0, 1.0, 2.0, np.nan])
-    st = np.array([UNMASKED, UNMASKED, _code("br", 3), _code("br", 2), _code("b", 3),
+    st = np.array([UNMASKED, UNMASKED, _code("br", 5), _code("br", 4), _code("b", 5),
                    _code("rz", 1), NO_STRATUM, UNMASKED])
     p, level = cal.p_values(s, st, 0.01)
     own = cal.scores[cal.strata == UNMASKED]
-    group = cal.scores[camera_group(cal.strata) == 3]
+    group = cal.scores[camera_group(cal.strata) == camera_group(np.array([_code("br", 0)]))[0]]
     assert [LEVELS[i] for i in level] == ["stratum", "stratum", "cameras", "cameras", "pooled",
                                           "pooled", "pooled", "stratum"]
     np.testing.assert_array_equal(p[:2], p_values(own, s[:2]))
@@ -129,8 +140,9 @@ def test_p_values_use_own_stratum_then_camera_group_then_pooled() -> None:
     flags = cal.flags(s, st, 0.01)
     assert flags.tolist() == (np.nan_to_num(p, nan=2.0) <= 0.01).tolist()
     rows = {r["name"]: r for r in cal.thresholds(0.01)}
-    assert rows["br/<0.70"]["level"] == "cameras" and rows["br/<0.70"]["n_used"] == 110
-    assert rows["b/<0.70"]["level"] == "pooled" and rows["b/<0.70"]["n"] == 10
+    assert rows["br/0.50–0.65"]["level"] == "cameras"
+    assert rows["br/0.50–0.65"]["n_used"] == 110
+    assert rows["b/0.50–0.65"]["level"] == "pooled" and rows["b/0.50–0.65"]["n"] == 10
 
 
 def test_pooled_only_calibration_is_the_previous_decision() -> None:
@@ -157,8 +169,9 @@ def test_masking_copies_are_deterministic_and_cover_the_instrument_states() -> N
         np.testing.assert_array_equal(ia, ib)
     assert any(not np.array_equal(x[2], y[2]) for x, y in zip(a, c, strict=True))
     names = {n: coverage_strata(i, WAVE) for n, _, i in a}
-    assert set(names["z camera off"].tolist()) == {_code("br", 3)}
-    assert set((names["20% block"] % 4).tolist()) == {2}
+    assert set(names["z camera off"].tolist()) == {_code("br", 5)}
+    assert set(names["b blue half off"].tolist()) == {_code("b½rz", 3)}
+    assert set((names["20% block"] % N_FRACTION_BINS).tolist()) == {3}  # 0.75–0.85
     assert all((f[i <= 0] == 0).all() for _, f, i in a)
 
 
@@ -176,7 +189,7 @@ def test_fit_records_the_stratified_calibration(robust_model) -> None:  # type: 
         len(cal["copies"]) * robust_model.reference_scores.size)
     rows = {r["name"]: r for r in cal["strata"]}
     # every camera-off state a DESI spectrum meets has its own full stratum
-    for name in ("brz/≥0.95", "br/<0.70", "rz/<0.70"):
+    for name in ("brz/≥0.975", "br/0.50–0.65", "rz/0.50–0.65", "bz/0.65–0.75"):
         assert rows[name]["n"] >= 99 and rows[name]["level"] == "stratum", rows[name]
 
 
@@ -254,7 +267,8 @@ def test_scorer_writes_the_stratum_and_the_run_decides_per_stratum(
     table = pq.read_table(summary.outputs[0])
     want = coverage_strata(ivar, ci_grid.wave)
     assert table.column("stratum").to_numpy().tolist() == want.tolist()
-    assert set(want[:30].tolist()) == {_code("br", 3)} and set((want[30:] // 4).tolist()) == {7}
+    assert set(want[:30].tolist()) == {_code("br", 5)}
+    assert set((want[30:] // N_FRACTION_BINS).tolist()) == {26}  # b, r, z full
     cal = robust_model.flag_calibration()
     run = load_scored(summary.outputs, [shard], robust_model.reference_scores, 0.0,
                       calibration=cal, alpha=ALPHA)

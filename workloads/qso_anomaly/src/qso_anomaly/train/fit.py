@@ -77,8 +77,8 @@ def fit(
     standardised and the flag threshold calibrated (conformal, :mod:`.calibrate`) on the
     held-out set only. The flag decision is Mondrian conformal by coverage stratum
     (:mod:`.mondrian`): the held-out normals are scored clean and under deterministic masking
-    copies (:func:`~.mondrian.masking_copies`: each camera off, contiguous blocks of 10–40 %,
-    the training augmentation), and each score is filed under the stratum of its own ivar.
+    copies (:func:`~.mondrian.masking_copies`: each camera off, each half camera off,
+    contiguous blocks of 10–40 %), and each score is filed under the stratum of its own ivar.
     The trained redshift range is recorded in ``metrics``; ``metrics["calibration"]`` holds the
     pooled unmasked threshold with its bootstrap CI and the per-stratum n and thresholds.
     Returns a TrainedModel whose ``reference_scores`` are the clean held-out scores (the drift
