@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.mixture import GaussianMixture
 
 
 @dataclass
@@ -71,6 +70,8 @@ class DensityModel:
             ValueError: From scikit-learn when ``latents`` holds NaN or inf or is empty; no
                 qso_anomaly error is raised here.
         """
+        from sklearn.mixture import GaussianMixture  # training only: keeps scorers light
+
         k = max(1, min(n_components, latents.shape[0] // 20))
         gmm = GaussianMixture(k, covariance_type="full", reg_covar=1e-4, random_state=seed,
                               n_init=1, max_iter=200)

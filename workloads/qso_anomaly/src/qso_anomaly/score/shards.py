@@ -561,7 +561,8 @@ def _score_ray(
 ) -> None:
     """Ray Data over shard paths: ``from_items(paths) → map_batches(RayShardScorer)``.
 
-    ``concurrency=k`` actors; results stream back per finished shard in completion order.
+    A fixed pool of ``k`` actors (``ActorPoolStrategy(size=k)``; Ray 2.51 deprecated
+    ``concurrency=`` for it); results stream back per finished shard in completion order.
     """
     import ray
     import ray.data
@@ -603,7 +604,7 @@ def _score_ray(
                                    "config": actor_cfg},
             batch_size=shards_per_call(len(paths), pool.concurrency),
             batch_format="numpy",
-            concurrency=pool.concurrency,
+            compute=ray.data.ActorPoolStrategy(size=pool.concurrency),
             num_cpus=pool.actor_cpus,
             **kwargs,
         )
