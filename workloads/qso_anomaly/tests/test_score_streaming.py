@@ -227,6 +227,24 @@ def test_throughput_benchmark_prints_exactly_one_json_object(tmp_path, trained) 
     assert "spectra" in proc.stderr  # progress went to stderr
 
 
+def test_throughput_benchmark_ray_ratio_is_taken_over_every_round(tmp_path, trained) -> None:
+    """Ray Data runs after the plain loop in each round and Ray / plain is the ratio of the
+    summed times (one Ray sample moved it by 0.14 on the shared machine)."""
+    trained.save(tmp_path / "model")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_qso_throughput.py"),
+         "--n-spectra", "40", "--shard-size", "10", "--batch-size", "16",
+         "--frameworks", "torch", "--no-resume", "--plain-rounds", "2",
+         "--model-dir", str(tmp_path / "model"), "--work-dir", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=600, check=True)
+    r = json.loads(proc.stdout)["results"]
+    plain, ray_s = r["plain_torch"]["round_seconds"], r["ray_torch"]["round_seconds"]
+    assert len(plain) == len(ray_s) == 2 and r["ray_torch"]["n_scored"] == 40
+    assert r["ray_over_plain_torch"] == pytest.approx(sum(ray_s) / sum(plain))
+    assert r["ray_over_plain_torch_rounds"] == pytest.approx(
+        [a / b for a, b in zip(ray_s, plain, strict=True)])
+
+
 def test_streamed_output_matches_the_in_memory_scores(tmp_path, trained, ci_grid) -> None:
     shards = write_survey(tmp_path / "in", n=50, seed=4, shard_size=25, grid=ci_grid)
     s = score_shards(trained, shards, tmp_path / "out", batch_size=7)

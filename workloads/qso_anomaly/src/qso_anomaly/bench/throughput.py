@@ -194,7 +194,9 @@ def run_throughput(
 
     ``plain_rounds=2`` runs the plain loops of the frameworks a second time in reverse order
     (torch, jax, jax, torch): on a shared machine whose load drifts during the run, the JAX /
-    PyTorch time ratio is then taken from the summed times, which cancels a linear drift.
+    PyTorch time ratio is then taken from the summed times, which cancels a linear drift. The
+    Ray Data run follows each plain run in every round, and Ray / plain is also taken from the
+    summed times (the per-round ratios are kept): one Ray sample moved the ratio by 0.14.
     The model-only rates are medians of ``model_only_samples`` passes (:func:`model_only`) in
     a fresh process right before every plain-loop run, pooled per framework; plain / model
     only is given on the rate (wall) and on the CPU time per spectrum."""
@@ -264,6 +266,7 @@ def run_throughput(
             results[f"ray_{fw}"] = _row(s.n_scored, s.elapsed, actors=s.actors,
                                         threads_per_actor=s.threads_per_worker,
                                         load_1m=os.getloadavg()[0])
+            results[f"ray_{fw}"]["round_seconds"] = [s.elapsed]
             results[f"ray_over_plain_{fw}"] = s.elapsed / results[f"plain_{fw}"]["seconds"]
             progress(f"ray {fw}: {s.spectra_per_second:.0f}/s ({s.elapsed:.1f}s, "
                      f"{s.actors} actors × {s.threads_per_worker} threads) → ratio "
@@ -281,6 +284,24 @@ def run_throughput(
             progress(f"plain {fw} (round {r + 1}): {res['spectra_per_s']:.0f}/s "
                      f"({res['seconds']:.1f}s)")
             shutil.rmtree(work / f"out-plain-{fw}", ignore_errors=True)
+            if use_ray:  # Ray right after plain in every round: the ratio sees the same load
+                out = work / f"out-ray-{fw}"
+                shutil.rmtree(out, ignore_errors=True)
+                s = score_shards(model_dir, shards, out, use_ray=True,
+                                 config=ScoringConfig(framework=fw,  # type: ignore[arg-type]
+                                                      batch_size=batch_size))
+                results[f"ray_{fw}"]["round_seconds"].append(s.elapsed)
+                progress(f"ray {fw} (round {r + 1}): {s.spectra_per_second:.0f}/s "
+                         f"({s.elapsed:.1f}s)")
+                shutil.rmtree(out, ignore_errors=True)
+    if use_ray and plain_rounds > 1:  # summed over the rounds, as the JAX / PyTorch ratio
+        for fw in frameworks:
+            plain = results[f"plain_{fw}"].get("round_seconds",
+                                               [results[f"plain_{fw}"]["seconds"]])
+            ray_s = results[f"ray_{fw}"]["round_seconds"]
+            results[f"ray_over_plain_{fw}_rounds"] = [r / q for r, q in
+                                                      zip(ray_s, plain, strict=True)]
+            results[f"ray_over_plain_{fw}"] = sum(ray_s) / sum(plain)
     for fw in frameworks:
         row, mo = results[f"plain_{fw}"], results.get(f"model_only_{fw}")
         if not mo:
