@@ -5,6 +5,7 @@ Helpers behind them live in ``tests/support.py``."""
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,24 @@ import pytest
 from skyrig.proxmox.client import PveClient, RetryPolicy
 from skyrig.proxmox.endpoint import Endpoint
 from support import endpoint_of, make_root
+
+
+@pytest.fixture(autouse=True)
+def _default_signal_handlers() -> Iterator[None]:
+    """Every test starts with Python's own SIGINT/SIGTERM handlers and leaves them as it found
+    them. In-process CLI calls install handlers for the life of the process (``skyrig.cli.main``
+    its own and, on its interrupt path, ``SIG_DFL``; ``pvesim serve`` a stop handler). With one
+    of those left behind in an xdist worker, ``_thread.interrupt_main`` in a later Ctrl-C test
+    raised nothing: ``test_proxmox_interrupt`` failed once with "DID NOT RAISE
+    KeyboardInterrupt", ``test_one_job_per_release`` once with a 60 s wait."""
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 TIERS = ("unit", "integration", "roles", "vm", "gpu")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,18 +49,6 @@ def _cmdlines(pids: list[int]) -> list[str]:
     return out
 
 
-@pytest.fixture
-def default_sigint() -> Iterator[None]:
-    """Ctrl-C reaches this process as KeyboardInterrupt, whatever handler an earlier
-    in-process CLI test in the same worker left installed."""
-    old = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
-
-
-@pytest.mark.usefixtures("default_sigint")
 def test_one_run_per_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from ray.job_submission import JobSubmissionClient
 
