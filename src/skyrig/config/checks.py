@@ -907,13 +907,25 @@ def job_cluster_gpu_pods(s: Sections) -> int:
     """
     r, w = s.ray, s.workload
     assert r is not None and w is not None
-    sc = w.scoring
-    if sc.num_gpus_per_actor > 0 and sc.concurrency == "auto":
-        need = max(0, min(r.gpu_workers_max,
-                          gpu_worker_pods(s.vms, r.gpus_per_worker) - r.gpu_workers_min))
-    else:
-        need = job_gpu_pods(sc.concurrency, sc.num_gpus_per_actor, r.gpus_per_worker)
+    need = scorer_gpu_pods(w, r, s.vms)
     return max(r.gpu_workers_min, min(need, r.gpu_workers_max))
+
+
+def scorer_gpu_pods(workload: Workload, ray: Ray, vms: list[GpuVm] | None) -> int:
+    """Return the GPU worker pods the RayJob's scorer actors need at once.
+
+    ``ceil(concurrency / actors_per_worker)`` (:func:`job_gpu_pods`); 0 for CPU scoring.
+    With ``concurrency: auto`` the workload sizes its pool from the resources Ray reports when
+    scoring starts, which on an autoscaling cluster are only the pods already up, so the job
+    asks for every GPU worker pod free next to the always-on RayCluster's
+    ``ray.gpu_workers_min`` (at most ``gpu_workers_max``). The one rule behind both
+    :func:`job_cluster_gpu_pods` and :func:`skyrig.plan.workload.scoring_gpu_workers`.
+    """
+    sc = workload.scoring
+    if sc.num_gpus_per_actor > 0 and sc.concurrency == "auto":
+        free = gpu_worker_pods(vms, ray.gpus_per_worker) - ray.gpu_workers_min
+        return max(0, min(ray.gpu_workers_max, free))
+    return job_gpu_pods(sc.concurrency, sc.num_gpus_per_actor, ray.gpus_per_worker)
 
 
 @check

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import posixpath
 
-from skyrig.config.checks import gpu_worker_pods, job_gpu_pods
+from skyrig.config.checks import scorer_gpu_pods
 from skyrig.config.loader import Stack
 
 #: PyTorch's OpenMP threads spin while waiting; on shared cores that slowed scoring several
@@ -60,19 +60,13 @@ def scoring_env(stack: Stack) -> dict[str, str]:
 def scoring_gpu_workers(stack: Stack) -> int:
     """Return the GPU worker pods the scorer actors need at once.
 
-    ``ceil(concurrency / actors_per_worker)`` (:func:`skyrig.config.checks.job_gpu_pods`); 0
-    for CPU scoring. With ``concurrency: auto`` the workload sizes its pool from the resources
-    Ray reports when scoring starts, which on an autoscaling cluster are only the pods already
-    up, so the job's cluster starts with every GPU worker pod free next to the always-on
-    RayCluster's ``ray.gpu_workers_min`` (at most ``gpu_workers_max``): auto then means "all
-    the GPUs the job can have", not the one pod a cold cluster starts with.
+    :func:`skyrig.config.checks.scorer_gpu_pods`: ``ceil(concurrency / actors_per_worker)``,
+    0 for CPU scoring, and with ``concurrency: auto`` every GPU worker pod free next to the
+    always-on RayCluster's ``ray.gpu_workers_min`` (auto then means "all the GPUs the job can
+    have", not the one pod a cold cluster starts with).
     """
     cfg = stack.config
-    sc, r = cfg.workload.scoring, cfg.ray
-    if sc.num_gpus_per_actor > 0 and sc.concurrency == "auto":
-        free = gpu_worker_pods(cfg.vms, r.gpus_per_worker) - r.gpu_workers_min
-        return max(0, min(r.gpu_workers_max, free))
-    return job_gpu_pods(sc.concurrency, sc.num_gpus_per_actor, r.gpus_per_worker)
+    return scorer_gpu_pods(cfg.workload, cfg.ray, cfg.vms)
 
 
 def input_args(stack: Stack, base: str) -> list[str]:
