@@ -35,11 +35,6 @@ from typing import Any
 import numpy as np
 
 
-def _robust(x: np.ndarray) -> tuple[float, float]:
-    q1, q2, q3 = np.quantile(x[np.isfinite(x)], [0.25, 0.5, 0.75])
-    return float(q2), float(max((q3 - q1) / 1.349, 1e-6))
-
-
 def window_max_chi2(pix: np.ndarray, good: np.ndarray, width: int) -> np.ndarray:
     """Max over windows (stride width/2, ≥ width/2 valid px) of Σ χ²_pix / n_valid, (N,)."""
     n, p = pix.shape
@@ -68,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     from qso_anomaly.data.classes import NORMAL
     from qso_anomaly.data.synth import generate
     from qso_anomaly.data.validate import clean_batch
-    from qso_anomaly.models.density import DensityModel
+    from qso_anomaly.models.density import (
+        DensityModel,
+        _robust,  # the model's own standardisation
+    )
     from qso_anomaly.models.scoring import score_torch
     from qso_anomaly.models.spec import ModelSpec
     from qso_anomaly.train import fit
