@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from qso_anomaly.models.spec import ModelSpec
     from qso_anomaly.train import fit
     from qso_anomaly.train.augment import augment_masks
-    from qso_anomaly.train.fit import load_training_data
+    from qso_anomaly.train.fitting import load_training_data
 
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)

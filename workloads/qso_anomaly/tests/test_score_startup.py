@@ -12,19 +12,31 @@ import pytest
 
 pytestmark = pytest.mark.unit
 
-#: imported only by training (scikit-learn: density fits) or by reading FITS files (astropy)
-NOT_FOR_SCORING = ("sklearn", "astropy")
+@pytest.fixture(scope="module")
+def tiny_model_dir(ci_grid, tmp_path_factory):  # type: ignore[no-untyped-def]
+    from qso_test_support import TINY
+
+    from qso_anomaly.data.synth import generate
+    from qso_anomaly.train import fit
+
+    tm = fit(TINY, ci_grid, generate(200, seed=1, grid=ci_grid), epochs=1, seed=0)
+    return tm.save(tmp_path_factory.mktemp("startup") / "model")
 
 
-def test_the_scoring_modules_import_neither_scikit_learn_nor_astropy() -> None:
+#: imported only by training (scikit-learn: density fits), by reading FITS files (astropy), or
+#: by the Scorer of the framework it runs (torch, jax)
+NOT_AT_IMPORT = ("sklearn", "astropy", "torch", "jax")
+
+
+def test_the_scoring_modules_import_no_framework_and_neither_scikit_learn_nor_astropy() -> None:
     code = ("import json, sys\n"
             "import qso_anomaly.score.shards, qso_anomaly.score.scorer, qso_anomaly.train\n"
             "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=300)
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
-    assert "torch" in loaded  # the chain itself is real
-    assert not loaded & set(NOT_FOR_SCORING), loaded & set(NOT_FOR_SCORING)
+    assert {"qso_anomaly", "pyarrow", "numpy"} <= loaded  # the chain itself is real
+    assert not loaded & set(NOT_AT_IMPORT), loaded & set(NOT_AT_IMPORT)
 
 
 def test_templates_still_read_through_astropy_on_use() -> None:
@@ -33,3 +45,48 @@ def test_templates_still_read_through_astropy_on_use() -> None:
     assert len(template_hashes()) >= 3
     wave, basis = qso_basis("LOZ")
     assert basis.shape[0] == 4 and wave.shape[0] == basis.shape[1]
+
+
+def test_a_jax_scorer_loads_its_model_without_pytorch(tiny_model_dir) -> None:
+    code = ("import json, sys\n"
+            "from qso_anomaly.score.config import ScoringConfig\n"
+            "from qso_anomaly.score.scorer import Scorer\n"
+            "import qso_anomaly.score.shards\n"
+            f"Scorer({str(tiny_model_dir)!r}, config=ScoringConfig(framework='jax'))\n"
+            "print(json.dumps('torch' in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=300)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) is False
+
+
+def test_numpy_weights_give_the_same_jax_params_and_scores(tiny_model_dir, tmp_path) -> None:
+    import numpy as np
+
+    from qso_anomaly.data.synth import generate
+    from qso_anomaly.score.config import ScoringConfig
+    from qso_anomaly.score.scorer import Scorer
+    from qso_anomaly.train.trained import WEIGHTS_FILE, TrainedModel
+
+    via_torch = TrainedModel.load(tiny_model_dir)
+    via_numpy = TrainedModel.load(tiny_model_dir, torch_weights=False)
+    assert all(isinstance(v, np.ndarray) for v in via_numpy.state_dict.values())
+    a, b = via_torch.jax_params(), via_numpy.jax_params()
+    import jax
+
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # a model saved before weights.npz existed loads through model.pt
+    old = via_torch.save(tmp_path / "old")
+    (old / WEIGHTS_FILE).unlink()
+    c = TrainedModel.load(old, torch_weights=False).jax_params()
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(c), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    batch = generate(64, 5, via_torch.grid)
+    cfg = ScoringConfig(framework="jax")
+    s1 = Scorer(tiny_model_dir, config=cfg).score_batch(batch)
+    s2 = Scorer(via_torch, config=cfg).score_batch(batch)
+    np.testing.assert_array_equal(s1.score, s2.score)
+    # a model loaded with NumPy weights saves a model.pt PyTorch loads
+    again = TrainedModel.load(via_numpy.save(tmp_path / "again"))
+    for k, v in via_torch.state_dict.items():
+        np.testing.assert_array_equal(v.numpy(), again.state_dict[k].numpy())

@@ -78,7 +78,7 @@ def qso_basis(kind: str) -> tuple[np.ndarray, np.ndarray]:
     """redrock QSO PCA basis ``kind`` in {"LOZ", "HIZ"}: (rest wavelength, basis (4, n))."""
     name = {"LOZ": TEMPLATE_FILES[1], "HIZ": TEMPLATE_FILES[2]}[kind]
     # imported on use: processes that only hash the templates (every scorer, through
-    # train.fit) skip astropy.io.fits (0.3 s of start-up in each Ray scoring actor)
+    # train.fitting) skip astropy.io.fits (0.3 s of start-up in each Ray scoring actor)
     from astropy.io import fits
 
     with fits.open(template_path(name)) as hdul:

@@ -587,8 +587,27 @@ def params_from_torch(torch_model: Any) -> Params:
         KeyError: When the state dict lacks a parameter the spec implies (weights of another
             architecture).
     """
-    spec: ModelSpec = torch_model.spec
     sd = {k: v.detach().cpu().numpy() for k, v in torch_model.state_dict().items()}
+    return params_from_state(sd, torch_model.spec)
+
+
+def params_from_state(sd: dict[str, np.ndarray], spec: ModelSpec) -> Params:
+    """Convert a torch state dict held as NumPy arrays to JAX params, without PyTorch.
+
+    The same conversion as :func:`params_from_torch` (which calls it), for the arrays of a
+    model's ``weights.npz``.
+
+    Args:
+        sd: State-dict entries by torch key, including the ``density_*`` buffers.
+        spec: The architecture.
+
+    Returns:
+        ``{"params": flax weight tree, "density": {weights, means, prec_chol, calib}}``, all
+        float32 JAX arrays.
+
+    Raises:
+        KeyError: When ``sd`` lacks a parameter the spec implies.
+    """
     tree: dict[str, Any] = {}
     for tkey, path, how in _mapping(spec):
         node = tree

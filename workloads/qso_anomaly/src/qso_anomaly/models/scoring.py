@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from qso_anomaly.data.batch import SpectraBatch
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -63,6 +66,8 @@ def score_torch(model: torch.nn.Module, batch: SpectraBatch, chunk: int = 512) -
     Returns:
         Scores, χ²/dof and −log p(latent) of the N spectra, in input order.
     """
+    import torch
+
     from qso_anomaly.models.torch_model import score_parts_torch
 
     model.eval()

@@ -157,7 +157,8 @@ class Scorer:
         if threads is not None:
             cfg = cfg.with_(threads=threads)
         self.config = cfg
-        tm = as_trained(model)
+        # a JAX scorer reads the weights as NumPy arrays: no PyTorch import in its process
+        tm = as_trained(model, torch_weights=cfg.framework != "jax")
         self.spec, self.grid, self.framework = tm.spec, tm.grid, cfg.framework
         self.policy = DataPolicy.for_spec(tm.spec)
         self._staging: list[Any] = []

@@ -107,7 +107,7 @@ def train_on_survey(
         ModelError: The spec is invalid or training produced no usable model.
     """
     from qso_anomaly.data.synth import write_survey
-    from qso_anomaly.train.fit import fit
+    from qso_anomaly.train.fitting import fit
 
     root = Path(out)
     shards = write_survey(root / "data" / "train", n_train, seed, shard_size=shard_size,

@@ -1,6 +1,12 @@
 """TrainedModel: weights + latent density + spec + grid + metrics + reference scores + the
 Mondrian calibration set (``calibration.npz``; absent in models saved before it existed, which
-then decide against the pooled reference scores)."""
+then decide against the pooled reference scores).
+
+The weights are saved twice: ``model.pt`` (the torch state dict, what PyTorch and MLflow load)
+and ``weights.npz`` (the same arrays in NumPy's format), so a JAX scorer loads a model without
+importing PyTorch (1.0 s of every JAX Ray actor's start-up; issue 15). Models saved before
+``weights.npz`` existed load through ``model.pt``.
+"""
 
 from __future__ import annotations
 
@@ -9,30 +15,39 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from qso_anomaly import __version__
 from qso_anomaly.data.grid import WavelengthGrid
 from qso_anomaly.errors import ModelError
 from qso_anomaly.models.density import DensityModel
 from qso_anomaly.models.spec import ModelSpec
-from qso_anomaly.models.torch_model import QsoAutoencoder, build_model
 from qso_anomaly.train.mondrian import MondrianCalibration
+
+if TYPE_CHECKING:
+    from qso_anomaly.models.torch_model import QsoAutoencoder
 
 FILES = ("spec.json", "grid.json", "model.pt", "density.npz", "reference_scores.npy",
          "metrics.json")
 #: Optional file: the stratified calibration set (:class:`MondrianCalibration`).
 CALIBRATION_FILE = "calibration.npz"
+#: Optional file: the weights of ``model.pt`` as NumPy arrays (loaded without PyTorch).
+WEIGHTS_FILE = "weights.npz"
+
+
+def _numpy(value: Any) -> np.ndarray:
+    """A state-dict entry (torch tensor or NumPy array) as a NumPy array (a view on CPU)."""
+    return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
 
 
 @dataclass
 class TrainedModel:
     spec: ModelSpec
     grid: WavelengthGrid
-    state_dict: dict[str, torch.Tensor]
+    #: torch state dict: torch tensors, or NumPy arrays when loaded with ``torch_weights=False``
+    state_dict: dict[str, Any]
     density: DensityModel
     metrics: dict[str, Any] = field(default_factory=dict)
     reference_scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
@@ -46,16 +61,22 @@ class TrainedModel:
         return MondrianCalibration.pooled(self.reference_scores)
 
     def torch_model(self) -> QsoAutoencoder:
+        import torch
+
+        from qso_anomaly.models.torch_model import build_model
+
         model = build_model(self.spec, self.grid)
         model.set_density(self.density)
-        model.load_state_dict(self.state_dict)
+        model.load_state_dict({k: torch.as_tensor(v) for k, v in self.state_dict.items()})
         model.eval()
         return model
 
     def jax_params(self) -> dict[str, Any]:
-        from qso_anomaly.models.jax_model import params_from_torch
+        """The weights and latent density as JAX params (no PyTorch import when the state dict
+        holds NumPy arrays: :func:`~qso_anomaly.models.jax_model.params_from_state`)."""
+        from qso_anomaly.models.jax_model import params_from_state
 
-        return params_from_torch(self.torch_model())
+        return params_from_state({k: _numpy(v) for k, v in self.state_dict.items()}, self.spec)
 
     def save(self, directory: str | Path) -> Path:
         """Write the model directory atomically (temp dir + rename)."""
@@ -66,7 +87,10 @@ class TrainedModel:
         tmp.mkdir(parents=True)
         (tmp / "spec.json").write_text(json.dumps(self.spec.to_dict(), indent=2))
         (tmp / "grid.json").write_text(json.dumps(self.grid.to_dict(), indent=2))
-        torch.save(self.state_dict, tmp / "model.pt")
+        import torch
+
+        torch.save({k: torch.as_tensor(v) for k, v in self.state_dict.items()}, tmp / "model.pt")
+        np.savez(tmp / WEIGHTS_FILE, **{k: _numpy(v) for k, v in self.state_dict.items()})
         np.savez(tmp / "density.npz", **self.density.to_arrays())  # type: ignore[arg-type]
         np.save(tmp / "reference_scores.npy", np.asarray(self.reference_scores, np.float32))
         if self.calibration is not None:
@@ -79,7 +103,21 @@ class TrainedModel:
         return out
 
     @classmethod
-    def load(cls, directory: str | Path) -> TrainedModel:
+    def load(cls, directory: str | Path, *, torch_weights: bool = True) -> TrainedModel:
+        """Load a model directory written by :meth:`save`.
+
+        Args:
+            directory: The model directory.
+            torch_weights: Load ``model.pt`` as torch tensors; ``False`` reads ``weights.npz``
+                as NumPy arrays without importing PyTorch (falls back to ``model.pt`` for a
+                model saved without it).
+
+        Returns:
+            The model.
+
+        Raises:
+            ModelError: When a required file is missing.
+        """
         d = Path(directory)
         missing = [f for f in FILES if not (d / f).exists()]
         if missing:
@@ -89,7 +127,14 @@ class TrainedModel:
             )
         spec = ModelSpec.from_dict(json.loads((d / "spec.json").read_text()))
         grid = WavelengthGrid.from_dict(json.loads((d / "grid.json").read_text()))
-        state = torch.load(d / "model.pt", map_location="cpu", weights_only=True)
+        state: dict[str, Any]
+        if not torch_weights and (d / WEIGHTS_FILE).exists():
+            with np.load(d / WEIGHTS_FILE) as z:
+                state = {k: z[k] for k in z.files}
+        else:
+            import torch
+
+            state = torch.load(d / "model.pt", map_location="cpu", weights_only=True)
         with np.load(d / "density.npz") as z:
             density = DensityModel.from_arrays({k: z[k] for k in z.files})
         calibration = None
@@ -107,5 +152,8 @@ class TrainedModel:
         )
 
 
-def as_trained(model: TrainedModel | str | Path) -> TrainedModel:
-    return model if isinstance(model, TrainedModel) else TrainedModel.load(model)
+def as_trained(model: TrainedModel | str | Path, *, torch_weights: bool = True) -> TrainedModel:
+    """``model`` itself, or the model loaded from a directory (:meth:`TrainedModel.load`)."""
+    if isinstance(model, TrainedModel):
+        return model
+    return TrainedModel.load(model, torch_weights=torch_weights)
