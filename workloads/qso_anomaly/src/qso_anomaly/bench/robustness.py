@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from qso_anomaly.data.batch import SpectraBatch
-from qso_anomaly.data.grid import DESI_ARMS
+from qso_anomaly.data.masks import camera, contiguous_blocks, masked
 from qso_anomaly.models.scoring import score_torch
 from qso_anomaly.train.calibrate import p_values
 from qso_anomaly.train.mondrian import (
@@ -30,30 +30,21 @@ Variant = Callable[[SpectraBatch, np.random.Generator], SpectraBatch]
 
 
 def _mask_where(batch: SpectraBatch, sel: np.ndarray) -> SpectraBatch:
-    ivar = np.where(sel, 0.0, batch.ivar).astype(np.float32)
-    return batch.with_arrays(ivar=ivar, flux=np.where(sel, 0.0, batch.flux).astype(np.float32),
-                             mask=batch.mask | sel)
+    sel = np.broadcast_to(sel, batch.flux.shape)
+    flux, ivar = masked(batch.flux, batch.ivar, sel)
+    return batch.with_arrays(ivar=ivar, flux=flux, mask=batch.mask | sel)
 
 
 def camera_off(arm: str) -> Variant:
-    lo, hi = DESI_ARMS[arm]
-
     def f(batch: SpectraBatch, rng: np.random.Generator) -> SpectraBatch:
-        wave = batch.meta["wave"]
-        sel = np.broadcast_to((wave >= lo) & (wave <= hi), batch.flux.shape)
-        return _mask_where(batch, sel)
+        return _mask_where(batch, camera(batch.meta["wave"], arm))
     return f
 
 
 def contiguous_block(fraction: float) -> Variant:
     def f(batch: SpectraBatch, rng: np.random.Generator) -> SpectraBatch:
         n, p = batch.flux.shape
-        length = int(fraction * p)
-        sel = np.zeros((n, p), bool)
-        for i in range(n):
-            s = int(rng.integers(0, p - length))
-            sel[i, s:s + length] = True
-        return _mask_where(batch, sel)
+        return _mask_where(batch, contiguous_blocks(n, p, fraction, rng))
     return f
 
 

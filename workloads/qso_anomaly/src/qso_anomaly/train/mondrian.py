@@ -51,6 +51,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from qso_anomaly.data.grid import DESI_ARMS
+from qso_anomaly.data.masks import band, camera, contiguous_blocks, masked
 from qso_anomaly.train.calibrate import conformal_threshold, p_values
 
 #: Share of a camera's grid pixels with ivar > 0 from which it is *partial* / *full*.
@@ -291,10 +292,11 @@ def masking_copies(flux: NDArray[np.float32], ivar: NDArray[np.float32],
     One copy per camera off (b, r, z: ivar = 0 over the arm), one per half camera off (the
     blue or red half of an arm's wavelength range: a CCD amplifier's half of the DESI
     spectrograph camera), and one per contiguous block of :data:`BLOCK_FRACTIONS` of the grid
-    at a random start per spectrum. Masked pixels get flux 0 and ivar 0, as in
-    :mod:`qso_anomaly.bench.robustness`. The same seed gives the same copies. The training
-    augmentation's random mixtures are not used: mixed into a stratum they pull its threshold
-    away from the structured states that fill it (module doc).
+    at a random start per spectrum (:mod:`qso_anomaly.data.masks`, the same states
+    :mod:`qso_anomaly.bench.robustness` measures). Masked pixels get flux 0 and ivar 0. The
+    same seed gives the same copies. The training augmentation's random mixtures are not
+    used: mixed into a stratum they pull its threshold away from the structured states that
+    fill it (module doc).
 
     Args:
         flux: Flux ``(N, P)`` in 1e-17 erg s⁻¹ cm⁻² Å⁻¹.
@@ -303,25 +305,18 @@ def masking_copies(flux: NDArray[np.float32], ivar: NDArray[np.float32],
         seed: Seed of the block starts.
     """
     n, p = ivar.shape
-    w = np.asarray(wave)
 
-    def masked(name: str, sel: NDArray[np.bool_]
-               ) -> tuple[str, NDArray[np.float32], NDArray[np.float32]]:
-        return (name, np.where(sel, 0.0, flux).astype(np.float32),
-                np.where(sel, 0.0, ivar).astype(np.float32))
+    def copy(name: str, sel: NDArray[np.bool_]
+             ) -> tuple[str, NDArray[np.float32], NDArray[np.float32]]:
+        return (name, *masked(flux, ivar, sel))
 
     for arm in CAMERAS:
-        lo, hi = DESI_ARMS[arm]
-        yield masked(f"{arm} camera off", np.broadcast_to((w >= lo) & (w <= hi), ivar.shape))
+        yield copy(f"{arm} camera off", camera(wave, arm))
     for arm in CAMERAS:
         lo, hi = DESI_ARMS[arm]
         mid = 0.5 * (lo + hi)
         for half, (a, b) in (("blue", (lo, mid)), ("red", (mid, hi))):
-            yield masked(f"{arm} {half} half off",
-                         np.broadcast_to((w >= a) & (w <= b), ivar.shape))
-    cols = np.arange(p)[None, :]
+            yield copy(f"{arm} {half} half off", band(wave, a, b))
     for k, frac in enumerate(BLOCK_FRACTIONS):
-        rng = np.random.default_rng([seed, 2, k])
-        length = int(frac * p)
-        start = rng.integers(0, max(1, p - length), size=n)[:, None]
-        yield masked(f"{round(frac * 100)}% block", (cols >= start) & (cols < start + length))
+        yield copy(f"{round(frac * 100)}% block",
+                   contiguous_blocks(n, p, frac, np.random.default_rng([seed, 2, k])))
