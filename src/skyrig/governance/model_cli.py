@@ -137,8 +137,9 @@ def approve(
 
     Only a version released with decision go; an automated name is refused (exit 2).
     """
-    from skyrig.governance.registry import Registry
+    from skyrig.governance.registry import Registry, require_person
 
+    require_person(approver)  # a usage error: refused before the stack's registry is opened
     reg, _ = _open(stack, model, None)
     assert isinstance(reg, Registry)
     entry = reg.approve(version, approver, reason=reason)
