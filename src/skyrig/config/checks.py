@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import posixpath
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -999,6 +1000,40 @@ def job_gpu_pods(concurrency: int | str, num_gpus_per_actor: float,
     return math.ceil(int(concurrency) / per_pod)
 
 
+def _duplicate_inputs(src: StackSource, key: tuple[str, ...], items: list[str],
+                      kuberay: bool, root: Path) -> Iterator[ConfigIssue]:
+    """Report the paths of ``items`` listed before, however written.
+
+    ``dr1/`` and ``./dr1`` are ``dr1``; for a local job also the absolute path of, or a link
+    to, the same place. The job would read their files twice and score the spectra twice.
+
+    Args:
+        src: The stack source, for file lines of key paths.
+        key: Key path of the list, e.g. ``("workload", "input", "paths")``.
+        items: The list's paths as written.
+        kuberay: Whether a KubeRay job reads them (on the data volume, not on this machine).
+        root: The project root (relative local paths resolve against it).
+
+    Yields:
+        One issue at ``key[i]`` per path listed again, naming the first listing.
+    """
+    first: dict[str, int] = {}
+    for i, item in enumerate(items):
+        if kuberay:  # read on the data volume: compare the paths as written, normalised
+            where = posixpath.normpath(item)
+        else:  # read on this machine: compare what the path leads to
+            where = str((Path(item) if item.startswith("/") else root / item).resolve())
+        j = first.setdefault(where, i)
+        if j != i:
+            same = "" if items[j] == item else f" ({items[j]!r}, the same path)"
+            yield src.issue(
+                (*key, i),
+                f"duplicate input path {item!r}: also {key[-1]}[{j}]{same}; the job would"
+                " read these files twice and score their spectra twice",
+                f"remove {key[-1]}[{i}]",
+            )
+
+
 @check
 def workload_input(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
     """Check ``workload.input``: DESI files are named, and where the job can read them.
@@ -1014,7 +1049,7 @@ def workload_input(s: Sections, src: StackSource, root: Path) -> Iterator[Config
         root: The project root (relative paths in the stack resolve against it).
 
     Yields:
-        Issues at ``workload.input.kind|paths[i]|redshifts[i]``.
+        Issues at ``workload.input.kind|paths[i]|redshifts[i]`` (a path listed twice too).
     """
     w = s.workload
     if w is None:
@@ -1040,6 +1075,7 @@ def workload_input(s: Sections, src: StackSource, root: Path) -> Iterator[Config
         return
     kuberay = s.ray is not None and s.ray.mode == "kuberay"
     for field in ("paths", "redshifts"):
+        yield from _duplicate_inputs(src, (*key, field), getattr(inp, field), kuberay, root)
         for i, item in enumerate(getattr(inp, field)):
             if kuberay:
                 if item.startswith("/"):
