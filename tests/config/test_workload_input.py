@@ -195,3 +195,32 @@ def test_model_size_reaches_the_pipeline(tmp_path: Path) -> None:
     edit_stack(root, "prod", "    model_size: full", "    model_size: ci")
     ci = build_parser().parse_args(shlex.split(entrypoint(load_stack("prod", root)))[3:])
     assert ci.full_model is False
+
+
+def test_the_full_model_on_cpus_is_a_warning_with_the_way_back(tmp_path: Path) -> None:
+    """local trains on this machine's CPUs: model_size full is valid but slow; validate, plan
+    and up's summary say so (file, line, key) and how to switch back; GPU stacks say nothing."""
+    from rich.console import Console
+
+    from skyrig.workflows.up import _print_summary
+
+    root = _with(tmp_path, "local", LOCAL_ANCHOR, "    model_size: full\n")
+    st = load_stack("local", root)
+    assert [w.path for w in st.warnings] == ["skyrig:workload.model_size"]
+    warning = st.warnings[0]
+    assert _line_starts(root, "local", warning.line, "model_size: full")
+    assert "on CPUs" in warning.message and "slower" in warning.message
+    assert "model_size: ci" in warning.hint
+    for name in ("local", "dev", "prod"):  # the shipped stacks: ci on CPUs, full on GPUs
+        assert load_stack(name).warnings == ()
+    env = {**os.environ, "SKYRIG_ROOT": str(root)}
+    for cmd in (["validate"], ["plan", "--json"]):
+        r = subprocess.run([sys.executable, "-m", "skyrig.cli", *cmd, "--stack", "local"],
+                           env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert f"warning: {st.file}:{warning.line}: skyrig:workload.model_size" in r.stderr
+        assert "model_size: ci" in r.stderr
+    console = Console(record=True, width=400)
+    _print_summary({"stack": "local", "elapsed_s": 1.0,
+                    "warnings": [w.render() for w in st.warnings]}, console)
+    assert "model_size full trains" in console.export_text()

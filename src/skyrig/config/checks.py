@@ -66,6 +66,8 @@ class Sections:
 
 Check = Callable[[Sections, StackSource, Path], Iterator[ConfigIssue]]
 CHECKS: list[Check] = []
+#: Warnings (:func:`advice`): checks whose issues do not fail validation.
+ADVICE: list[Check] = []
 
 
 def check(fn: Check) -> Check:
@@ -1193,6 +1195,59 @@ def ray_exposure(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIs
             f"ray.dashboard_host {r.dashboard_host} exposes the Jobs API beyond this machine",
             "set ray.dashboard_exposed: true to acknowledge it",
         )
+
+
+def advice(fn: Check) -> Check:
+    """Register a warning (decorator): a valid stack that will likely not do what is meant.
+
+    Warnings do not fail validation; :func:`run_advice` collects them into
+    :attr:`skyrig.config.Stack.warnings`, which ``skyrig validate``, ``plan`` and ``up`` print.
+
+    Args:
+        fn: A :data:`Check` yielding one :class:`ConfigIssue` per warning.
+
+    Returns:
+        ``fn`` itself.
+    """
+    ADVICE.append(fn)
+    return fn
+
+
+def run_advice(sections: Sections, src: StackSource, root: Path) -> list[ConfigIssue]:
+    """Run every registered warning on a stack that passed validation.
+
+    Args:
+        sections: The validated sections.
+        src: The stack source, for file lines.
+        root: The project root.
+
+    Returns:
+        Every warning, in registration order.
+    """
+    return [w for fn in ADVICE for w in fn(sections, src, root)]
+
+
+@advice
+def workload_full_model_on_cpu(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
+    """Warn when the full-size model would train and score on CPUs.
+
+    ``model_size: full`` builds the GPU-sized model on the full 7,781-pixel grid (the ``ci``
+    model uses a 4x downsampled grid and small channels); with ``use_gpu: false`` the job
+    runs it on CPUs, as the ``local`` stack does.
+
+    Yields:
+        A warning at ``workload.model_size``.
+    """
+    w = s.workload
+    if w is None or w.model_size != "full" or w.use_gpu:
+        return
+    yield src.issue(
+        ("workload", "model_size"),
+        "model_size full trains and scores the GPU-sized model (the full 7,781-pixel grid) on"
+        " CPUs (workload.use_gpu is false): the run will be far slower than with the ci model",
+        "for a CPU run set workload.model_size: ci (the default: 4x downsampled grid, small"
+        " channels); keep full with use_gpu: true on GPU workers",
+    )
 
 
 def run_checks(sections: Sections, src: StackSource, root: Path) -> list[ConfigIssue]:

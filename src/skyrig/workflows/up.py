@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from skyrig.config import Stack, load_stack
@@ -287,6 +288,10 @@ def run_up(stack_name: str, *, only: str = "all", console: Console,
         f"  stack [bold]{ctx.stack.name}[/] ({ctx.stack.file}): {len(ctx.plan.pci_mappings)} PCI"
         f" mappings, {len(ctx.plan.vms)} VMs"
     )
+    if ctx.stack.warnings:
+        ctx.summary["warnings"] = [w.render() for w in ctx.stack.warnings]
+    for text in ctx.summary.get("warnings", []):
+        console.print(f"  [bold yellow]warning:[/] {escape(text)}", highlight=False)
     with guarded_run(ctx.stack.state_dir, f"skyrig up --stack {ctx.stack.name}",
                      [la.name for la in layers], console=console, summary=ctx.summary) as guard:
         for n, layer in enumerate(layers, start=1):
@@ -348,6 +353,8 @@ def _print_summary(s: dict[str, Any], console: Console) -> None:
         t.add_row("layers", ", ".join(layers.get("ran", [])) or "-")
         for name, why in (layers.get("skipped") or {}).items():
             t.add_row(f"  skipped {name}", why)
+    for text in s.get("warnings", []):
+        t.add_row("warning", escape(text.replace("\n    fix: ", " → ")))
     t.add_row("elapsed", f"{s['elapsed_s']} s")
     console.print(t)
     for key, label in (("report", "report"), ("metrics", "metrics"), ("model_card", "model card")):
