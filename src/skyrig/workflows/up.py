@@ -51,13 +51,16 @@ class RunContext:
 
 @dataclass(frozen=True)
 class Layer:
-    """One layer: ``skip(ctx)`` says why it does not apply (None when it does)."""
+    """One layer: ``skip(ctx)`` says why it does not apply (None when it does);
+    ``check_down(ctx)`` raises what ``down`` would fail on (credentials), before any layer
+    of ``skyrig down`` runs."""
 
     name: str
     title: str
     up: Callable[[RunContext], None]
     down: Callable[[RunContext], None]
     skip: Callable[[RunContext], str | None] = lambda _ctx: None
+    check_down: Callable[[RunContext], None] = lambda _ctx: None
 
 
 # ---------------------------------------------------------------------------------- infra
@@ -99,6 +102,14 @@ def _infra_down(ctx: RunContext) -> None:
     deprovision(ctx.stack, ctx.plan, console=ctx.console, endpoint_override=ctx.endpoint)
     if stop_pvesim(ctx.stack):
         ctx.console.print("  stopped pvesim (its state is kept; `skyrig pvesim reset` clears it)")
+
+
+def _infra_check_down(ctx: RunContext) -> None:
+    """The PVE token the direct apply destroys with (an embedded pvesim is started by down)."""
+    if not ctx.stack.config.proxmox.embedded:
+        from skyrig.workflows.provision import check_deprovision
+
+        check_deprovision(ctx.stack, ctx.endpoint)
 
 
 # ------------------------------------------------------------------------------------- os
@@ -247,7 +258,8 @@ def _monitor_skip(ctx: RunContext) -> str | None:
 
 
 REGISTRY: dict[str, Layer] = {
-    "infra": Layer("infra", "provision Proxmox", _infra_up, _infra_down),
+    "infra": Layer("infra", "provision Proxmox", _infra_up, _infra_down,
+                   check_down=_infra_check_down),
     "os": Layer("os", "configure guests (Ansible site)", _os_up, _os_down, _os_skip),
     "platform": Layer("platform", "platform (Ray)", _platform_up, _platform_down),
     "workload": Layer("workload", "workload", _workload_up, _workload_down),
@@ -416,12 +428,13 @@ def run_down(stack_name: str, *, only: str = "all", console: Console) -> list[st
     layers = list(reversed(_selected(only)))
     ctx = _context(stack_name, console)
     ctx.options["only"] = only
+    todo = [layer for layer in layers if not layer.skip(ctx)]
+    for layer in todo:  # credentials first: nothing is stopped or reported kept without them
+        layer.check_down(ctx)
     done: list[str] = []
     with guarded_run(ctx.stack.state_dir, f"skyrig down --stack {ctx.stack.name}",
                      [la.name for la in layers], console=console) as guard:
-        for layer in layers:
-            if layer.skip(ctx):
-                continue
+        for layer in todo:
             console.rule(f"[bold]down: {layer.name}")
             guard.begin(layer.name)
             layer.down(ctx)
