@@ -61,6 +61,12 @@ def _mount(module: str, name: str, help_text: str) -> None:
     app.add_typer(sub, name=name, help=help_text)
 
 
+def _print_warnings(st: object) -> None:
+    """Print the stack's warnings (valid, but likely not what is meant) on stderr."""
+    for w in getattr(st, "warnings", ()):
+        err_console.print(f"[bold yellow]warning:[/] {escape(w.render())}", highlight=False)
+
+
 @app.command()
 def validate(stack: StackOpt = "local") -> None:
     """Validate a stack file: types, cross-field rules, versions. Lists every problem at once."""
@@ -72,6 +78,7 @@ def validate(stack: StackOpt = "local") -> None:
         f"[green]✓[/] {st.file}: stack [bold]{st.name}[/] is valid "
         f"({len(c.nodes)} nodes, {len(c.pci_mappings)} PCI mappings, {len(c.vms)} VMs)"
     )
+    _print_warnings(st)
 
 
 @app.command()
@@ -85,6 +92,7 @@ def plan(
     from skyrig.plan.proxmox import summary_rows
 
     st = load_stack(stack)
+    _print_warnings(st)
     p = build_plan(st)
     from skyrig.workflows.kube_render import platform_rows
 

@@ -5,7 +5,10 @@ RayCluster's minimum GPU workers."""
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,6 +109,16 @@ BAD = [
     ("local-missing-redshifts", "local", LOCAL_ANCHOR,
      _input("kind: desi", "paths: [stacks]", "redshifts: [nowhere/zall.fits]"),
      "redshifts[0]", "redshifts:", "does not exist on this machine"),
+    # a path listed twice: the job would read its files and score their spectra twice
+    ("kuberay-duplicate", "prod", PROD_ANCHOR,
+     _input("kind: desi", "paths: [dr1/100, dr1/101, dr1/100]"), "paths[2]", "paths:",
+     "duplicate input path 'dr1/100': also paths[0]"),
+    ("kuberay-duplicate-spelt-otherwise", "prod", PROD_ANCHOR,
+     _input("kind: desi", "paths: [dr1/100, ./dr1/100/]"), "paths[1]", "paths:",
+     "also paths[0] ('dr1/100', the same path)"),
+    ("local-duplicate-redshifts", "local", LOCAL_ANCHOR,
+     _input("kind: desi", "paths: [stacks]", "redshifts: [Pulumi.yaml, ./Pulumi.yaml]"),
+     "redshifts[1]", "redshifts:", "also redshifts[0]"),
 ]
 
 
@@ -120,6 +133,23 @@ def test_wrong_input_names_file_line_and_key(tmp_path: Path, case: str, name: st
     assert hits and fragment in hits[0][2], issues
     assert _line_starts(root, name, hits[0][1], line_text) or \
         _line_starts(root, name, hits[0][1], "- " + line_text), (hits, line_text)
+
+
+def test_a_local_path_listed_again_as_absolute_path_is_a_config_error(tmp_path: Path) -> None:
+    """The same directory relative to the project root and absolute: `skyrig validate` names
+    file, line and key of the second one and exits 2."""
+    root = make_root(tmp_path)
+    edit_stack(root, "local", LOCAL_ANCHOR, LOCAL_ANCHOR + _input(
+        "kind: desi", f"paths: [stacks, {(root / 'stacks').resolve()}]"))
+    issues = _issues(root, "local")
+    hits = [i for i in issues if i[0] == "skyrig:workload.input.paths[1]"]
+    assert hits and "also paths[0] ('stacks', the same path)" in hits[0][2], issues
+    r = subprocess.run([sys.executable, "-m", "skyrig.cli", "validate", "--stack", "local"],
+                       env={**os.environ, "SKYRIG_ROOT": str(root)},
+                       capture_output=True, text=True, timeout=120)
+    stack_file = root / "stacks" / "Pulumi.local.yaml"
+    assert r.returncode == 2, r.stderr
+    assert f"{stack_file}:{hits[0][1]}" in r.stderr and "workload.input.paths[1]" in r.stderr
 
 
 def test_rayjob_gpu_pods_must_fit_next_to_the_standing_cluster(tmp_path: Path) -> None:
@@ -165,3 +195,32 @@ def test_model_size_reaches_the_pipeline(tmp_path: Path) -> None:
     edit_stack(root, "prod", "    model_size: full", "    model_size: ci")
     ci = build_parser().parse_args(shlex.split(entrypoint(load_stack("prod", root)))[3:])
     assert ci.full_model is False
+
+
+def test_the_full_model_on_cpus_is_a_warning_with_the_way_back(tmp_path: Path) -> None:
+    """local trains on this machine's CPUs: model_size full is valid but slow; validate, plan
+    and up's summary say so (file, line, key) and how to switch back; GPU stacks say nothing."""
+    from rich.console import Console
+
+    from skyrig.workflows.up import _print_summary
+
+    root = _with(tmp_path, "local", LOCAL_ANCHOR, "    model_size: full\n")
+    st = load_stack("local", root)
+    assert [w.path for w in st.warnings] == ["skyrig:workload.model_size"]
+    warning = st.warnings[0]
+    assert _line_starts(root, "local", warning.line, "model_size: full")
+    assert "on CPUs" in warning.message and "slower" in warning.message
+    assert "model_size: ci" in warning.hint
+    for name in ("local", "dev", "prod"):  # the shipped stacks: ci on CPUs, full on GPUs
+        assert load_stack(name).warnings == ()
+    env = {**os.environ, "SKYRIG_ROOT": str(root)}
+    for cmd in (["validate"], ["plan", "--json"]):
+        r = subprocess.run([sys.executable, "-m", "skyrig.cli", *cmd, "--stack", "local"],
+                           env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert f"warning: {st.file}:{warning.line}: skyrig:workload.model_size" in r.stderr
+        assert "model_size: ci" in r.stderr
+    console = Console(record=True, width=400)
+    _print_summary({"stack": "local", "elapsed_s": 1.0,
+                    "warnings": [w.render() for w in st.warnings]}, console)
+    assert "model_size full trains" in console.export_text()

@@ -184,9 +184,11 @@ def test_prod_refuses_a_no_go_version_and_an_automated_approver(
     assert "refusing to deploy qso-ae-torch version 1" in msg and "prod" in msg
     assert "MANAGE 1.1: failed – release/release_decision.json: decision is 'no-go'" in msg
 
-    store.release(evidence_files("@", approver="release-gates"))
-    with pytest.raises(GovernanceError, match=r"MEASURE 1\.3: failed .*not a human reviewer"):
-        require_release_evidence(st)
+    for automated in ("release-gates", "Release Gates", "ci_bot"):
+        store.release(evidence_files("@", approver=automated))
+        with pytest.raises(GovernanceError,
+                           match=r"MEASURE 1\.3: failed .*not a human reviewer"):
+            require_release_evidence(st)
     store.release(evidence_files("@"))
     assert require_release_evidence(st).ok
 

@@ -149,3 +149,35 @@ def test_down_of_a_kubernetes_layer_refuses_and_says_what_stays(tmp_path: Path, 
     for fragment in fragments:
         assert fragment in err, err
     assert _files(state) == []
+
+
+@pytest.mark.parametrize(("token", "fragments"), [
+    (None, ["proxmox token: the secret is not available",
+            "export SKYRIG_PROXMOX_TOKEN_SECRET"]),
+    ("not-checked-here", ["Pulumi.dev.yaml:{line}: skyrig:proxmox.ca_bundle",
+                          "no-ca.pem does not exist on this machine"]),
+])
+def test_down_of_a_kubernetes_stack_checks_the_pve_credentials_first(
+        tmp_path: Path, token: str | None, fragments: list[str]) -> None:
+    """`down --stack dev` printed what the workload and platform layers keep, then failed at
+    the infra layer's missing PVE token (or CA bundle); it now fails first (exit 2), before any
+    layer runs or prints, and leaves nothing."""
+    root, state = make_root(tmp_path), tmp_path / "state"
+    edit_stack(root, "dev", "/etc/skyrig/pve-root-ca.pem", str(tmp_path / "no-ca.pem"))
+    env = {k: v for k, v in os.environ.items() if k not in (
+        "SKYRIG_KUBECONFIG", "SKYRIG_PROXMOX_TOKEN_SECRET", "SKYRIG_PVESIM_ENDPOINT")}
+    env.update(SKYRIG_ROOT=str(root), SKYRIG_STATE_DIR=str(state), COLUMNS="400",
+               SKYRIG_FORCE_DIRECT="1")  # the direct apply reads the token here, Pulumi does not
+    if token is not None:
+        env["SKYRIG_PROXMOX_TOKEN_SECRET"] = token
+    proc = subprocess.run([sys.executable, "-m", "skyrig.cli", "down", "--stack", "dev"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    err = " ".join(proc.stderr.split())
+    lines = (root / "stacks" / "Pulumi.dev.yaml").read_text().splitlines()
+    line = next(n for n, text in enumerate(lines, 1) if text.strip().startswith("ca_bundle:"))
+    for fragment in fragments:
+        assert fragment.format(line=line) in err, err
+    assert "kept" not in proc.stdout and "down:" not in proc.stdout, proc.stdout
+    assert _files(state) == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import posixpath
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -65,6 +66,8 @@ class Sections:
 
 Check = Callable[[Sections, StackSource, Path], Iterator[ConfigIssue]]
 CHECKS: list[Check] = []
+#: Warnings (:func:`advice`): checks whose issues do not fail validation.
+ADVICE: list[Check] = []
 
 
 def check(fn: Check) -> Check:
@@ -999,6 +1002,40 @@ def job_gpu_pods(concurrency: int | str, num_gpus_per_actor: float,
     return math.ceil(int(concurrency) / per_pod)
 
 
+def _duplicate_inputs(src: StackSource, key: tuple[str, ...], items: list[str],
+                      kuberay: bool, root: Path) -> Iterator[ConfigIssue]:
+    """Report the paths of ``items`` listed before, however written.
+
+    ``dr1/`` and ``./dr1`` are ``dr1``; for a local job also the absolute path of, or a link
+    to, the same place. The job would read their files twice and score the spectra twice.
+
+    Args:
+        src: The stack source, for file lines of key paths.
+        key: Key path of the list, e.g. ``("workload", "input", "paths")``.
+        items: The list's paths as written.
+        kuberay: Whether a KubeRay job reads them (on the data volume, not on this machine).
+        root: The project root (relative local paths resolve against it).
+
+    Yields:
+        One issue at ``key[i]`` per path listed again, naming the first listing.
+    """
+    first: dict[str, int] = {}
+    for i, item in enumerate(items):
+        if kuberay:  # read on the data volume: compare the paths as written, normalised
+            where = posixpath.normpath(item)
+        else:  # read on this machine: compare what the path leads to
+            where = str((Path(item) if item.startswith("/") else root / item).resolve())
+        j = first.setdefault(where, i)
+        if j != i:
+            same = "" if items[j] == item else f" ({items[j]!r}, the same path)"
+            yield src.issue(
+                (*key, i),
+                f"duplicate input path {item!r}: also {key[-1]}[{j}]{same}; the job would"
+                " read these files twice and score their spectra twice",
+                f"remove {key[-1]}[{i}]",
+            )
+
+
 @check
 def workload_input(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
     """Check ``workload.input``: DESI files are named, and where the job can read them.
@@ -1014,7 +1051,7 @@ def workload_input(s: Sections, src: StackSource, root: Path) -> Iterator[Config
         root: The project root (relative paths in the stack resolve against it).
 
     Yields:
-        Issues at ``workload.input.kind|paths[i]|redshifts[i]``.
+        Issues at ``workload.input.kind|paths[i]|redshifts[i]`` (a path listed twice too).
     """
     w = s.workload
     if w is None:
@@ -1040,6 +1077,7 @@ def workload_input(s: Sections, src: StackSource, root: Path) -> Iterator[Config
         return
     kuberay = s.ray is not None and s.ray.mode == "kuberay"
     for field in ("paths", "redshifts"):
+        yield from _duplicate_inputs(src, (*key, field), getattr(inp, field), kuberay, root)
         for i, item in enumerate(getattr(inp, field)):
             if kuberay:
                 if item.startswith("/"):
@@ -1157,6 +1195,59 @@ def ray_exposure(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIs
             f"ray.dashboard_host {r.dashboard_host} exposes the Jobs API beyond this machine",
             "set ray.dashboard_exposed: true to acknowledge it",
         )
+
+
+def advice(fn: Check) -> Check:
+    """Register a warning (decorator): a valid stack that will likely not do what is meant.
+
+    Warnings do not fail validation; :func:`run_advice` collects them into
+    :attr:`skyrig.config.Stack.warnings`, which ``skyrig validate``, ``plan`` and ``up`` print.
+
+    Args:
+        fn: A :data:`Check` yielding one :class:`ConfigIssue` per warning.
+
+    Returns:
+        ``fn`` itself.
+    """
+    ADVICE.append(fn)
+    return fn
+
+
+def run_advice(sections: Sections, src: StackSource, root: Path) -> list[ConfigIssue]:
+    """Run every registered warning on a stack that passed validation.
+
+    Args:
+        sections: The validated sections.
+        src: The stack source, for file lines.
+        root: The project root.
+
+    Returns:
+        Every warning, in registration order.
+    """
+    return [w for fn in ADVICE for w in fn(sections, src, root)]
+
+
+@advice
+def workload_full_model_on_cpu(s: Sections, src: StackSource, root: Path) -> Iterator[ConfigIssue]:
+    """Warn when the full-size model would train and score on CPUs.
+
+    ``model_size: full`` builds the GPU-sized model on the full 7,781-pixel grid (the ``ci``
+    model uses a 4x downsampled grid and small channels); with ``use_gpu: false`` the job
+    runs it on CPUs, as the ``local`` stack does.
+
+    Yields:
+        A warning at ``workload.model_size``.
+    """
+    w = s.workload
+    if w is None or w.model_size != "full" or w.use_gpu:
+        return
+    yield src.issue(
+        ("workload", "model_size"),
+        "model_size full trains and scores the GPU-sized model (the full 7,781-pixel grid) on"
+        " CPUs (workload.use_gpu is false): the run will be far slower than with the ci model",
+        "for a CPU run set workload.model_size: ci (the default: 4x downsampled grid, small"
+        " channels); keep full with use_gpu: true on GPU workers",
+    )
 
 
 def run_checks(sections: Sections, src: StackSource, root: Path) -> list[ConfigIssue]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from skyrig.config.checks import Sections, run_checks
+from skyrig.config.checks import Sections, run_advice, run_checks
 from skyrig.config.model import SecretRef, StackConfig
 from skyrig.config.source import StackSource, read_stack_file
 from skyrig.errors import ConfigIssue, SkyrigConfigError
@@ -32,12 +32,16 @@ class Stack:
         config: The validated ``skyrig:`` values.
         source: The file's raw values and key lines.
         root: The project root (holds ``Pulumi.yaml`` and ``stacks/``).
+        warnings: What validation accepted but will likely not do what is meant (e.g. the
+            full-size model on CPUs), with file, line and key path; see
+            :func:`skyrig.config.checks.advice`.
     """
 
     name: str
     config: StackConfig
     source: StackSource
     root: Path
+    warnings: tuple[ConfigIssue, ...] = ()
 
     @property
     def file(self) -> Path:
@@ -287,7 +291,8 @@ def validate_source(src: StackSource, name: str, root: Path) -> Stack:
     if issues:
         raise SkyrigConfigError(issues)
     config = StackConfig.model_validate(validated)
-    return Stack(name=name, config=config, source=src, root=root)
+    return Stack(name=name, config=config, source=src, root=root,
+                 warnings=tuple(run_advice(sections, src, root)))
 
 
 def load_stack(stack: str | Path, root: Path | None = None) -> Stack:

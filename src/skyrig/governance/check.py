@@ -28,6 +28,7 @@ import yaml
 
 from skyrig.config import Stack
 from skyrig.errors import SkyrigConfigError, SkyrigError
+from skyrig.governance.approver import approver_problem
 from skyrig.governance.registry import Registry, Version
 from skyrig.runbooks.execute import DEFAULT_MODEL_NAME, tracking_uri
 
@@ -233,6 +234,12 @@ def _check_release_file(item: Item, ev: _Evidence, v: Version, max_age_days: flo
         got = _lookup(doc, k)
         if got in bad:
             return "failed", f"release/{name}: {k} is {got!r} (not a human reviewer)"
+    for k in e.get("person") or []:
+        got = _lookup(doc, k)
+        problem = approver_problem(str(got))
+        if problem is not None:
+            return "failed", (f"release/{name}: {k} is {got!r} (not a human reviewer:"
+                              f" {problem[0]})")
     return "satisfied", f"release/{name}"
 
 

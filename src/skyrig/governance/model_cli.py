@@ -30,6 +30,18 @@ AliasOpt = Annotated[
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (recorded with the move).")]
 
 
+def _version_number(value: str | None) -> str | None:
+    """A registered version's number as given (``"3"``); anything else is a usage error (2)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not (text.isascii() and text.isdigit() and int(text) >= 1):
+        raise typer.BadParameter(
+            f"{value!r} is not a model version: give its number (1, 2, …) as"
+            " `skyrig model show --stack S` lists them")
+    return str(int(text))
+
+
 @app.callback()
 def _group() -> None:
     """The stack's registered model: which version its alias serves, promotion, rollback."""
@@ -93,7 +105,9 @@ def rollback(
     model: ModelOpt = DEFAULT_MODEL_NAME,
     alias: AliasOpt = None,
     to: Annotated[
-        str | None, typer.Option("--to", help="Version to go back to (default: previous go).")
+        str | None,
+        typer.Option("--to", callback=_version_number,
+                     help="Version to go back to (default: previous go)."),
     ] = None,
     undo: Annotated[bool, typer.Option("--undo", help="Undo the last skyrig rollback.")] = False,
     reason: ReasonOpt = "",
@@ -111,7 +125,9 @@ def rollback(
 @app.command("promote")
 def promote(
     stack: StackOpt,
-    version: Annotated[str, typer.Option("--version", help="Version to serve.")],
+    version: Annotated[
+        str, typer.Option("--version", callback=_version_number, help="Version to serve.")
+    ],
     model: ModelOpt = DEFAULT_MODEL_NAME,
     alias: AliasOpt = None,
     reason: ReasonOpt = "",
@@ -128,7 +144,10 @@ def promote(
 @app.command("approve")
 def approve(
     stack: StackOpt,
-    version: Annotated[str, typer.Option("--version", help="Released version to approve.")],
+    version: Annotated[
+        str,
+        typer.Option("--version", callback=_version_number, help="Released version to approve."),
+    ],
     approver: Annotated[str, typer.Option("--approver", help="Your name (the reviewer).")],
     model: ModelOpt = DEFAULT_MODEL_NAME,
     reason: ReasonOpt = "",
@@ -137,8 +156,9 @@ def approve(
 
     Only a version released with decision go; an automated name is refused (exit 2).
     """
-    from skyrig.governance.registry import Registry
+    from skyrig.governance.registry import Registry, require_person
 
+    require_person(approver)  # a usage error: refused before the stack's registry is opened
     reg, _ = _open(stack, model, None)
     assert isinstance(reg, Registry)
     entry = reg.approve(version, approver, reason=reason)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from skyrig.errors import SkyrigError
+from skyrig.governance.approver import approver_problem
 
 #: Environment that keeps MLflow from contacting anything but the tracking store.
 QUIET = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_ENABLE_TELEMETRY": "false",
@@ -39,9 +40,20 @@ class ApproverError(RegistryError):
     exit_code = 2
 
 
-#: Names of automated steps that can never be the human approver of a release (the governance
-#: catalogue's MEASURE 1.3 ``not_in`` list; the workload refuses the same names).
-AUTOMATED_APPROVERS = ("release-gates", "automatic")
+def require_person(approver: str) -> str:
+    """Return ``approver`` without surrounding whitespace if it can approve a release.
+
+    Raises:
+        ApproverError: The name is empty, an automated step's (whatever its case, spacing or
+            punctuation: ``Release Gates``, ``CI-bot``) or holds a control character (exit 2);
+            the rule is :func:`skyrig.governance.approver.approver_problem`, which the
+            workload applies at release time too.
+    """
+    problem = approver_problem(approver)
+    if problem is not None:
+        message, hint = problem
+        raise ApproverError(message, hint=hint)
+    return approver.strip()
 
 
 @dataclass(frozen=True)
@@ -235,22 +247,13 @@ class Registry:
             ``{"version", "approver", "approved_at", "changed"}``.
 
         Raises:
-            ApproverError: ``approver`` is empty, names an automated step or holds a control
-                character (exit 2).
+            ApproverError: ``approver`` is no person's name (see :func:`require_person`).
             RegistryError: The version does not exist, was not released with decision go,
                 or its run has no ``release/release_decision.json`` for that version.
         """
         import tempfile
 
-        name = approver.strip()
-        if not name or name.lower() in AUTOMATED_APPROVERS:
-            raise ApproverError(f"approver {approver!r} is not a person",
-                                hint="give the name of the human who reviewed the release")
-        if not name.isprintable():
-            raise ApproverError(
-                f"approver {approver!r} holds a control character (a line break or tab would"
-                " forge or split lines of the model card and the approvals record)",
-                hint="give the reviewer's name on one line")
+        name = require_person(approver)
         v = self.get(version)
         if v.decision != "go":
             raise RegistryError(

@@ -16,12 +16,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from skyrig.config import Stack
+from skyrig.errors import SkyrigConfigError
 from skyrig.plan import Plan
 from skyrig.proxmox.apply import ApplyFailed, ApplyResult, apply_plan, destroy_plan, preview_plan
 from skyrig.proxmox.client import PveClient
@@ -125,6 +127,30 @@ def provision(stack: Stack, plan: Plan, *, console: Console,
     console.print(("[green]✓[/] " if not result.pending_reboot else "[yellow]![/] ")
                   + result.summary())
     return result
+
+
+def check_deprovision(stack: Stack, endpoint_override: Endpoint | None = None) -> None:
+    """Raise what :func:`deprovision` would raise for missing credentials, contacting nothing.
+
+    The direct apply needs the stack's PVE endpoint and token (``pulumi destroy`` reads the
+    token from the stack's Pulumi secret itself); ``skyrig down`` calls this before any layer
+    runs, so a missing token stops it before anything is stopped or reported kept.
+
+    Raises:
+        SkyrigConfigError: The direct apply would run and the endpoint or its token secret
+            cannot be resolved (see :func:`skyrig.proxmox.endpoint.resolve_endpoint`), or
+            the CA bundle it verifies the node with is no file here.
+    """
+    if use_pulumi()[0]:
+        return
+    endpoint = resolve_endpoint(stack, endpoint_override)
+    ca = endpoint.verify
+    if isinstance(ca, str) and not Path(ca).is_file():
+        raise SkyrigConfigError(stack.source.issue(
+            ("proxmox", "ca_bundle"),
+            f"the CA bundle {ca} does not exist on this machine (the PVE API's certificate is"
+            " verified with it)",
+            "copy the cluster's CA certificate (PEM) there, or fix the path"))
 
 
 def deprovision(stack: Stack, plan: Plan, *, console: Console,

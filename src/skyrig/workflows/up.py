@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from skyrig.config import Stack, load_stack
@@ -50,13 +51,16 @@ class RunContext:
 
 @dataclass(frozen=True)
 class Layer:
-    """One layer: ``skip(ctx)`` says why it does not apply (None when it does)."""
+    """One layer: ``skip(ctx)`` says why it does not apply (None when it does);
+    ``check_down(ctx)`` raises what ``down`` would fail on (credentials), before any layer
+    of ``skyrig down`` runs."""
 
     name: str
     title: str
     up: Callable[[RunContext], None]
     down: Callable[[RunContext], None]
     skip: Callable[[RunContext], str | None] = lambda _ctx: None
+    check_down: Callable[[RunContext], None] = lambda _ctx: None
 
 
 # ---------------------------------------------------------------------------------- infra
@@ -98,6 +102,14 @@ def _infra_down(ctx: RunContext) -> None:
     deprovision(ctx.stack, ctx.plan, console=ctx.console, endpoint_override=ctx.endpoint)
     if stop_pvesim(ctx.stack):
         ctx.console.print("  stopped pvesim (its state is kept; `skyrig pvesim reset` clears it)")
+
+
+def _infra_check_down(ctx: RunContext) -> None:
+    """The PVE token the direct apply destroys with (an embedded pvesim is started by down)."""
+    if not ctx.stack.config.proxmox.embedded:
+        from skyrig.workflows.provision import check_deprovision
+
+        check_deprovision(ctx.stack, ctx.endpoint)
 
 
 # ------------------------------------------------------------------------------------- os
@@ -246,7 +258,8 @@ def _monitor_skip(ctx: RunContext) -> str | None:
 
 
 REGISTRY: dict[str, Layer] = {
-    "infra": Layer("infra", "provision Proxmox", _infra_up, _infra_down),
+    "infra": Layer("infra", "provision Proxmox", _infra_up, _infra_down,
+                   check_down=_infra_check_down),
     "os": Layer("os", "configure guests (Ansible site)", _os_up, _os_down, _os_skip),
     "platform": Layer("platform", "platform (Ray)", _platform_up, _platform_down),
     "workload": Layer("workload", "workload", _workload_up, _workload_down),
@@ -287,6 +300,10 @@ def run_up(stack_name: str, *, only: str = "all", console: Console,
         f"  stack [bold]{ctx.stack.name}[/] ({ctx.stack.file}): {len(ctx.plan.pci_mappings)} PCI"
         f" mappings, {len(ctx.plan.vms)} VMs"
     )
+    if ctx.stack.warnings:
+        ctx.summary["warnings"] = [w.render() for w in ctx.stack.warnings]
+    for text in ctx.summary.get("warnings", []):
+        console.print(f"  [bold yellow]warning:[/] {escape(text)}", highlight=False)
     with guarded_run(ctx.stack.state_dir, f"skyrig up --stack {ctx.stack.name}",
                      [la.name for la in layers], console=console, summary=ctx.summary) as guard:
         for n, layer in enumerate(layers, start=1):
@@ -348,6 +365,8 @@ def _print_summary(s: dict[str, Any], console: Console) -> None:
         t.add_row("layers", ", ".join(layers.get("ran", [])) or "-")
         for name, why in (layers.get("skipped") or {}).items():
             t.add_row(f"  skipped {name}", why)
+    for text in s.get("warnings", []):
+        t.add_row("warning", escape(text.replace("\n    fix: ", " → ")))
     t.add_row("elapsed", f"{s['elapsed_s']} s")
     console.print(t)
     for key, label in (("report", "report"), ("metrics", "metrics"), ("model_card", "model card")):
@@ -409,12 +428,13 @@ def run_down(stack_name: str, *, only: str = "all", console: Console) -> list[st
     layers = list(reversed(_selected(only)))
     ctx = _context(stack_name, console)
     ctx.options["only"] = only
+    todo = [layer for layer in layers if not layer.skip(ctx)]
+    for layer in todo:  # credentials first: nothing is stopped or reported kept without them
+        layer.check_down(ctx)
     done: list[str] = []
     with guarded_run(ctx.stack.state_dir, f"skyrig down --stack {ctx.stack.name}",
                      [la.name for la in layers], console=console) as guard:
-        for layer in layers:
-            if layer.skip(ctx):
-                continue
+        for layer in todo:
             console.rule(f"[bold]down: {layer.name}")
             guard.begin(layer.name)
             layer.down(ctx)

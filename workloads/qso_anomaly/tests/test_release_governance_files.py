@@ -32,7 +32,8 @@ LINEAGE = {"benchmark": "qso-inject-v1", "generator": "qso-inject-v1", "generato
 def test_approver_is_a_named_person_or_none() -> None:
     assert check_approver(None) is None and check_approver("  ") is None
     assert check_approver("  Dr. A. Reviewer ") == "Dr. A. Reviewer"
-    for bad in ("release-gates", "Automatic", "ci"):
+    for bad in ("release-gates", "Automatic", "ci", "release gates", "Release_Gates", "CI-bot ",
+                "ci ", "Auto.", "pipeline-runner", "--"):
         with pytest.raises(RegistryError, match="is not a person"):
             check_approver(bad)
     for forged in ("Eve\nrelease-gates", "Eve\tMallory", "Eve\x1b[2K"):

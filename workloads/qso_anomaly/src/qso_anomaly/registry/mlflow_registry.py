@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from qso_anomaly.errors import QsoAnomalyError
+from qso_anomaly.registry.approver import approver_problem
 from qso_anomaly.registry.gates import GateReport
 from qso_anomaly.registry.tracking import quiet_mlflow_env
 
@@ -257,23 +258,27 @@ def _default_requirements() -> list[str]:
     return reqs
 
 
-#: Names that are not a person: an automated step cannot be a release's independent assessor.
-AUTOMATED_APPROVERS = frozenset({"release-gates", "automatic", "auto", "ci", "pipeline"})
-
-
 def check_approver(approver: str | None) -> str | None:
-    """A named human approver, or None; refuses names of automated steps (NIST AI RMF MEASURE
-    1.3: independent assessors)."""
+    """A named human approver, or None (NIST AI RMF MEASURE 1.3: independent assessors).
+
+    Args:
+        approver: The name given (``--approver`` / ``QSO_RELEASE_APPROVER``), or None.
+
+    Returns:
+        The name without surrounding whitespace; None when none or only whitespace is given.
+
+    Raises:
+        RegistryError: The name is an automated step's (whatever its case, spacing or
+            punctuation: ``Release Gates``, ``CI-bot``) or holds a control character; the rule
+            is :func:`qso_anomaly.registry.approver.approver_problem`.
+    """
     if approver is None or not approver.strip():
         return None
     name = approver.strip()
-    if name.lower() in AUTOMATED_APPROVERS:
-        raise RegistryError(f"approver {name!r} is not a person",
-                            hint="name the human who reviewed the release, or give none")
-    if not name.isprintable():
-        raise RegistryError(f"approver {name!r} holds a control character (a line break or tab"
-                            " would forge or split lines of the model card and the decision)",
-                            hint="give the reviewer's name on one line")
+    problem = approver_problem(name)
+    if problem is not None:
+        message, hint = problem
+        raise RegistryError(message, hint=hint)
     return name
 
 

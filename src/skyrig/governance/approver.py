@@ -1,0 +1,89 @@
+"""Who may be named as the approver of a model release: one rule, in two packages.
+
+NIST AI RMF MEASURE 1.3 (independent assessors): the approver recorded in a release's
+``release_decision.json`` is a person, never an automated step. The workload refuses such a
+name at release time (``--approver`` / ``QSO_RELEASE_APPROVER``), skyrig when a person approves
+afterwards (``skyrig model approve``) and when it checks the evidence (``skyrig governance
+check``). The two packages depend on nothing of each other, so this module is the same file in
+both (``skyrig.governance.approver`` and ``qso_anomaly.registry.approver``; a test keeps them
+identical): standard library only, no error class of either package.
+
+A name is compared word by word after normalising it: Unicode compatibility forms folded
+(NFKC), ``camelCase`` split, case folded, every run of characters that are not letters or
+digits (hyphens, underscores, dots, brackets, whitespace) made one space. It names an automated
+step when one of :data:`AUTOMATED_APPROVERS` occurs in it as whole words: ``release gates``,
+``Release_Gates``, ``ReleaseGates``, ``CI-bot`` and ``deploy pipeline`` do; ``Dr. A. Reviewer``,
+``Circe`` and ``Autumn`` do not.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+#: Words (or phrases of words) that name an automated step, normalised as by
+#: :func:`normalise_name`: the release gates, the pipeline, CI jobs and bot accounts.
+AUTOMATED_APPROVERS: tuple[str, ...] = (
+    "release gates", "automatic", "auto", "ci", "pipeline", "bot",
+)
+
+_LOWER_UPPER = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
+def normalise_name(name: str) -> str:
+    """Return ``name`` as lower-case words separated by single spaces.
+
+    Args:
+        name: Any text, e.g. ``" CI-Bot "`` or ``"ReleaseGates"``.
+
+    Returns:
+        The words of ``name``, e.g. ``"ci bot"`` or ``"release gates"``; ``""`` for a name
+        with no letter or digit.
+    """
+    text = _LOWER_UPPER.sub(" ", unicodedata.normalize("NFKC", name))
+    return _NOT_WORD.sub(" ", text.casefold()).strip()
+
+
+def automated_name(name: str) -> str | None:
+    """Return the automated step's name that ``name`` contains as whole words, or None.
+
+    Args:
+        name: A proposed approver, e.g. ``"CI-bot "``.
+
+    Returns:
+        The entry of :data:`AUTOMATED_APPROVERS` found first (``"ci"`` for ``"CI-bot "``),
+        or None when ``name`` names no automated step.
+    """
+    words = f" {normalise_name(name)} "
+    for auto in AUTOMATED_APPROVERS:
+        if f" {auto} " in words:
+            return auto
+    return None
+
+
+def approver_problem(name: str) -> tuple[str, str] | None:
+    """Say why ``name`` cannot be a release's approver, or return None if it can.
+
+    Args:
+        name: A proposed approver as given (surrounding whitespace is not a problem).
+
+    Returns:
+        ``(message, hint)`` for an error (the message quotes ``name``), or None for a
+        person's name. Problems: no letter or digit; an automated step's name as whole
+        words (see :func:`automated_name`); a control or format character (a line break or
+        tab would forge or split lines of the model card and the approvals record).
+    """
+    if not name.strip().isprintable():
+        message = (f"approver {name!r} holds a control character (a line break or tab would"
+                   " forge or split lines of the model card and the release decision)")
+        return message, "give the reviewer's name on one line"
+    person = "give the name of the human who reviewed the release"
+    if not normalise_name(name):
+        return f"approver {name!r} is not a person (no name in it)", person
+    auto = automated_name(name)
+    if auto is not None:
+        words = ", ".join(repr(a) for a in AUTOMATED_APPROVERS)
+        return (f"approver {name!r} is not a person: {auto!r} names an automated step",
+                f"{person} (names holding any of the words {words} are refused)")
+    return None
