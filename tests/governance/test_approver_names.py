@@ -29,7 +29,8 @@ def reg(tmp_path_factory: pytest.TempPathFactory) -> Registry:
 @pytest.mark.parametrize("name", ["", "   ", "release-gates", "Automatic ", "RELEASE-GATES",
                                   "Eve\nrelease-gates", "Dr.\tA. Reviewer", "Bob\x00",
                                   "release gates", "Release_Gates", "ReleaseGates", "CI-bot ",
-                                  "ci", "the pipeline", "deploy[bot]", "AUTO.", "--", "Eve\u200b"])
+                                  "ci", "the pipeline", "deploy[bot]", "AUTO.", "--", "Eve\u200b",
+                                  "github-actions[bot]", "CI/CD job", "Auto Deploy Bot"])
 def test_no_person_is_refused_with_exit_2(reg: Registry, name: str) -> None:
     with pytest.raises(ApproverError) as err:
         reg.approve("1", name)
@@ -37,7 +38,8 @@ def test_no_person_is_refused_with_exit_2(reg: Registry, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["Dr. A. Reviewer", "Circe Autumn", "Ada Lovelace-Byron",
-                                  "José Núñez", "Li Wei"])
+                                  "José Núñez", "Li Wei", "Ci Wang", "Jan Bot",
+                                  "Auto Lindqvist"])
 def test_a_person_is_not_an_automated_step(name: str) -> None:
     assert approver_problem(name) is None
 

@@ -11,9 +11,12 @@ identical): standard library only, no error class of either package.
 A name is compared word by word after normalising it: Unicode compatibility forms folded
 (NFKC), ``camelCase`` split, case folded, every run of characters that are not letters or
 digits (hyphens, underscores, dots, brackets, whitespace) made one space. It names an automated
-step when one of :data:`AUTOMATED_APPROVERS` occurs in it as whole words: ``release gates``,
-``Release_Gates``, ``ReleaseGates``, ``CI-bot`` and ``deploy pipeline`` do; ``Dr. A. Reviewer``,
-``Circe`` and ``Autumn`` do not.
+step when it holds one of :data:`AUTOMATED_PHRASES` as whole words (``release gates``,
+``Release_Gates``, ``ReleaseGates``, ``deploy pipeline``), or when every word of it is one of
+:data:`AUTOMATED_WORDS` (``CI-bot``, ``deploy[bot]``, ``AUTO.``, ``github-actions``). Short
+words such as ``ci``, ``auto`` or ``bot`` alone do not refuse a name that also holds other
+words, since people carry them: ``Ci Wang``, ``Jan Bot``; ``Circe`` and ``Autumn`` are other
+words altogether.
 """
 
 from __future__ import annotations
@@ -21,11 +24,17 @@ from __future__ import annotations
 import re
 import unicodedata
 
-#: Words (or phrases of words) that name an automated step, normalised as by
-#: :func:`normalise_name`: the release gates, the pipeline, CI jobs and bot accounts.
-AUTOMATED_APPROVERS: tuple[str, ...] = (
-    "release gates", "automatic", "auto", "ci", "pipeline", "bot",
-)
+#: Phrases (normalised as by :func:`normalise_name`) no person's name holds: a name holding
+#: one as whole words names an automated step.
+AUTOMATED_PHRASES: tuple[str, ...] = ("release gates", "automatic", "pipeline")
+
+#: Words of automated identities (CI jobs, bot and service accounts, the release gates): a name
+#: made of these words only names an automated step.
+AUTOMATED_WORDS: frozenset[str] = frozenset({
+    "release", "gates", "gate", "automatic", "automated", "auto", "ci", "cd", "pipeline",
+    "bot", "robot", "job", "deploy", "github", "gitlab", "actions", "jenkins", "runner",
+    "service", "account", "system",
+})
 
 _LOWER_UPPER = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _NOT_WORD = re.compile(r"[\W_]+")
@@ -46,19 +55,22 @@ def normalise_name(name: str) -> str:
 
 
 def automated_name(name: str) -> str | None:
-    """Return the automated step's name that ``name`` contains as whole words, or None.
+    """Return what in ``name`` names an automated step, or None.
 
     Args:
         name: A proposed approver, e.g. ``"CI-bot "``.
 
     Returns:
-        The entry of :data:`AUTOMATED_APPROVERS` found first (``"ci"`` for ``"CI-bot "``),
-        or None when ``name`` names no automated step.
+        The entry of :data:`AUTOMATED_PHRASES` found first, else the normalised name when
+        all its words are :data:`AUTOMATED_WORDS` (``"ci bot"`` for ``"CI-bot "``), else None.
     """
-    words = f" {normalise_name(name)} "
-    for auto in AUTOMATED_APPROVERS:
-        if f" {auto} " in words:
-            return auto
+    normal = normalise_name(name)
+    words = f" {normal} "
+    for phrase in AUTOMATED_PHRASES:
+        if f" {phrase} " in words:
+            return phrase
+    if normal and set(normal.split()) <= AUTOMATED_WORDS:
+        return normal
     return None
 
 
@@ -83,7 +95,8 @@ def approver_problem(name: str) -> tuple[str, str] | None:
         return f"approver {name!r} is not a person (no name in it)", person
     auto = automated_name(name)
     if auto is not None:
-        words = ", ".join(repr(a) for a in AUTOMATED_APPROVERS)
+        phrases = ", ".join(repr(a) for a in AUTOMATED_PHRASES)
         return (f"approver {name!r} is not a person: {auto!r} names an automated step",
-                f"{person} (names holding any of the words {words} are refused)")
+                (f"{person} (names holding {phrases}, or made only of words such as 'ci',"
+                 " 'bot', 'auto' or 'deploy', are refused)"))
     return None
