@@ -30,7 +30,8 @@ def reg(tmp_path_factory: pytest.TempPathFactory) -> Registry:
                                   "Eve\nrelease-gates", "Dr.\tA. Reviewer", "Bob\x00",
                                   "release gates", "Release_Gates", "ReleaseGates", "CI-bot ",
                                   "ci", "the pipeline", "deploy[bot]", "AUTO.", "--", "Eve\u200b",
-                                  "github-actions[bot]", "CI/CD job", "Auto Deploy Bot"])
+                                  "github-actions[bot]", "CI/CD job", "Auto Deploy Bot",
+                                  "dependabot[bot]", "Renovate[Bot] ", "pre-commit-ci[bot]"])
 def test_no_person_is_refused_with_exit_2(reg: Registry, name: str) -> None:
     with pytest.raises(ApproverError) as err:
         reg.approve("1", name)

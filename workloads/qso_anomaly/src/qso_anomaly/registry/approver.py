@@ -12,8 +12,10 @@ A name is compared word by word after normalising it: Unicode compatibility form
 (NFKC), ``camelCase`` split, case folded, every run of characters that are not letters or
 digits (hyphens, underscores, dots, brackets, whitespace) made one space. It names an automated
 step when it holds one of :data:`AUTOMATED_PHRASES` as whole words (``release gates``,
-``Release_Gates``, ``ReleaseGates``, ``deploy pipeline``), or when every word of it is one of
-:data:`AUTOMATED_WORDS` (``CI-bot``, ``deploy[bot]``, ``AUTO.``, ``github-actions``). Short
+``Release_Gates``, ``ReleaseGates``, ``deploy pipeline``), when it ends in GitHub's mark of an
+app account, ``[bot]`` (``dependabot[bot]``, ``renovate[bot]``: what ``github.actor`` holds in
+a run a bot started), or when every word of it is one of :data:`AUTOMATED_WORDS` (``CI-bot``,
+``deploy[bot]``, ``AUTO.``, ``github-actions``). Short
 words such as ``ci``, ``auto`` or ``bot`` alone do not refuse a name that also holds other
 words, since people carry them: ``Ci Wang``, ``Jan Bot``; ``Circe`` and ``Autumn`` are other
 words altogether.
@@ -35,6 +37,9 @@ AUTOMATED_WORDS: frozenset[str] = frozenset({
     "bot", "robot", "job", "deploy", "github", "gitlab", "actions", "jenkins", "runner",
     "service", "account", "system",
 })
+
+#: GitHub's suffix of app (bot) accounts, e.g. ``dependabot[bot]`` (compared case-folded).
+BOT_ACCOUNT_SUFFIX = "[bot]"
 
 _LOWER_UPPER = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _NOT_WORD = re.compile(r"[\W_]+")
@@ -62,13 +67,17 @@ def automated_name(name: str) -> str | None:
 
     Returns:
         The entry of :data:`AUTOMATED_PHRASES` found first, else the normalised name when
-        all its words are :data:`AUTOMATED_WORDS` (``"ci bot"`` for ``"CI-bot "``), else None.
+        it ends in :data:`BOT_ACCOUNT_SUFFIX` (``"dependabot bot"`` for ``"dependabot[bot]"``)
+        or all its words are :data:`AUTOMATED_WORDS` (``"ci bot"`` for ``"CI-bot "``), else
+        None.
     """
     normal = normalise_name(name)
     words = f" {normal} "
     for phrase in AUTOMATED_PHRASES:
         if f" {phrase} " in words:
             return phrase
+    if unicodedata.normalize("NFKC", name).strip().casefold().endswith(BOT_ACCOUNT_SUFFIX):
+        return normal
     if normal and set(normal.split()) <= AUTOMATED_WORDS:
         return normal
     return None
@@ -97,6 +106,6 @@ def approver_problem(name: str) -> tuple[str, str] | None:
     if auto is not None:
         phrases = ", ".join(repr(a) for a in AUTOMATED_PHRASES)
         return (f"approver {name!r} is not a person: {auto!r} names an automated step",
-                (f"{person} (names holding {phrases}, or made only of words such as 'ci',"
-                 " 'bot', 'auto' or 'deploy', are refused)"))
+                (f"{person} (names holding {phrases}, bot accounts ('...[bot]'), or names"
+                 " made only of words such as 'ci', 'bot', 'auto' or 'deploy' are refused)"))
     return None
