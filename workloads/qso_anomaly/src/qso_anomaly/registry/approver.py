@@ -93,9 +93,10 @@ def approver_problem(name: str) -> tuple[str, str] | None:
         ``(message, hint)`` for an error (the message quotes ``name``), or None for a
         person's name. Problems: no letter or digit; an automated step's name as whole
         words (see :func:`automated_name`); a control or format character (a line break or
-        tab would forge or split lines of the model card and the approvals record).
+        tab would forge or split lines of the model card and the approvals record). Spaces
+        of any width (no-break, thin, ideographic: ``"山田\u3000太郎"``) are not a problem.
     """
-    if not name.strip().isprintable():
+    if any(not ch.isprintable() and unicodedata.category(ch) != "Zs" for ch in name.strip()):
         message = (f"approver {name!r} holds a control character (a line break or tab would"
                    " forge or split lines of the model card and the release decision)")
         return message, "give the reviewer's name on one line"
