@@ -90,3 +90,47 @@ def test_numpy_weights_give_the_same_jax_params_and_scores(tiny_model_dir, tmp_p
     again = TrainedModel.load(via_numpy.save(tmp_path / "again"))
     for k, v in via_torch.state_dict.items():
         np.testing.assert_array_equal(v.numpy(), again.state_dict[k].numpy())
+
+
+def _scores(model_dir, framework, batch):  # type: ignore[no-untyped-def]
+    from qso_anomaly.score.config import ScoringConfig
+    from qso_anomaly.score.scorer import Scorer
+
+    return Scorer(model_dir, config=ScoringConfig(framework=framework)).score_batch(batch).score
+
+
+def test_weights_npz_that_is_not_model_pt_is_never_scored_with(tiny_model_dir, tmp_path) -> None:
+    """model.pt is the model (PyTorch and MLflow load it); weights.npz only a copy for JAX. A
+    weights.npz that is unreadable, or that is not the copy of this model.pt (model.pt replaced
+    afterwards, or weights.npz copied from another model of the same architecture), must not
+    score: the JAX scorer then loads model.pt, and scores as the PyTorch scorer does."""
+    import shutil
+
+    import numpy as np
+
+    from qso_anomaly.data.synth import generate
+    from qso_anomaly.train.trained import WEIGHTS_FILE, TrainedModel
+
+    tm = TrainedModel.load(tiny_model_dir)
+    other = TrainedModel.load(tiny_model_dir)
+    other.state_dict = {k: v * 1.5 if v.is_floating_point() else v
+                        for k, v in other.state_dict.items()}
+    other_dir = other.save(tmp_path / "other")
+    batch = generate(64, 5, tm.grid)
+    want = _scores(tiny_model_dir, "torch", batch)
+    assert not np.allclose(_scores(other_dir, "torch", batch), want, atol=1e-3)
+
+    cases = {
+        "weights.npz of another model": lambda d: shutil.copy(other_dir / WEIGHTS_FILE, d),
+        "model.pt replaced afterwards": lambda d: shutil.copy(tiny_model_dir / "model.pt", d),
+        "truncated weights.npz": lambda d: (d / WEIGHTS_FILE).write_bytes(
+            (d / WEIGHTS_FILE).read_bytes()[:4000]),
+        "empty weights.npz": lambda d: (d / WEIGHTS_FILE).write_bytes(b""),
+    }
+    for what, spoil in cases.items():
+        d = shutil.copytree(other_dir if what.startswith("model.pt") else tiny_model_dir,
+                            tmp_path / what.replace(" ", "-"))
+        spoil(d)
+        with pytest.warns(UserWarning, match="loading the weights from model.pt"):
+            got = _scores(d, "jax", batch)
+        np.testing.assert_allclose(got, want, atol=1e-3, err_msg=what)

@@ -5,14 +5,20 @@ then decide against the pooled reference scores).
 The weights are saved twice: ``model.pt`` (the torch state dict, what PyTorch and MLflow load)
 and ``weights.npz`` (the same arrays in NumPy's format), so a JAX scorer loads a model without
 importing PyTorch (1.0 s of every JAX Ray actor's start-up; issue 15). Models saved before
-``weights.npz`` existed load through ``model.pt``.
+``weights.npz`` existed load through ``model.pt``. ``model.pt`` is the model: ``weights.npz``
+records the SHA-256 of the ``model.pt`` it copies, and one that is unreadable, records no
+digest or another file's (``model.pt`` replaced afterwards, ``weights.npz`` copied from another
+model) is not used: the loader reads ``model.pt`` instead (with a warning).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +41,42 @@ FILES = ("spec.json", "grid.json", "model.pt", "density.npz", "reference_scores.
 CALIBRATION_FILE = "calibration.npz"
 #: Optional file: the weights of ``model.pt`` as NumPy arrays (loaded without PyTorch).
 WEIGHTS_FILE = "weights.npz"
+#: Entry of ``weights.npz`` holding the SHA-256 (hex) of the ``model.pt`` it copies.
+WEIGHTS_DIGEST_KEY = "__model_pt_sha256__"
+
+
+def _sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file's bytes."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _numpy_weights(directory: Path) -> dict[str, np.ndarray] | None:
+    """The state dict from ``weights.npz`` when it is the copy of this ``model.pt``, else None.
+
+    None (with a :class:`UserWarning` saying why) for a ``weights.npz`` that cannot be read,
+    records no digest of ``model.pt`` or another file's; None without a warning when the
+    directory has no ``weights.npz`` (a model saved before it existed).
+    """
+    path = directory / WEIGHTS_FILE
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as z:
+            state = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+        why = f"cannot be read ({type(exc).__name__}: {exc})"
+    else:
+        digest = state.pop(WEIGHTS_DIGEST_KEY, None)
+        if digest is not None and str(digest) == _sha256(directory / "model.pt"):
+            return state
+        why = ("records no digest of model.pt (saved before weights.npz recorded one)"
+               if digest is None else "is not the copy of this model.pt (another model's weights)")
+    warnings.warn(f"{path} {why}: loading the weights from model.pt", UserWarning, stacklevel=3)
+    return None
 
 
 def _numpy(value: Any) -> np.ndarray:
@@ -90,7 +132,9 @@ class TrainedModel:
         import torch
 
         torch.save({k: torch.as_tensor(v) for k, v in self.state_dict.items()}, tmp / "model.pt")
-        np.savez(tmp / WEIGHTS_FILE, **{k: _numpy(v) for k, v in self.state_dict.items()})
+        weights = {k: _numpy(v) for k, v in self.state_dict.items()}
+        weights[WEIGHTS_DIGEST_KEY] = np.array(_sha256(tmp / "model.pt"))
+        np.savez(tmp / WEIGHTS_FILE, **weights)  # type: ignore[arg-type]
         np.savez(tmp / "density.npz", **self.density.to_arrays())  # type: ignore[arg-type]
         np.save(tmp / "reference_scores.npy", np.asarray(self.reference_scores, np.float32))
         if self.calibration is not None:
@@ -110,7 +154,8 @@ class TrainedModel:
             directory: The model directory.
             torch_weights: Load ``model.pt`` as torch tensors; ``False`` reads ``weights.npz``
                 as NumPy arrays without importing PyTorch (falls back to ``model.pt`` for a
-                model saved without it).
+                model saved without it, and with a warning for one whose ``weights.npz`` is
+                unreadable or not the copy of its ``model.pt``).
 
         Returns:
             The model.
@@ -127,11 +172,8 @@ class TrainedModel:
             )
         spec = ModelSpec.from_dict(json.loads((d / "spec.json").read_text()))
         grid = WavelengthGrid.from_dict(json.loads((d / "grid.json").read_text()))
-        state: dict[str, Any]
-        if not torch_weights and (d / WEIGHTS_FILE).exists():
-            with np.load(d / WEIGHTS_FILE) as z:
-                state = {k: z[k] for k in z.files}
-        else:
+        state: dict[str, Any] | None = None if torch_weights else _numpy_weights(d)
+        if state is None:
             import torch
 
             state = torch.load(d / "model.pt", map_location="cpu", weights_only=True)
