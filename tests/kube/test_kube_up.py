@@ -181,3 +181,26 @@ def test_down_of_a_kubernetes_stack_checks_the_pve_credentials_first(
         assert fragment.format(line=line) in err, err
     assert "kept" not in proc.stdout and "down:" not in proc.stdout, proc.stdout
     assert _files(state) == []
+
+
+def test_down_takes_a_ca_directory_as_the_pve_client_does(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """requests (the PVE client's transport) verifies with a CA bundle file or a directory of
+    hashed CA certificates (/etc/ssl/certs); `up` works with either, so `down`'s credential
+    check must not refuse the directory as missing."""
+    from skyrig.config import load_stack
+    from skyrig.errors import SkyrigConfigError
+    from skyrig.workflows.provision import check_deprovision
+
+    root = make_root(tmp_path)
+    cadir = tmp_path / "ca.d"
+    cadir.mkdir()
+    edit_stack(root, "dev", "/etc/skyrig/pve-root-ca.pem", str(cadir))
+    monkeypatch.setenv("SKYRIG_FORCE_DIRECT", "1")
+    monkeypatch.setenv("SKYRIG_PROXMOX_TOKEN_SECRET", "not-checked-here")
+    monkeypatch.delenv("SKYRIG_PVESIM_ENDPOINT", raising=False)
+    stack = load_stack("dev", root)
+    check_deprovision(stack)  # a directory is a CA path
+    edit_stack(root, "dev", str(cadir), str(tmp_path / "absent"))
+    with pytest.raises(SkyrigConfigError, match="absent does not exist"):
+        check_deprovision(load_stack("dev", root))

@@ -139,13 +139,14 @@ def check_deprovision(stack: Stack, endpoint_override: Endpoint | None = None) -
     Raises:
         SkyrigConfigError: The direct apply would run and the endpoint or its token secret
             cannot be resolved (see :func:`skyrig.proxmox.endpoint.resolve_endpoint`), or
-            the CA bundle it verifies the node with is no file here.
+            the CA bundle it verifies the node with is neither a file nor a directory here
+            (``requests`` takes either: a PEM bundle, or a directory of hashed certificates).
     """
     if use_pulumi()[0]:
         return
     endpoint = resolve_endpoint(stack, endpoint_override)
     ca = endpoint.verify
-    if isinstance(ca, str) and not Path(ca).is_file():
+    if isinstance(ca, str) and not (Path(ca).is_file() or Path(ca).is_dir()):
         raise SkyrigConfigError(stack.source.issue(
             ("proxmox", "ca_bundle"),
             f"the CA bundle {ca} does not exist on this machine (the PVE API's certificate is"
