@@ -64,3 +64,22 @@ def test_mixed_input_and_nothing_passing_the_policy_are_clear_errors(
     with pytest.raises(DataError, match="no spectrum passed the data policy.*zwarn"):
         prepare_input(tmp_path / "hp", grid=ci_grid, policy=DataPolicy(),
                       work_dir=tmp_path / "w")
+
+
+def test_a_file_named_twice_however_is_read_once(tmp_path: Path, ci_grid) -> None:  # type: ignore[no-untyped-def]
+    """A directory and a file in it, a link to either, or a path written two ways name the
+    same file: reading it twice would score its spectra twice (skyrig's config check only sees
+    paths written alike; ``--data`` is also given by hand)."""
+    shards = write_survey(tmp_path / "s", 20, 1, shard_size=10, grid=ci_grid)
+    (tmp_path / "link").symlink_to(tmp_path / "s")
+    assert parquet_shards([tmp_path / "s", shards[1], tmp_path / "link",
+                           str(tmp_path / "s" / ".." / "s" / shards[0].name)]) == shards
+    write_desi_healpix(tmp_path / "hp", 12, 3, n_zwarn=3)
+    coadd = next((tmp_path / "hp").glob("coadd-*.fits"))
+    once = prepare_input(tmp_path / "hp", grid=ci_grid, policy=DataPolicy(),
+                         work_dir=tmp_path / "w1")
+    twice = prepare_input([tmp_path / "hp", coadd], grid=ci_grid, policy=DataPolicy(),
+                          work_dir=tmp_path / "w2")
+    assert sum(pq.read_metadata(s).num_rows for s in twice.shards) == sum(
+        pq.read_metadata(s).num_rows for s in once.shards)
+    assert twice.rejected_on_read == once.rejected_on_read and twice.sources == once.sources

@@ -243,7 +243,9 @@ def _expand(spec: str | Path | Sequence[str | Path], patterns: tuple[str, ...]) 
             out += sorted(found)
         else:
             out.append(p)
-    return out
+    from qso_anomaly.data.inputs import unique_files
+
+    return unique_files(out)  # a file named twice (its directory too, a link) is read once
 
 
 def desi_arm_waves(step: float = 0.8) -> dict[str, np.ndarray]:

@@ -47,6 +47,28 @@ def _paths(data: InputPaths) -> list[Path]:
     return [Path(p) for p in items]
 
 
+def unique_files(paths: Sequence[Path]) -> list[Path]:
+    """``paths`` without the later namings of a file already in it (first naming kept).
+
+    A directory and a file in it, a link and its target, ``a/../a/x`` and ``a/x`` name one file:
+    read twice, its spectra would be scored twice.
+
+    Args:
+        paths: Files as found, in reading order.
+
+    Returns:
+        The files in the same order, each real file once.
+    """
+    seen: set[Path] = set()
+    out: list[Path] = []
+    for p in paths:
+        real = p.resolve()
+        if real not in seen:
+            seen.add(real)
+            out.append(p)
+    return out
+
+
 def _is_coadd(p: Path) -> bool:
     if p.is_dir():
         return any(p.glob("coadd-*.fits*"))
@@ -82,7 +104,8 @@ def parquet_shards(data: InputPaths) -> list[Path]:
         data: A shard, a list of shards or a directory of shards.
 
     Returns:
-        Shard paths, sorted within each directory.
+        Shard paths, sorted within each directory; a shard named twice (a directory and a file
+        in it, a link) once (:func:`unique_files`).
 
     Raises:
         DataError: No shard exists at ``data``.
@@ -91,6 +114,7 @@ def parquet_shards(data: InputPaths) -> list[Path]:
     for p in _paths(data):
         found = sorted(p.glob("*.parquet")) if p.is_dir() else [p]
         out.extend(x for x in found if not x.name.endswith(".scores.parquet"))
+    out = unique_files(out)
     if not out or not all(x.is_file() for x in out):
         raise DataError(f"no Parquet shards at {data}",
                         hint="point --data at a directory written by `qso-anomaly synth` or at "
