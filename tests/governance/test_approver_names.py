@@ -47,6 +47,17 @@ def test_a_person_is_not_an_automated_step(name: str) -> None:
     assert approver_problem(name) is None
 
 
+@pytest.mark.parametrize("length", [201, 200_000])
+def test_a_name_longer_than_a_persons_is_refused_with_exit_2(reg: Registry, length: int) -> None:
+    """A 200,000-character name was written into release_decision.json, then refused by MLflow
+    as the version's tag (over 100,000 characters): the two disagreed."""
+    with pytest.raises(ApproverError) as err:
+        reg.approve("1", "A" * length)
+    assert err.value.exit_code == 2 and f"is {length} characters long" in str(err.value)
+    assert len(str(err.value)) < 1000
+    assert approver_problem(" " + "B" * 200 + " ") is None
+
+
 def test_the_workload_applies_the_same_rule() -> None:
     """skyrig and the workload depend on nothing of each other: the rule module is the same
     file in both packages (the workload refuses at release time what skyrig refuses after)."""

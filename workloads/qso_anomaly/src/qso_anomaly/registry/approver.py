@@ -38,6 +38,11 @@ AUTOMATED_WORDS: frozenset[str] = frozenset({
     "service", "account", "system",
 })
 
+#: The longest approver name accepted, in characters: a person's name is far shorter, and the
+#: name is recorded as an MLflow tag (values up to 100,000 characters) after the release
+#: decision file, so a longer one left the two disagreeing.
+MAX_NAME_CHARS = 200
+
 #: GitHub's suffix of app (bot) accounts, e.g. ``dependabot[bot]`` (compared case-folded).
 BOT_ACCOUNT_SUFFIX = "[bot]"
 
@@ -90,17 +95,23 @@ def approver_problem(name: str) -> tuple[str, str] | None:
         name: A proposed approver as given (surrounding whitespace is not a problem).
 
     Returns:
-        ``(message, hint)`` for an error (the message quotes ``name``), or None for a
-        person's name. Problems: no letter or digit; an automated step's name as whole
-        words (see :func:`automated_name`); a control or format character (a line break or
-        tab would forge or split lines of the model card and the approvals record). Spaces
+        ``(message, hint)`` for an error (the message quotes ``name``, its start only when
+        it is too long), or None for a person's name. Problems: more than
+        :data:`MAX_NAME_CHARS` characters (surrounding whitespace aside); no letter or
+        digit; an automated step's name as whole words (see :func:`automated_name`); a
+        control or format character (a line break or tab would forge or split lines of the
+        model card and the approvals record). Spaces
         of any width (no-break, thin, ideographic: ``"山田\u3000太郎"``) are not a problem.
     """
+    person = "give the name of the human who reviewed the release"
+    if len(name.strip()) > MAX_NAME_CHARS:
+        message = (f"approver {name.strip()[:40]!r}... is {len(name.strip())} characters long,"
+                   f" not a person's name (at most {MAX_NAME_CHARS})")
+        return message, person
     if any(not ch.isprintable() and unicodedata.category(ch) != "Zs" for ch in name.strip()):
         message = (f"approver {name!r} holds a control character (a line break or tab would"
                    " forge or split lines of the model card and the release decision)")
         return message, "give the reviewer's name on one line"
-    person = "give the name of the human who reviewed the release"
     if not normalise_name(name):
         return f"approver {name!r} is not a person (no name in it)", person
     auto = automated_name(name)
