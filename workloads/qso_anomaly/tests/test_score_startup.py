@@ -59,6 +59,37 @@ def test_a_jax_scorer_loads_its_model_without_pytorch(tiny_model_dir) -> None:
     assert json.loads(out.stdout.strip().splitlines()[-1]) is False
 
 
+@pytest.mark.parametrize("entry", ["score_shards", "cli"])
+def test_jax_scoring_of_a_model_directory_never_imports_pytorch(tiny_model_dir, tmp_path,
+                                                                entry: str) -> None:
+    """score_shards given a directory (the throughput benchmark's plain-loop child) and
+    `qso-anomaly score --framework jax` loaded model.pt through PyTorch (1.0 s) while the Ray
+    actors of the same run did not."""
+    from qso_anomaly.data.synth import write_survey
+    from qso_anomaly.train.trained import TrainedModel
+
+    shards = write_survey(tmp_path / "s", 20, 1, grid=TrainedModel.load(tiny_model_dir).grid)
+    run = {
+        "score_shards": (
+            "from qso_anomaly.score.config import ScoringConfig\n"
+            "from qso_anomaly.score.shards import score_shards\n"
+            f"s = score_shards({str(tiny_model_dir)!r}, {[str(p) for p in shards]!r},"
+            f" {str(tmp_path / 'out')!r}, config=ScoringConfig(framework='jax'))\n"
+            "assert s.n_scored == 20, s\n"),
+        "cli": (
+            "from qso_anomaly.cli import main\n"
+            f"sys.argv = ['qso-anomaly', 'score', '--model', {str(tiny_model_dir)!r},"
+            f" '--framework', 'jax', '--data', {str(tmp_path / 's')!r},"
+            f" '--out', {str(tmp_path / 'out')!r}]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"),
+    }[entry]
+    code = f"import json, sys\n{run}print(json.dumps('torch' in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) is False
+
+
 def test_numpy_weights_give_the_same_jax_params_and_scores(tiny_model_dir, tmp_path) -> None:
     import numpy as np
 

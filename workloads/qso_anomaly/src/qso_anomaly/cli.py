@@ -47,6 +47,8 @@ def _load_model(args: argparse.Namespace) -> tuple[TrainedModel, str, str]:
     """(trained model, model name, version) from --model DIR or --model-uri models:/n@alias."""
     from qso_anomaly.train import TrainedModel
 
+    # a JAX command reads the weights as NumPy arrays (weights.npz): no PyTorch import
+    torch_weights = getattr(args, "framework", "torch") != "jax"
     if getattr(args, "model_uri", None):
         from qso_anomaly.registry.mlflow_registry import ModelRegistry
 
@@ -62,10 +64,11 @@ def _load_model(args: argparse.Namespace) -> tuple[TrainedModel, str, str]:
             raise CliError(f"{uri}: no such registered model alias in {args.tracking_uri}",
                            hint="train and release a version first (qso-anomaly pipeline)")
         dst = Path(args.out) / "model"
-        return TrainedModel.load(reg.download_model_dir(rv, dst)), name, rv.version
+        return (TrainedModel.load(reg.download_model_dir(rv, dst), torch_weights=torch_weights),
+                name, rv.version)
     if not args.model:
         raise CliError("give --model DIR or --model-uri models:/<name>@<alias>")
-    return TrainedModel.load(args.model), Path(args.model).name, "local"
+    return TrainedModel.load(args.model, torch_weights=torch_weights), Path(args.model).name, "local"
 
 
 def _emit(obj: Any) -> None:

@@ -209,7 +209,8 @@ def score_shards(
         pending.append((p, nrows))
 
     if pending:
-        trained = as_trained(model_dir_or_trained)
+        # a JAX run reads the weights as NumPy arrays: no PyTorch import in its process
+        trained = as_trained(model_dir_or_trained, torch_weights=cfg.framework != "jax")
         if use_ray:
             _score_ray(trained, pending, out, summary, cfg, on_batch)
         else:
