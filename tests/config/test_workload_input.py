@@ -152,6 +152,25 @@ def test_a_local_path_listed_again_as_absolute_path_is_a_config_error(tmp_path: 
     assert f"{stack_file}:{hits[0][1]}" in r.stderr and "workload.input.paths[1]" in r.stderr
 
 
+def test_a_local_path_in_a_symlink_loop_is_a_config_error_not_a_crash(tmp_path: Path) -> None:
+    """Resolving a link loop raises (RuntimeError on Python 3.11): the duplicate check stopped
+    `skyrig validate` with an internal error instead of the path's config error (exit 2)."""
+    root = make_root(tmp_path)
+    (root / "loop-a").symlink_to(root / "loop-b")
+    (root / "loop-b").symlink_to(root / "loop-a")
+    edit_stack(root, "local", LOCAL_ANCHOR, LOCAL_ANCHOR + _input(
+        "kind: desi", "paths: [loop-a, stacks, ./loop-a]"))
+    issues = _issues(root, "local")
+    assert any(i[0] == "skyrig:workload.input.paths[0]" and "does not exist" in i[2]
+               for i in issues), issues
+    assert any(i[0] == "skyrig:workload.input.paths[2]" and "also paths[0]" in i[2]
+               for i in issues), issues
+    r = subprocess.run([sys.executable, "-m", "skyrig.cli", "validate", "--stack", "local"],
+                       env={**os.environ, "SKYRIG_ROOT": str(root)},
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 2 and "internal error" not in r.stderr, r.stderr
+
+
 def test_rayjob_gpu_pods_must_fit_next_to_the_standing_cluster(tmp_path: Path) -> None:
     """prod: 14 actors x 0.5 GPU need 7 one-GPU pods; with the always-on RayCluster keeping
     2 GPU workers on the 8 GPU worker VMs, the job's pods would wait Pending."""

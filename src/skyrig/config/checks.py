@@ -1024,7 +1024,11 @@ def _duplicate_inputs(src: StackSource, key: tuple[str, ...], items: list[str],
         if kuberay:  # read on the data volume: compare the paths as written, normalised
             where = posixpath.normpath(item)
         else:  # read on this machine: compare what the path leads to
-            where = str((Path(item) if item.startswith("/") else root / item).resolve())
+            path = Path(item) if item.startswith("/") else root / item
+            try:
+                where = str(path.resolve())
+            except (OSError, RuntimeError):  # a link loop: the existence check reports it
+                where = posixpath.normpath(path)
         j = first.setdefault(where, i)
         if j != i:
             same = "" if items[j] == item else f" ({items[j]!r}, the same path)"
