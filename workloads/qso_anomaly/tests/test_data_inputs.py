@@ -83,3 +83,7 @@ def test_a_file_named_twice_however_is_read_once(tmp_path: Path, ci_grid) -> Non
     assert sum(pq.read_metadata(s).num_rows for s in twice.shards) == sum(
         pq.read_metadata(s).num_rows for s in once.shards)
     assert twice.rejected_on_read == once.rejected_on_read and twice.sources == once.sources
+    (tmp_path / "loop-a").symlink_to(tmp_path / "loop-b")
+    (tmp_path / "loop-b").symlink_to(tmp_path / "loop-a")
+    with pytest.raises(DataError, match="no Parquet shards"):  # not the resolver's error
+        parquet_shards([tmp_path / "loop-a", shards[0]])

@@ -62,7 +62,10 @@ def unique_files(paths: Sequence[Path]) -> list[Path]:
     seen: set[Path] = set()
     out: list[Path] = []
     for p in paths:
-        real = p.resolve()
+        try:
+            real = p.resolve()
+        except (OSError, RuntimeError):  # a link loop: left to the reader's error
+            real = p.absolute()
         if real not in seen:
             seen.add(real)
             out.append(p)
