@@ -72,6 +72,8 @@ def test_a_file_named_twice_however_is_read_once(tmp_path: Path, ci_grid) -> Non
     paths written alike; ``--data`` is also given by hand)."""
     shards = write_survey(tmp_path / "s", 20, 1, shard_size=10, grid=ci_grid)
     (tmp_path / "link").symlink_to(tmp_path / "s")
+    (tmp_path / "hard.parquet").hardlink_to(shards[0])
+    assert parquet_shards([shards[0], tmp_path / "hard.parquet"]) == [shards[0]]
     assert parquet_shards([tmp_path / "s", shards[1], tmp_path / "link",
                            str(tmp_path / "s" / ".." / "s" / shards[0].name)]) == shards
     write_desi_healpix(tmp_path / "hp", 12, 3, n_zwarn=3)

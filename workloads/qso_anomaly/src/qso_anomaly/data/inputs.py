@@ -50,8 +50,9 @@ def _paths(data: InputPaths) -> list[Path]:
 def unique_files(paths: Sequence[Path]) -> list[Path]:
     """``paths`` without the later namings of a file already in it (first naming kept).
 
-    A directory and a file in it, a link and its target, ``a/../a/x`` and ``a/x`` name one file:
-    read twice, its spectra would be scored twice.
+    A directory and a file in it, a link and its target, ``a/../a/x`` and ``a/x`` (and on a
+    case-insensitive file system ``A/x``; a hard link) name one file, told by its device and
+    inode: read twice, its spectra would be scored twice.
 
     Args:
         paths: Files as found, in reading order.
@@ -59,12 +60,13 @@ def unique_files(paths: Sequence[Path]) -> list[Path]:
     Returns:
         The files in the same order, each real file once.
     """
-    seen: set[Path] = set()
+    seen: set[object] = set()
     out: list[Path] = []
     for p in paths:
         try:
-            real = p.resolve()
-        except (OSError, RuntimeError):  # a link loop: left to the reader's error
+            st = p.stat()
+            real: object = (st.st_dev, st.st_ino)
+        except (OSError, RuntimeError):  # missing, or a link loop: left to the reader's error
             real = p.absolute()
         if real not in seen:
             seen.add(real)
