@@ -75,7 +75,7 @@ def validate(stack: StackOpt = "local") -> None:
     st = load_stack(stack)
     c = st.config
     console.print(
-        f"[green]✓[/] {st.file}: stack [bold]{st.name}[/] is valid "
+        f"[green]✓[/] {escape(str(st.file))}: stack [bold]{escape(st.name)}[/] is valid "
         f"({len(c.nodes)} nodes, {len(c.pci_mappings)} PCI mappings, {len(c.vms)} VMs)"
     )
     _print_warnings(st)

@@ -25,6 +25,19 @@ def test_validate_ok(stack: str) -> None:
     assert "is valid" in r.stdout
 
 
+def test_validate_prints_a_stack_path_holding_brackets_as_it_is(tmp_path: Path) -> None:
+    """The path and name were rich markup: '[/y]' in a directory name stopped validate with an
+    internal error (MarkupError), '[bold]' vanished from the printed path."""
+    d = tmp_path / "x[" / "y][bold]"
+    d.mkdir(parents=True)
+    f = d / "Pulumi.[red]copy.yaml"
+    f.write_text((ROOT / "stacks" / "Pulumi.local.yaml").read_text())
+    r = run("validate", "--stack", str(f))
+    assert r.returncode == 0, r.stderr
+    out = " ".join(r.stdout.split())
+    assert f"{f}: stack [red]copy is valid" in out, out
+
+
 def test_validate_broken_exits_2_without_traceback(tmp_path: Path) -> None:
     text = (ROOT / "stacks" / "Pulumi.local.yaml").read_text().replace("vmid: 302", "vmid: 301")
     f = tmp_path / "Pulumi.local.yaml"

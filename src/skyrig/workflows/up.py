@@ -297,8 +297,8 @@ def run_up(stack_name: str, *, only: str = "all", console: Console,
     ctx = _context(stack_name, console)
     ctx.options.update(options or {})
     console.print(
-        f"  stack [bold]{ctx.stack.name}[/] ({ctx.stack.file}): {len(ctx.plan.pci_mappings)} PCI"
-        f" mappings, {len(ctx.plan.vms)} VMs"
+        f"  stack [bold]{escape(ctx.stack.name)}[/] ({escape(str(ctx.stack.file))}):"
+        f" {len(ctx.plan.pci_mappings)} PCI mappings, {len(ctx.plan.vms)} VMs"
     )
     if ctx.stack.warnings:
         ctx.summary["warnings"] = [w.render() for w in ctx.stack.warnings]
