@@ -165,3 +165,21 @@ def test_weights_npz_that_is_not_model_pt_is_never_scored_with(tiny_model_dir, t
         with pytest.warns(UserWarning, match="loading the weights from model.pt"):
             got = _scores(d, "jax", batch)
         np.testing.assert_allclose(got, want, atol=1e-3, err_msg=what)
+
+
+def test_weights_of_another_architecture_are_a_model_error(tiny_model_dir, tmp_path) -> None:
+    import shutil
+
+    from qso_anomaly.errors import ModelError
+    from qso_anomaly.train.trained import TrainedModel
+
+    tm = TrainedModel.load(tiny_model_dir)
+    bad = TrainedModel(spec=tm.spec, grid=tm.grid.downsample(2), state_dict=tm.state_dict,
+                       density=tm.density)
+    with pytest.raises(ModelError, match="do not fit the architecture"):
+        bad.torch_model()
+    # replacing a saved model keeps a whole model in place, and no .old or .tmp is left
+    out = shutil.copytree(tiny_model_dir, tmp_path / "m")
+    tm.save(out)
+    assert TrainedModel.load(out).spec == tm.spec
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]

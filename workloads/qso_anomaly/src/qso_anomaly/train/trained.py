@@ -103,13 +103,29 @@ class TrainedModel:
         return MondrianCalibration.pooled(self.reference_scores)
 
     def torch_model(self) -> QsoAutoencoder:
+        """The autoencoder with these weights and this latent density, in eval mode (CPU).
+
+        Returns:
+            A :class:`~qso_anomaly.models.torch_model.QsoAutoencoder`.
+
+        Raises:
+            ModelError: When the weights do not fit the spec's architecture on the grid.
+        """
         import torch
 
         from qso_anomaly.models.torch_model import build_model
 
         model = build_model(self.spec, self.grid)
         model.set_density(self.density)
-        model.load_state_dict({k: torch.as_tensor(v) for k, v in self.state_dict.items()})
+        try:
+            model.load_state_dict({k: torch.as_tensor(v) for k, v in self.state_dict.items()})
+        except RuntimeError as exc:  # missing, unexpected or differently shaped weights
+            raise ModelError(
+                f"the weights do not fit the architecture of spec {self.spec.version!r} on a "
+                f"{self.grid.npix}-pixel grid: {str(exc).splitlines()[0]}",
+                hint="spec.json, grid.json and model.pt must come from one saved model; "
+                     "re-save it with TrainedModel.save or retrain",
+            ) from exc
         model.eval()
         return model
 
@@ -121,7 +137,18 @@ class TrainedModel:
         return params_from_state({k: _numpy(v) for k, v in self.state_dict.items()}, self.spec)
 
     def save(self, directory: str | Path) -> Path:
-        """Write the model directory atomically (temp dir + rename)."""
+        """Write the model directory: a complete copy in ``<dir>.tmp``, then renames.
+
+        An existing model is moved to ``<dir>.old`` and deleted only once the new one is in
+        place, so an interrupt leaves the old or the new model whole (between the two renames,
+        the old one at ``<dir>.old``), never a partial one at ``<dir>``.
+
+        Args:
+            directory: The model directory to write (replaced if it exists).
+
+        Returns:
+            ``directory`` as a path.
+        """
         out = Path(directory)
         tmp = out.with_name(out.name + ".tmp")
         if tmp.exists():
@@ -141,9 +168,15 @@ class TrainedModel:
             np.savez(tmp / CALIBRATION_FILE, **self.calibration.to_arrays())  # type: ignore[arg-type]
         meta = {**self.metrics, "qso_anomaly_version": __version__}
         (tmp / "metrics.json").write_text(json.dumps(meta, indent=2, default=float))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        if out.exists():  # the old model stays whole until the new one is in place
+            old = out.with_name(out.name + ".old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out)
         return out
 
     @classmethod
