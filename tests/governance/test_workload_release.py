@@ -103,6 +103,11 @@ def test_pipeline_release_with_an_approver_satisfies_map_2_3_measure_2_1_and_1_3
     assert reg.get("2").tags["approver"] == "Dr. B. Reviewer"
     again = reg.approve("2", "Dr. B. Reviewer")
     assert again["changed"] is False  # idempotent
+    # an approval interrupted after logging the file and before the tag: the rerun tags it
+    reg.client.delete_model_version_tag(reg.name, "2", "approver")
+    resumed = reg.approve("2", "Dr. B. Reviewer")
+    assert resumed["changed"] is True and reg.get("2").tags["approver"] == "Dr. B. Reviewer"
+    assert reg.approve("2", "Dr. B. Reviewer")["changed"] is False
     reg.client.set_model_version_tag(reg.name, "2", "release_decision", "no-go")
     from skyrig.governance.registry import RegistryError
 

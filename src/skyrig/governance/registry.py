@@ -236,7 +236,8 @@ class Registry:
         ``approved_at`` (UTC, ISO 8601), and one more entry in ``approvals`` (person, time,
         account that recorded it, reason); the file is logged again to the version's run and
         the version gets the tag ``approver``. Approving again with the same name changes
-        nothing.
+        nothing, except that it sets the tag when an interrupted approval logged the file
+        and stopped before the tag.
 
         Args:
             version: Registered version number, e.g. ``"3"``.
@@ -274,8 +275,13 @@ class Registry:
                     f" {doc.get('version')}, not {v.version}",
                     hint="the run was registered twice; approve the version it was written for")
             if doc.get("approver") == name:
+                # the file is logged before the tag is set: a run interrupted between the
+                # two left the tag out, and this run finishes the approval
+                tagged = v.tags.get("approver") == name
+                if not tagged:
+                    self.client.set_model_version_tag(self.name, v.version, "approver", name)
                 return {"version": v.version, "approver": name,
-                        "approved_at": doc.get("approved_at"), "changed": False}
+                        "approved_at": doc.get("approved_at"), "changed": not tagged}
             now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
             doc["approver"], doc["approved_at"] = name, now
             doc["approvals"] = [*doc.get("approvals", []),
