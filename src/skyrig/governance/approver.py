@@ -88,6 +88,34 @@ def automated_name(name: str) -> str | None:
     return None
 
 
+def _script(ch: str) -> str:
+    """The script of a letter: the first word of its Unicode name; Han, hiragana and
+    katakana are one (Japanese writes a name in them together: ``山田はなこ``)."""
+    script = unicodedata.name(ch, "?").split()[0]
+    return "CJK" if script.startswith(("CJK", "HIRAGANA", "KATAKANA")) else script
+
+
+def mixed_script_word(name: str) -> str | None:
+    """Return the first word of ``name`` whose letters come from more than one script.
+
+    Look-alike letters (Cyrillic ``е``, ``о`` or Greek ``ο`` in a Latin word: ``rеlease
+    gates``) would let an automated name past :func:`automated_name`; a person's name keeps
+    each word in one script (``José``, ``山田はなこ``, ``Łukasz``). The script is the first word of
+    the letter's Unicode name (LATIN, CYRILLIC, GREEK, CJK, ...), after NFKC.
+
+    Args:
+        name: A proposed approver.
+
+    Returns:
+        The offending word, or None.
+    """
+    for word in _NOT_WORD.split(unicodedata.normalize("NFKC", name)):
+        scripts = {_script(ch) for ch in word if ch.isalpha()}
+        if len(scripts) > 1:
+            return word
+    return None
+
+
 def approver_problem(name: str) -> tuple[str, str] | None:
     """Say why ``name`` cannot be a release's approver, or return None if it can.
 
@@ -98,7 +126,8 @@ def approver_problem(name: str) -> tuple[str, str] | None:
         ``(message, hint)`` for an error (the message quotes ``name``, its start only when
         it is too long), or None for a person's name. Problems: more than
         :data:`MAX_NAME_CHARS` characters (surrounding whitespace aside); no letter or
-        digit; an automated step's name as whole words (see :func:`automated_name`); a
+        digit; letters of two alphabets within one word (:func:`mixed_script_word`); an
+        automated step's name as whole words (see :func:`automated_name`); a
         control or format character (a line break or tab would forge or split lines of the
         model card and the approvals record). Spaces
         of any width (no-break, thin, ideographic: ``"山田\u3000太郎"``) are not a problem.
@@ -114,6 +143,11 @@ def approver_problem(name: str) -> tuple[str, str] | None:
         return message, "give the reviewer's name on one line"
     if not normalise_name(name):
         return f"approver {name!r} is not a person (no name in it)", person
+    mixed = mixed_script_word(name)
+    if mixed is not None:
+        return ((f"approver {name!r} mixes alphabets within the word {mixed!r} (look-alike"
+                 " letters such as Cyrillic 'е' for Latin 'e')"),
+                "type the reviewer's name in one alphabet per word")
     auto = automated_name(name)
     if auto is not None:
         phrases = ", ".join(repr(a) for a in AUTOMATED_PHRASES)
