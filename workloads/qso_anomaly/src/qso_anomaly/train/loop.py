@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from qso_anomaly.data.batch import SpectraBatch
 from qso_anomaly.models.torch_model import QsoAutoencoder, chi2_loss, consistency_loss
 from qso_anomaly.train.augment import augment_masks
+from qso_anomaly.train.schedule import torch_optimizer
 
 
 def tensors(batch: SpectraBatch) -> TensorDataset:
@@ -36,10 +37,13 @@ def augmented(model: torch.nn.Module, flux: torch.Tensor, ivar: torch.Tensor,
 
 def run_epoch(model: torch.nn.Module, loader: Any, opt: torch.optim.Optimizer, *,
               device: torch.device | None = None,
-              rng: np.random.Generator | None = None) -> float:
+              rng: np.random.Generator | None = None,
+              sched: Any = None) -> float:
     """One pass of Adam on the ivar-weighted χ² loss (gradients clipped at 10); the mean loss.
 
     The model sees masking-augmented inputs; the loss is against the original flux and ivar.
+    ``sched`` (from :func:`~qso_anomaly.train.schedule.torch_optimizer`) steps after every
+    batch.
     ``rng`` drives the augmentation (default: seeded from torch's generator, so
     ``torch.manual_seed`` makes the epoch reproducible). ``device=None`` leaves the batches
     where the loader puts them (Ray Train's prepared loader moves them itself)."""
@@ -61,6 +65,8 @@ def run_epoch(model: torch.nn.Module, loader: Any, opt: torch.optim.Optimizer, *
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
+        if sched is not None:
+            sched.step()
         total += float(loss.detach()) * len(flux)
         count += len(flux)
     return total / max(count, 1)
@@ -75,15 +81,14 @@ def train_epochs(
     device: torch.device | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> list[float]:
-    """Adam on the ivar-weighted χ² loss; returns the mean loss per epoch."""
+    """Adam with the warm-up + cosine schedule of :mod:`qso_anomaly.train.schedule` (peak
+    ``lr``) on the ivar-weighted χ² loss; returns the mean loss per epoch."""
     device = device or torch.device("cpu")
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
+    opt, sched = torch_optimizer(model.parameters(), lr, epochs, len(loader))
     history = []
     rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)).item()))
     for epoch in range(epochs):
-        history.append(run_epoch(model, loader, opt, device=device, rng=rng))
-        sched.step()
+        history.append(run_epoch(model, loader, opt, device=device, rng=rng, sched=sched))
         if on_epoch is not None:
             on_epoch(epoch, history[-1])
     return history
