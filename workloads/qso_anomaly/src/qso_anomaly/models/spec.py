@@ -31,9 +31,8 @@ class ModelSpec:
     mixture. ``z_min``/``z_max`` are the trained redshift range (the data policy rejects and
     counts spectra outside it); ``augment_fraction`` is the share of training spectra given a
     random instrument state (:mod:`qso_anomaly.train.augment`); ``consistency_weight`` weighs
-    the latent-consistency term (batch-standardised latent of the augmented input vs that of
-    the clean one, :func:`~qso_anomaly.models.torch_model.consistency_loss`) that makes the
-    latent, and so the density score, blind to masks. Training: Adam, peak rate
+    the latent-consistency term (latent of the augmented input vs the clean one, in units of
+    the latent variance) that makes the latent, and so the density score, blind to masks. Training: Adam, peak rate
     ``learning_rate``, linear warm-up then cosine decay per batch
     (:mod:`qso_anomaly.train.schedule`).
 

@@ -50,9 +50,6 @@ def _train_arrays(
     net = {"params": params["params"]}
     opt_state = tx.init(net)
 
-    def standardise(lat):
-        return (lat - lat.mean(axis=0)) / jnp.sqrt(jnp.maximum(lat.var(axis=0).mean(), 1e-12))
-
     def loss_fn(p, fa, ia, fl, iv, zz):
         full = {**p, "density": params["density"]}
         recon, lat_aug = _forward_parts(full, spec, wave, fa, ia, zz)
@@ -60,10 +57,9 @@ def _train_arrays(
         r = (fl - recon) / scale[:, None]
         loss = (0.5 * ivn * r**2).sum(-1).mean() / fl.shape[-1]
         if spec.consistency_weight > 0:
-            # the standardised form of models.torch_model.consistency_loss
             target = jax.lax.stop_gradient(_forward_parts(full, spec, wave, fl, iv, zz)[1])
-            shift = standardise(lat_aug) - standardise(target)
-            loss = loss + spec.consistency_weight * (shift**2).mean()
+            var = jnp.maximum(target.var(axis=0).mean(), 1e-6)
+            loss = loss + spec.consistency_weight * ((lat_aug - target) ** 2).mean() / var
         return loss
 
     @jax.jit
