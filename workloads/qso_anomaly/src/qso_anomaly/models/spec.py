@@ -32,9 +32,7 @@ class ModelSpec:
     counts spectra outside it); ``augment_fraction`` is the share of training spectra given a
     random instrument state (:mod:`qso_anomaly.train.augment`); ``consistency_weight`` weighs
     the latent-consistency term (latent of the augmented input vs the clean one, in units of
-    the latent variance) that makes the latent, and so the density score, blind to masks. Training: Adam, peak rate
-    ``learning_rate``, linear warm-up then cosine decay per batch
-    (:mod:`qso_anomaly.train.schedule`).
+    the latent variance) that makes the latent, and so the density score, blind to masks.
 
     The architecture follows spender (Melchior et al. 2023; pmelchior/spender ``model.py``:
     observed-frame encoder with attention pooling, rest-frame decoder) as described in the
@@ -56,7 +54,8 @@ class ModelSpec:
         density_components: Largest number of latent Gaussian-mixture components.
         chi2_weight: Weight of the standardised log χ²/dof term in the score.
         density_weight: Weight of the standardised −log p(latent) term in the score.
-        learning_rate: Peak Adam learning rate of training (warm-up + cosine schedule).
+        learning_rate: Initial Adam learning rate of training (cosine decay over the epochs,
+            :mod:`qso_anomaly.train.schedule`).
         batch_size: Training batch size B (spectra).
         z_min: Lowest redshift of the training range (inclusive).
         z_max: Highest redshift of the training range (inclusive).

@@ -1,5 +1,4 @@
-"""JAX training (optax Adam with the schedule of :mod:`.schedule`, on the same χ² loss),
-in-process or inside a Ray actor.
+"""JAX training (optax Adam on the same χ² loss), in-process or inside a Ray actor.
 
 Ray's JaxTrainer supports TPUs only (alpha), so on CPU and a single GPU the JAX model trains in
 one ``@ray.remote`` actor; its runtime env turns off XLA's 75% GPU-memory preallocation so that it
@@ -33,7 +32,6 @@ def _train_arrays(
     from qso_anomaly.models.jax_model import _forward_parts, normalise
     from qso_anomaly.models.spec import ModelSpec
     from qso_anomaly.train.augment import augment_masks
-    from qso_anomaly.train.schedule import lr_factor, schedule_steps
 
     spec = ModelSpec.from_dict(spec_dict)
     grid = WavelengthGrid.from_dict(grid_dict)
@@ -41,11 +39,7 @@ def _train_arrays(
     n = flux.shape[0]
     bs = min(spec.batch_size, n)
     steps_per_epoch = max(1, n // bs)
-    total, warmup = schedule_steps(epochs, steps_per_epoch)
-
-    def sched(count: Any) -> Any:
-        return spec.learning_rate * lr_factor(count, total, warmup, jnp)
-
+    sched = optax.cosine_decay_schedule(spec.learning_rate, max(1, epochs) * steps_per_epoch)
     tx = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(sched))
     net = {"params": params["params"]}
     opt_state = tx.init(net)

@@ -37,13 +37,10 @@ def augmented(model: torch.nn.Module, flux: torch.Tensor, ivar: torch.Tensor,
 
 def run_epoch(model: torch.nn.Module, loader: Any, opt: torch.optim.Optimizer, *,
               device: torch.device | None = None,
-              rng: np.random.Generator | None = None,
-              sched: Any = None) -> float:
+              rng: np.random.Generator | None = None) -> float:
     """One pass of Adam on the ivar-weighted χ² loss (gradients clipped at 10); the mean loss.
 
     The model sees masking-augmented inputs; the loss is against the original flux and ivar.
-    ``sched`` (from :func:`~qso_anomaly.train.schedule.torch_optimizer`) steps after every
-    batch.
     ``rng`` drives the augmentation (default: seeded from torch's generator, so
     ``torch.manual_seed`` makes the epoch reproducible). ``device=None`` leaves the batches
     where the loader puts them (Ray Train's prepared loader moves them itself)."""
@@ -65,8 +62,6 @@ def run_epoch(model: torch.nn.Module, loader: Any, opt: torch.optim.Optimizer, *
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
-        if sched is not None:
-            sched.step()
         total += float(loss.detach()) * len(flux)
         count += len(flux)
     return total / max(count, 1)
@@ -81,14 +76,15 @@ def train_epochs(
     device: torch.device | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> list[float]:
-    """Adam with the warm-up + cosine schedule of :mod:`qso_anomaly.train.schedule` (peak
+    """Adam with the cosine schedule of :mod:`qso_anomaly.train.schedule` (initial rate
     ``lr``) on the ivar-weighted χ² loss; returns the mean loss per epoch."""
     device = device or torch.device("cpu")
-    opt, sched = torch_optimizer(model.parameters(), lr, epochs, len(loader))
+    opt, sched = torch_optimizer(model.parameters(), lr, epochs)
     history = []
     rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)).item()))
     for epoch in range(epochs):
-        history.append(run_epoch(model, loader, opt, device=device, rng=rng, sched=sched))
+        history.append(run_epoch(model, loader, opt, device=device, rng=rng))
+        sched.step()
         if on_epoch is not None:
             on_epoch(epoch, history[-1])
     return history

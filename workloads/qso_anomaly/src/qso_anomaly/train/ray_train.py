@@ -76,12 +76,13 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
     loader = ray.train.torch.prepare_data_loader(loader)
     net: torch.nn.Module = ray.train.torch.prepare_model(model)
     epochs = int(config["epochs"])
-    opt, sched = torch_optimizer(net.parameters(), spec.learning_rate, epochs, len(loader))
+    opt, sched = torch_optimizer(net.parameters(), spec.learning_rate, epochs)
     history: list[float] = []
     for epoch in range(epochs):
         if world > 1 and hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
-        history.append(run_epoch(net, loader, opt, sched=sched))
+        history.append(run_epoch(net, loader, opt))
+        sched.step()
     metrics = {"loss": history[-1], "epochs": epochs, "world_size": world,
                "loss_history": json.dumps(history)}
     with tempfile.TemporaryDirectory() as tmp:
