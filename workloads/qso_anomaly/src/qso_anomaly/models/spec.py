@@ -54,7 +54,8 @@ class ModelSpec:
         density_components: Largest number of latent Gaussian-mixture components.
         chi2_weight: Weight of the standardised log χ²/dof term in the score.
         density_weight: Weight of the standardised −log p(latent) term in the score.
-        learning_rate: Adam learning rate of training.
+        learning_rate: Initial Adam learning rate of training (cosine decay over the epochs,
+            :mod:`qso_anomaly.train.schedule`).
         batch_size: Training batch size B (spectra).
         z_min: Lowest redshift of the training range (inclusive).
         z_max: Highest redshift of the training range (inclusive).

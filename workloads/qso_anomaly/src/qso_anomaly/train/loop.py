@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from qso_anomaly.data.batch import SpectraBatch
 from qso_anomaly.models.torch_model import QsoAutoencoder, chi2_loss, consistency_loss
 from qso_anomaly.train.augment import augment_masks
+from qso_anomaly.train.schedule import torch_optimizer
 
 
 def tensors(batch: SpectraBatch) -> TensorDataset:
@@ -75,10 +76,10 @@ def train_epochs(
     device: torch.device | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> list[float]:
-    """Adam on the ivar-weighted χ² loss; returns the mean loss per epoch."""
+    """Adam with the cosine schedule of :mod:`qso_anomaly.train.schedule` (initial rate
+    ``lr``) on the ivar-weighted χ² loss; returns the mean loss per epoch."""
     device = device or torch.device("cpu")
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
+    opt, sched = torch_optimizer(model.parameters(), lr, epochs)
     history = []
     rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)).item()))
     for epoch in range(epochs):

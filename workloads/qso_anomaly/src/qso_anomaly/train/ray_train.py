@@ -57,6 +57,7 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
     from qso_anomaly.models.spec import ModelSpec
     from qso_anomaly.models.torch_model import build_model
     from qso_anomaly.train.loop import run_epoch
+    from qso_anomaly.train.schedule import torch_optimizer
 
     if not config["use_gpu"]:
         torch.set_num_threads(int(config.get("threads_per_worker", 1)))
@@ -74,9 +75,8 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
     loader = DataLoader(ds, batch_size=per_worker, shuffle=True, drop_last=len(ds) > per_worker)
     loader = ray.train.torch.prepare_data_loader(loader)
     net: torch.nn.Module = ray.train.torch.prepare_model(model)
-    opt = torch.optim.Adam(net.parameters(), lr=spec.learning_rate)
     epochs = int(config["epochs"])
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
+    opt, sched = torch_optimizer(net.parameters(), spec.learning_rate, epochs)
     history: list[float] = []
     for epoch in range(epochs):
         if world > 1 and hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
