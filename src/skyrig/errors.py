@@ -32,7 +32,7 @@ class ConfigIssue:
 
     def render(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        text = f"{where}: {self.path}: {self.message}"
+        text = ": ".join(p for p in (where, self.path, self.message) if p)
         return f"{text}\n    fix: {self.hint}" if self.hint else text
 
 
