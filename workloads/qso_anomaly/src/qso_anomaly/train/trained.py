@@ -13,7 +13,6 @@ model) is not used: the loader reads ``model.pt`` instead (with a warning).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ from qso_anomaly.data.grid import WavelengthGrid
 from qso_anomaly.errors import ModelError
 from qso_anomaly.models.density import DensityModel
 from qso_anomaly.models.spec import ModelSpec
+from qso_anomaly.registry.tracking import file_sha256
 from qso_anomaly.train.mondrian import MondrianCalibration
 
 if TYPE_CHECKING:
@@ -43,15 +43,6 @@ CALIBRATION_FILE = "calibration.npz"
 WEIGHTS_FILE = "weights.npz"
 #: Entry of ``weights.npz`` holding the SHA-256 (hex) of the ``model.pt`` it copies.
 WEIGHTS_DIGEST_KEY = "__model_pt_sha256__"
-
-
-def _sha256(path: Path) -> str:
-    """SHA-256 (hex) of a file's bytes."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _numpy_weights(directory: Path) -> dict[str, np.ndarray] | None:
@@ -71,7 +62,7 @@ def _numpy_weights(directory: Path) -> dict[str, np.ndarray] | None:
         why = f"cannot be read ({type(exc).__name__}: {exc})"
     else:
         digest = state.pop(WEIGHTS_DIGEST_KEY, None)
-        if digest is not None and str(digest) == _sha256(directory / "model.pt"):
+        if digest is not None and str(digest) == file_sha256(directory / "model.pt"):
             return state
         why = ("records no digest of model.pt (saved before weights.npz recorded one)"
                if digest is None else "is not the copy of this model.pt (another model's weights)")
@@ -160,7 +151,7 @@ class TrainedModel:
 
         torch.save({k: torch.as_tensor(v) for k, v in self.state_dict.items()}, tmp / "model.pt")
         weights = {k: _numpy(v) for k, v in self.state_dict.items()}
-        weights[WEIGHTS_DIGEST_KEY] = np.array(_sha256(tmp / "model.pt"))
+        weights[WEIGHTS_DIGEST_KEY] = np.array(file_sha256(tmp / "model.pt"))
         np.savez(tmp / WEIGHTS_FILE, **weights)  # type: ignore[arg-type]
         np.savez(tmp / "density.npz", **self.density.to_arrays())  # type: ignore[arg-type]
         np.save(tmp / "reference_scores.npy", np.asarray(self.reference_scores, np.float32))
