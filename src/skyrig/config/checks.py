@@ -1019,25 +1019,26 @@ def _duplicate_inputs(src: StackSource, key: tuple[str, ...], items: list[str],
     Yields:
         One issue at ``key[i]`` per path listed again, naming the first listing.
     """
-    first: dict[str, int] = {}
-    for i, item in enumerate(items):
+    def where(item: str) -> str:
         if kuberay:  # read on the data volume: compare the paths as written, normalised
-            where = posixpath.normpath(item)
-        else:  # read on this machine: compare what the path leads to
-            path = Path(item) if item.startswith("/") else root / item
-            try:
-                where = str(path.resolve())
-            except (OSError, RuntimeError):  # a link loop: the existence check reports it
-                where = posixpath.normpath(path)
-        j = first.setdefault(where, i)
-        if j != i:
-            same = "" if items[j] == item else f" ({items[j]!r}, the same path)"
-            yield src.issue(
-                (*key, i),
-                f"duplicate input path {item!r}: also {key[-1]}[{j}]{same}; the job would"
-                " read these files twice and score their spectra twice",
-                f"remove {key[-1]}[{i}]",
-            )
+            return posixpath.normpath(item)
+        # read on this machine: compare what the path leads to
+        path = Path(item) if item.startswith("/") else root / item
+        try:
+            return str(path.resolve())
+        except (OSError, RuntimeError):  # a link loop: the existence check reports it
+            return posixpath.normpath(path)
+
+    places = [where(item) for item in items]
+    for i, place in _dupes(list(enumerate(places))):
+        item, j = items[i], places.index(place)
+        same = "" if items[j] == item else f" ({items[j]!r}, the same path)"
+        yield src.issue(
+            (*key, i),
+            f"duplicate input path {item!r}: also {key[-1]}[{j}]{same}; the job would"
+            " read these files twice and score their spectra twice",
+            f"remove {key[-1]}[{i}]",
+        )
 
 
 @check
