@@ -26,6 +26,7 @@ from qso_anomaly.train.mondrian import (
     level_counts,
     masking_copies,
     n_min,
+    observed_strata,
     stratum_name,
 )
 
@@ -95,6 +96,28 @@ def test_strata_camera_level_and_fraction_bin_edges() -> None:
     assert coverage_strata(iv[8:], WAVE)[0] % N_FRACTION_BINS == 6   # below 0.5
     with pytest.raises(ValueError, match="expected"):
         coverage_strata(iv[:, :-1], WAVE)
+
+
+def test_observed_strata_matches_ivar_form_on_any_column_order() -> None:
+    """The scorer's form (a map of observed pixels) gives the ivar form's codes, and the
+    boolean-selection fallback for a grid that is not ascending gives the same codes as the
+    contiguous ranges of the ascending grid."""
+    rng = np.random.default_rng(12)
+    iv = rng.uniform(0.0, 2.0, (300, WAVE.size)).astype(np.float32)
+    iv[rng.uniform(size=iv.shape) < 0.1] = 0.0
+    for row in range(0, 300, 3):  # blocks of 5-60 % and whole cameras off
+        start = int(rng.integers(0, WAVE.size))
+        iv[row, start:start + int(rng.uniform(0.05, 0.6) * WAVE.size)] = 0.0
+        iv[row + 1, _arm("brz"[row % 3])] = 0.0
+    iv[0, :5] = np.inf
+    iv[1, :5] = np.nan
+    want = coverage_strata(iv, WAVE)
+    assert len(set(want.tolist())) > 10  # the rows reach many strata
+    assert np.array_equal(observed_strata(np.isfinite(iv) & (iv > 0), WAVE), want)
+    perm = rng.permutation(WAVE.size)
+    assert np.array_equal(coverage_strata(iv[:, perm], WAVE[perm]), want)
+    with pytest.raises(ValueError, match="expected"):
+        observed_strata(iv[:, :-1] > 0, WAVE)
 
 
 # ---------------------------------------------------------------- p-values and fallback

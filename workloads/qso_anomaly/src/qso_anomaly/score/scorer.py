@@ -33,7 +33,7 @@ from qso_anomaly.errors import ModelError
 from qso_anomaly.models.scoring import ScoreResult
 from qso_anomaly.score.columns import record_batch_to_spectra
 from qso_anomaly.score.config import Framework, ScoringConfig
-from qso_anomaly.train.mondrian import NO_STRATUM, coverage_strata
+from qso_anomaly.train.mondrian import NO_STRATUM, observed_strata
 from qso_anomaly.train.trained import TrainedModel, as_trained
 
 SCORED_SCHEMA = pa.schema([
@@ -119,12 +119,15 @@ class PreparedRows:
         cleaned: Their policy-masked copy (None when M = 0).
         reasons: Rejection reason per row (M,) (``""`` = to be scored).
         counts: Counts by reason (wrong grid length, policy rejections, masked pixels).
+        strata: Coverage stratum per row (M,) int16 (:meth:`Scorer.strata`; computed here,
+            in the reader thread, so it overlaps the model), or None when M = 0.
     """
 
     batch: SpectraBatch
     cleaned: SpectraBatch | None
     reasons: np.ndarray
     counts: dict[str, int]
+    strata: np.ndarray | None = None
 
 
 class Scorer:
@@ -309,8 +312,8 @@ class Scorer:
         Returns:
             Codes (N,) int16 (:func:`qso_anomaly.train.mondrian.coverage_strata`).
         """
-        ok = ~batch.mask & np.isfinite(batch.flux)
-        return coverage_strata(np.where(ok, batch.ivar, 0.0), self.grid.wave)
+        ok = ~batch.mask & np.isfinite(batch.flux) & np.isfinite(batch.ivar) & (batch.ivar > 0)
+        return observed_strata(ok, self.grid.wave)
 
     def score_record_batch(
         self, data: pa.RecordBatch | pa.Table,
@@ -358,7 +361,7 @@ class Scorer:
             return PreparedRows(batch, None, np.zeros(0, dtype=object), counts)
         cleaned, reasons, c = clean_rows(batch, policy=self.policy)
         merge_counts(counts, c)
-        return PreparedRows(batch, cleaned, reasons, counts)
+        return PreparedRows(batch, cleaned, reasons, counts, self.strata(batch))
 
     def score_prepared(
         self, prepared: PreparedRows,
@@ -379,7 +382,7 @@ class Scorer:
         keep = ok if not ok.all() else slice(None)
         label = (pa.array(batch.label[keep], pa.string()) if batch.label is not None
                  else pa.nulls(int(ok.sum()), pa.string()))
-        strata = self.strata(batch)[keep]
+        strata = (prepared.strata if prepared.strata is not None else self.strata(batch))[keep]
         table = pa.Table.from_arrays(
             [pa.array(batch.targetid[keep]), pa.array(res.score[keep]),
              pa.array(res.chi2_dof[keep]), pa.array(res.density_nll[keep]), label,

@@ -83,27 +83,57 @@ def coverage_strata(ivar: NDArray[Any], wave: NDArray[Any]) -> NDArray[np.int16]
         wave: Observed-frame wavelengths of the model grid, shape ``(P,)`` in Å.
 
     Returns:
-        Codes ``4 · camera_bits + fraction_bin``, shape ``(N,)`` int16 (see the module doc).
+        Codes ``7 · pattern + fraction_bin``, shape ``(N,)`` int16 (see the module doc).
 
     Raises:
         ValueError: ``ivar`` is not 2-D with ``P`` columns.
     """
     iv = np.asarray(ivar)
+    return observed_strata(np.isfinite(iv) & (iv > 0), wave)
+
+
+def observed_strata(observed: NDArray[np.bool_], wave: NDArray[Any]) -> NDArray[np.int16]:
+    """Coverage stratum code per spectrum from a map of observed pixels.
+
+    The same codes as :func:`coverage_strata` for ``observed = isfinite(ivar) & (ivar > 0)``;
+    a scorer that already knows which pixels are usable (mask off, finite flux and ivar,
+    ivar > 0) passes that map and skips building a masked ivar copy. Counts run over the
+    contiguous pixel range of each camera when ``wave`` is ascending (the model grids are),
+    else over a boolean selection (same result, slower).
+
+    Args:
+        observed: Shape ``(N, P)`` bool, True where a pixel was observed.
+        wave: Observed-frame wavelengths of the model grid, shape ``(P,)`` in Å.
+
+    Returns:
+        Codes, shape ``(N,)`` int16 (see the module doc).
+
+    Raises:
+        ValueError: ``observed`` is not 2-D with ``P`` columns.
+    """
+    good = np.asarray(observed, dtype=bool)
     w = np.asarray(wave, dtype=np.float64)
-    if iv.ndim != 2 or iv.shape[1] != w.size:
-        raise ValueError(f"ivar has shape {iv.shape}, expected (N, {w.size}) on the grid")
-    good = np.isfinite(iv) & (iv > 0)
-    n = iv.shape[0]
+    if good.ndim != 2 or good.shape[1] != w.size:
+        raise ValueError(f"ivar has shape {good.shape}, expected (N, {w.size}) on the grid")
+    n = good.shape[0]
     if w.size == 0:
         return np.zeros(n, np.int16)
+    ascending = bool(np.all(w[1:] >= w[:-1]))
     pattern = np.zeros(n, np.int16)
     for i, arm in enumerate(CAMERAS):
         lo, hi = DESI_ARMS[arm]
-        sel = (w >= lo) & (w <= hi)
-        share = good[:, sel].mean(axis=1) if sel.any() else np.zeros(n)
+        if ascending:
+            a, b = int(np.searchsorted(w, lo, "left")), int(np.searchsorted(w, hi, "right"))
+            cols: Any = slice(a, b)
+            width = b - a
+        else:
+            cols = np.flatnonzero((w >= lo) & (w <= hi))
+            width = cols.size
+        share = (np.count_nonzero(good[:, cols], axis=1) / width if width
+                 else np.zeros(n))
         level = np.searchsorted(np.asarray(CAMERA_LEVEL_EDGES), share, side="right")
         pattern += (level * 3**i).astype(np.int16)
-    frac = good.mean(axis=1)
+    frac = np.count_nonzero(good, axis=1) / w.size
     fbin = (N_FRACTION_BINS - 1) - np.searchsorted(np.asarray(FRACTION_EDGES), frac,
                                                    side="right")
     return (pattern * N_FRACTION_BINS + fbin).astype(np.int16)
