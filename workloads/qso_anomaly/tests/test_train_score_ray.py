@@ -67,3 +67,22 @@ def test_ray_data_scoring_matches_the_plain_loop_and_resumes(
         assert a.column("targetid").equals(b.column("targetid"))
         np.testing.assert_allclose(a.column("score").to_numpy(), b.column("score").to_numpy(),
                                    atol=1e-4)
+
+
+def test_ray_scoring_hands_a_model_directory_to_the_actors_as_it_is(
+    trained_with_ray_train, tmp_path, ci_grid, monkeypatch
+) -> None:
+    """Given a directory, the driver loads the model only to check it: it used to save a
+    second copy for the actors, which for JAX imported PyTorch into the driver (issue 15)."""
+    from qso_anomaly.train.trained import TrainedModel
+
+    model_dir = trained_with_ray_train.save(tmp_path / "model")
+    shards = write_survey(tmp_path / "in", n=40, seed=5, shard_size=20, grid=ci_grid)
+
+    def no_copy(self, directory):  # type: ignore[no-untyped-def]
+        raise AssertionError(f"the driver saved a copy of the model to {directory}")
+
+    monkeypatch.setattr(TrainedModel, "save", no_copy)
+    s = score_shards(model_dir, shards, tmp_path / "out", use_ray=True, framework="jax",
+                     batch_size=16)
+    assert s.n_scored == 40 and s.n_shards_scored == 2 and s.backend == "ray_data"

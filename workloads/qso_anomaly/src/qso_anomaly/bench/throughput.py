@@ -35,7 +35,7 @@ from qso_anomaly.models.spec import ModelSpec
 from qso_anomaly.score import output_path, score_shards
 from qso_anomaly.score.config import THREAD_ENV, ScoringConfig
 from qso_anomaly.score.scorer import Scorer, usable_cores
-from qso_anomaly.train import TrainedModel, fit
+from qso_anomaly.train.trained import TrainedModel
 
 DR1_QSOS = 1_600_000
 Progress = Callable[[str], None]
@@ -212,6 +212,8 @@ def run_throughput(
     if model_dir is None:
         model_dir = work / "model"
         if not Path(model_dir).exists():
+            from qso_anomaly.train.fitting import fit  # PyTorch: not in the scoring children
+
             fit(spec, grid, generate(600, seed, grid), epochs=1, seed=seed).save(model_dir)
     model_dir = Path(model_dir)
     tm = TrainedModel.load(model_dir)

@@ -212,7 +212,9 @@ def score_shards(
         # a JAX run reads the weights as NumPy arrays: no PyTorch import in its process
         trained = as_trained(model_dir_or_trained, torch_weights=cfg.framework != "jax")
         if use_ray:
-            _score_ray(trained, pending, out, summary, cfg, on_batch)
+            source = (None if isinstance(model_dir_or_trained, TrainedModel)
+                      else Path(model_dir_or_trained))
+            _score_ray(trained, pending, out, summary, cfg, on_batch, source)
         else:
             _score_local(trained, pending, out, summary, cfg, on_batch)
     summary.elapsed = time.perf_counter() - t0
@@ -558,9 +560,12 @@ def shards_per_call(n_shards: int, actors: int) -> int:
 
 def _score_ray(
     trained: TrainedModel, pending: list[tuple[Path, int]], out: Path, summary: ScoringSummary,
-    cfg: ScoringConfig, on_batch: OnBatch | None,
+    cfg: ScoringConfig, on_batch: OnBatch | None, source: Path | None = None,
 ) -> None:
     """Ray Data over shard paths: ``from_items(paths) → map_batches(RayShardScorer)``.
+
+    The actors load the model from ``source`` (the directory ``trained`` was loaded from);
+    without one, ``trained`` is saved to a temporary directory first.
 
     A fixed pool of ``k`` actors (``ActorPoolStrategy(size=k)``; Ray 2.51 deprecated
     ``concurrency=`` for it); results stream back per finished shard in completion order.
@@ -580,16 +585,17 @@ def _score_ray(
     if hasattr(ctx, "print_on_execution_start"):
         ctx.print_on_execution_start = False
     tmpdir = None
-    model_dir: Path
-    if isinstance(trained, TrainedModel):
+    if source is None:  # an in-memory model: the actors load it from a saved copy
         tmpdir = Path(tempfile.mkdtemp(prefix="qso-model-"))
-        model_dir = trained.save(tmpdir / "model")
-    # Workers of a Ray started by this process inherit its environment; a runtime_env would
-    # make Ray start fresh workers through its runtime-env agent (tens of seconds on a loaded
-    # 2-core machine), so it is used only for a remote cluster or a variable not already set.
-    wanted = worker_env(cfg)
-    missing = {k: v for k, v in wanted.items() if os.environ.get(k) != v}
-    env_vars = wanted if os.environ.get("RAY_ADDRESS") else missing
+        source = trained.save(tmpdir / "model")
+    model_dir = Path(source).resolve()
+    # Workers of a Ray started by this process inherit its environment, and each actor sets
+    # the scoring variables it lacks itself before importing a framework (``apply_thread_env``
+    # at import, :func:`~qso_anomaly.score.scorer.prepare_jax_env` in ``Scorer``), as the plain
+    # loop does. A runtime_env would make Ray start each actor's worker through its
+    # runtime-env agent (0.7 s more per job measured on 2 idle cores, tens of seconds loaded),
+    # so it is used only for a remote cluster, whose workers do not share this environment.
+    env_vars = worker_env(cfg) if os.environ.get("RAY_ADDRESS") else {}
     actor_cfg = cfg.with_(threads=pool.threads).to_dict()
     try:
         paths = [str(p.resolve()) for p, _ in pending]
