@@ -95,23 +95,21 @@ def apply_policy(
     while reading, duplicate redshift rows) so that nothing the reader saw is lost.
     """
     policy = policy or DataPolicy()
-    flux = batch.flux.copy()
-    ivar = batch.ivar.copy()
-    mask = batch.mask.copy()
     counts: dict[str, int] = {}
     merge_counts(counts, batch.meta.get("read_counts", {}))
 
-    bad_flux = ~np.isfinite(flux)
-    bad_ivar = ~np.isfinite(ivar)
-    neg_ivar = ~bad_ivar & (ivar < 0)
+    # one pass per array, no copy-then-assign (same values: the scorer's reader thread runs
+    # this for every batch, issue 15)
+    bad_flux = ~np.isfinite(batch.flux)
+    bad_ivar = ~np.isfinite(batch.ivar)
+    neg_ivar = ~bad_ivar & (batch.ivar < 0)
     for key, sel in zip(PIXEL_REASONS, (bad_flux, bad_ivar, neg_ivar), strict=True):
-        k = int(sel.sum())
+        k = int(np.count_nonzero(sel))
         if k:
             counts[key] = counts.get(key, 0) + k
-    mask |= bad_flux | bad_ivar | neg_ivar
-    ivar[mask] = 0.0
-    flux[mask] = 0.0
-    ivar[ivar <= IVAR_FLOOR] = 0.0
+    mask = batch.mask | bad_flux | bad_ivar | neg_ivar
+    flux = np.where(mask, batch.flux.dtype.type(0), batch.flux)
+    ivar = np.where(mask | (batch.ivar <= IVAR_FLOOR), batch.ivar.dtype.type(0), batch.ivar)
 
     n = len(batch)
     good = ivar > 0
@@ -145,7 +143,7 @@ def apply_policy(
     row_zero: NDArray[np.bool_] = np.asarray((~good.any(axis=1)) if n else np.zeros(0, bool),
                                              dtype=bool)
     checks["all_zero_ivar"] = np.asarray(row_zero, dtype=bool)
-    frac = good.mean(axis=1) if good.shape[1] else np.zeros(n)
+    frac = np.count_nonzero(good, axis=1) / good.shape[1] if good.shape[1] else np.zeros(n)
     checks["too_few_good_pixels"] = ~row_zero & (frac < policy.min_valid_fraction)
 
     reasons = np.full(n, "", dtype=object)
@@ -154,7 +152,7 @@ def apply_policy(
         if sel is not None:
             reasons[np.asarray(sel, dtype=bool)] = key
     for key in ROW_REASONS:
-        k = int((reasons == key).sum())
+        k = int(np.count_nonzero(reasons == key))
         if k:
             counts[key] = counts.get(key, 0) + k
     cleaned = batch.with_arrays(flux=flux, ivar=ivar, mask=mask)
