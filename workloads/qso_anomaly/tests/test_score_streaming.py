@@ -182,10 +182,13 @@ def test_settings_validate_and_come_from_the_environment() -> None:
 
 def test_actor_pool_follows_the_resources_ray_reports() -> None:
     two = actor_pool_size({"CPU": 2.0}, ScoringConfig())
-    assert (two.concurrency, two.threads) == (1, 2)
-    assert two.concurrency * two.actor_cpus <= 2.0  # threads never outnumber the cores
+    assert (two.concurrency, two.threads, two.actor_cpus) == (2, 1, 1.0)  # one actor per core
     big = actor_pool_size({"CPU": 16.0}, ScoringConfig())
-    assert big.concurrency == 8 and big.threads == 2 and big.concurrency * big.actor_cpus <= 16
+    assert big.concurrency == 16 and big.threads == 1 and big.concurrency * big.actor_cpus <= 16
+    paired = actor_pool_size({"CPU": 16.0}, ScoringConfig(threads=2))
+    assert (paired.concurrency, paired.threads, paired.actor_cpus) == (8, 2, 2.0)
+    for pool in (two, big, paired):  # threads never outnumber the cores
+        assert pool.concurrency * pool.threads <= (2 if pool is two else 16)
     gpu = actor_pool_size({"CPU": 8.0, "GPU": 1.0}, ScoringConfig(device="cuda", num_gpus=0.5))
     assert (gpu.concurrency, gpu.num_gpus) == (2, 0.5)
     fixed = actor_pool_size({"CPU": 2.0}, ScoringConfig(concurrency=3, actor_cpus=0.25))

@@ -469,10 +469,16 @@ def actor_pool_size(resources: dict[str, float], cfg: ScoringConfig) -> ActorPoo
 
     GPU (``cfg.num_gpus > 0``): ``floor(GPU / num_gpus)`` actors (``num_gpus=0.5`` puts two
     actors on each card), one CPU (its reader thread and host-side validation) and one
-    intra-op thread each. CPU: actors of two PyTorch threads each (``cfg.threads`` to
-    change), ``floor(CPU / threads)`` of them, each asking for as many logical CPUs as it runs
-    threads — the actors read their own shards, so no Ray read task needs a CPU, and threads
-    never outnumber cores. ``cfg.concurrency`` / ``cfg.actor_cpus`` override.
+    intra-op thread each. CPU: one actor per core, each with one PyTorch thread and one
+    logical CPU (``cfg.threads`` for more threads and fewer actors: ``floor(CPU / threads)``
+    of them, each asking for as many CPUs as it runs threads) — the actors read their own
+    shards, so no Ray read task needs a CPU, and threads never outnumber cores. One-thread
+    actors are the default because independent pipelines keep every core busy where one
+    actor's two OpenMP threads stall together whenever one of them is preempted by Ray's own
+    processes: at 100,000 spectra on 2 cores, 2 × 1 thread took 21.2–23.5 s (PyTorch) and
+    14.9–15.7 s (JAX) against 27.5–28.0 s and 15.4–16.6 s for 1 × 2 threads (plain loop
+    24.3–25.0 s and 13.8–14.0 s; docs/benchmarks.md). ``cfg.concurrency`` /
+    ``cfg.actor_cpus`` override.
 
     Args:
         resources: Ray's resource totals, e.g. ``{"CPU": 2.0, "GPU": 1.0}`` (logical units).
@@ -486,7 +492,7 @@ def actor_pool_size(resources: dict[str, float], cfg: ScoringConfig) -> ActorPoo
         gpus = float(resources.get("GPU", 0.0))
         k = cfg.concurrency or max(1, math.floor(gpus / cfg.num_gpus + 1e-9))
         return ActorPool(k, cfg.actor_cpus or 1.0, cfg.num_gpus, cfg.threads or 1)
-    threads = cfg.threads or max(1, min(2, int(cpus)))
+    threads = cfg.threads or 1
     k = cfg.concurrency or max(1, int(cpus) // threads)
     actor_cpus = cfg.actor_cpus or min(float(threads), cpus / k)
     return ActorPool(k, actor_cpus, 0.0, threads)
