@@ -287,6 +287,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     gates: dict[str, Any] | None = None
     promoted = False
     card_path: str | None = None
+    drift_normal = normal_score_drift(scored)  # None without labelled normal spectra
     if trained_here:
         from qso_anomaly.registry.release import release_version
 
@@ -295,7 +296,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
                      if evaluation is not None else None)
         outcome = release_version(
             registry, rv, thresholds=thresholds, release_dir=release_dir,
-            evaluation=evaluation or {}, drift=normal_score_drift(scored), xai=ex.report,
+            evaluation=evaluation or {}, drift=drift_normal, xai=ex.report,
             model_details=model_details(rv, trained, framework=framework, epochs=cfg.epochs),
             data_lineage=lineage, tier=cfg.risk_tier, extra_files=(metrics_path,),
             approver=approver, baselines=baselines)
@@ -351,6 +352,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         "rejected": scored.rejected,
         "rejected_on_read": scored.rejected_on_read,
         "drift": scored.drift,
+        "drift_normal": drift_normal,
         "xai": {"localisation_auroc_localised_mean":
                 ex.report.get("localisation_auroc_localised_mean"),
                 "deletion_gain": ex.report.get("deletion_gain"),
