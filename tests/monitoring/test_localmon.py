@@ -12,7 +12,6 @@ is left.
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import socket
 import time
@@ -29,7 +28,7 @@ from skyrig.monitoring import RUNBOOK_IDS, local_ports
 from skyrig.workflows import localmon
 from skyrig.workflows.alertsink import read_alerts
 from skyrig.workflows.monreport import build_report
-from support import edit_stack, endpoint_of, make_root, stack
+from support import edit_stack, endpoint_of, free_port_base, make_root, stack
 
 pytestmark = [
     pytest.mark.integration,
@@ -40,21 +39,7 @@ pytestmark = [
 
 def _free_base() -> int:
     """A base with 6 consecutive free loopback ports (tests never use fixed ports)."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000, 10)
-        socks = []
-        try:
-            for port in range(base, base + 6):
-                s = socket.socket()
-                s.bind(("127.0.0.1", port))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range")
+    return free_port_base(tuple(range(6)))
 
 
 def _until(what: str, fn: Callable[[], Any], timeout_s: float) -> Any:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import threading
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from rich.console import Console
 
 from skyrig.workflows.localray import MARKER, ensure_head, stack_processes, stop_head
 from skyrig.workflows.workload import active_jobs, follow, start_job, stop_stack_jobs
-from support import edit_stack, make_root, stack
+from support import edit_stack, free_port_base, make_root, stack
 
 pytestmark = pytest.mark.integration
 
@@ -25,20 +24,7 @@ TINY = "python -c 'import time; print(\"tiny job\", flush=True); time.sleep(300)
 
 def _free_base() -> int:
     """A port p with p..p+2 and p+10, p+11 free on loopback."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base > 60000:
-            continue
-        try:
-            for off in (0, 1, 2, 10, 11):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", base + off))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no free ports")
+    return free_port_base((0, 1, 2, 10, 11))
 
 
 def _cmdlines(pids: list[int]) -> list[str]:

@@ -16,17 +16,22 @@ from pathlib import Path
 
 import pytest
 
+from support import free_port_base
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _stack(tmp_path: Path) -> Path:
+def _stack(tmp_path: Path, base: int) -> Path:
+    """The local stack on ports base (Ray head), +10 (dashboard), +20 (metrics export) and
+    +30..+35 (monitoring), away from a developer's own `make run`."""
     text = (ROOT / "stacks" / "Pulumi.local.yaml").read_text()
-    for a, b in (("head_port: 26379", "head_port: 46379"),
-                 ("dashboard_port: 28265", "dashboard_port: 48265"),
-                 ("metrics_export_port: 28080", "metrics_export_port: 48080"),
+    for a, b in (("head_port: 26379", f"head_port: {base}"),
+                 ("dashboard_port: 28265", f"dashboard_port: {base + 10}"),
+                 ("metrics_export_port: 28080", f"metrics_export_port: {base + 20}"),
                  ("n_spectra: 1500", "n_spectra: 400"),
-                 ("dcgm_exporter: false", "dcgm_exporter: false\n    local_port_base: 47000")):
+                 ("dcgm_exporter: false",
+                  f"dcgm_exporter: false\n    local_port_base: {base + 30}")):
         assert a in text, a
         text = text.replace(a, b)
     f = tmp_path / "stacks" / "Pulumi.local.yaml"
@@ -41,7 +46,8 @@ def _skyrig(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 def test_up_twice_then_down(tmp_path: Path) -> None:
-    stack = _stack(tmp_path)
+    base = free_port_base((0, 10, 20, *range(30, 36)))
+    stack = _stack(tmp_path, base)
     state = tmp_path / "state"
     env = {**os.environ, "SKYRIG_STATE_DIR": str(state), "COLUMNS": "200"}
     try:
@@ -57,7 +63,7 @@ def test_up_twice_then_down(tmp_path: Path) -> None:
             assert Path(w1[key]).is_file(), (key, w1[key])
         assert "report" in first.stdout and "model card" in first.stdout
         m1 = s1["monitoring"]
-        assert m1["prometheus"] == "http://127.0.0.1:47000"
+        assert m1["prometheus"] == f"http://127.0.0.1:{base + 30}"
         assert m1["targets_total"] == 6 and m1["pushed"], m1
         assert "Prometheus" in first.stdout and "targets up" in first.stdout
 
@@ -74,6 +80,6 @@ def test_up_twice_then_down(tmp_path: Path) -> None:
     assert down.returncode == 0, down.stdout[-3000:] + down.stderr[-3000:]
     assert not (state / "local" / "ray" / "ray-head.pgid").exists()
     assert not (state / "local" / "monitoring" / "pids.json").exists()
-    for port in range(47000, 47006):  # the monitoring stack's ports are closed again
+    for port in range(base + 30, base + 36):  # the monitoring stack's ports are closed again
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) != 0, port
