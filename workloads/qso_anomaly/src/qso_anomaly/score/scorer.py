@@ -119,15 +119,15 @@ class PreparedRows:
         cleaned: Their policy-masked copy (None when M = 0).
         reasons: Rejection reason per row (M,) (``""`` = to be scored).
         counts: Counts by reason (wrong grid length, policy rejections, masked pixels).
-        strata: Coverage stratum per row (M,) int16 (:meth:`Scorer.strata`; computed here,
-            in the reader thread, so it overlaps the model), or None when M = 0.
+        strata: Coverage stratum per row (M,) int16 (:meth:`Scorer.strata`; computed with
+            the rest, in the reader thread, so it overlaps the model).
     """
 
     batch: SpectraBatch
     cleaned: SpectraBatch | None
     reasons: np.ndarray
     counts: dict[str, int]
-    strata: np.ndarray | None = None
+    strata: np.ndarray
 
 
 class Scorer:
@@ -358,7 +358,8 @@ class Scorer:
         """
         batch, _, counts = record_batch_to_spectra(data, self.grid.npix)
         if len(batch) == 0:
-            return PreparedRows(batch, None, np.zeros(0, dtype=object), counts)
+            return PreparedRows(batch, None, np.zeros(0, dtype=object), counts,
+                                np.zeros(0, np.int16))
         cleaned, reasons, c = clean_rows(batch, policy=self.policy)
         merge_counts(counts, c)
         return PreparedRows(batch, cleaned, reasons, counts, self.strata(batch))
@@ -382,7 +383,7 @@ class Scorer:
         keep = ok if not ok.all() else slice(None)
         label = (pa.array(batch.label[keep], pa.string()) if batch.label is not None
                  else pa.nulls(int(ok.sum()), pa.string()))
-        strata = (prepared.strata if prepared.strata is not None else self.strata(batch))[keep]
+        strata = prepared.strata[keep]
         table = pa.Table.from_arrays(
             [pa.array(batch.targetid[keep]), pa.array(res.score[keep]),
              pa.array(res.chi2_dof[keep]), pa.array(res.density_nll[keep]), label,

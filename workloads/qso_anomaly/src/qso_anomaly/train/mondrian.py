@@ -114,7 +114,8 @@ def observed_strata(observed: NDArray[np.bool_], wave: NDArray[Any]) -> NDArray[
     good = np.asarray(observed, dtype=bool)
     w = np.asarray(wave, dtype=np.float64)
     if good.ndim != 2 or good.shape[1] != w.size:
-        raise ValueError(f"ivar has shape {good.shape}, expected (N, {w.size}) on the grid")
+        raise ValueError(f"pixel array has shape {good.shape}, expected (N, {w.size}) on the "
+                         "grid")
     n = good.shape[0]
     if w.size == 0:
         return np.zeros(n, np.int16)
