@@ -246,3 +246,48 @@ def test_cli_scores_a_directory_of_desi_coadds_directly(tmp_path, robust_model, 
     assert rc == 0
     assert res["rejected_on_read"]["zwarn"] == 2
     assert res["n_scored"] + sum(res["rejected"].values()) == 28
+
+
+def test_clean_batches_take_the_short_path_with_the_same_arrays() -> None:
+    """apply_policy skips its per-pixel checks when three reductions show no non-finite or
+    negative value (issue 15); the result equals the full rule, array for array, for clean
+    batches, sub-floor ivar, and every kind of bad value (which takes the full path)."""
+    from qso_anomaly.data.masks import row_counts
+    from qso_anomaly.data.policy import IVAR_FLOOR
+
+    rng = np.random.default_rng(11)
+    for trial in range(60):
+        n, p = int(rng.integers(0, 12)), int(rng.integers(1, 90))
+        flux = (rng.normal(size=(n, p)) * 10).astype(np.float32)
+        ivar = rng.exponential(size=(n, p)).astype(np.float32)
+        mask = rng.random((n, p)) < 0.05
+        kind = trial % 6
+        if n and kind == 1:
+            flux[rng.random((n, p)) < 0.05] = np.nan
+        if n and kind == 2:
+            ivar[rng.random((n, p)) < 0.05] = np.inf
+        if n and kind == 3:
+            ivar[rng.random((n, p)) < 0.05] = -1.0
+        if n and kind == 4:
+            ivar[rng.random((n, p)) < 0.1] = 1e-13
+            ivar[rng.random((n, p)) < 0.1] = 0.0
+        if n and kind == 5:
+            flux[0, 0] = 3e38  # the reductions overflow: full path, same answer
+            flux[-1, -1] = 3e38
+        batch = SpectraBatch(np.arange(n), rng.uniform(0.5, 3.0, n), flux, ivar, mask)
+        cleaned, _, counts = apply_policy(batch)
+        bad_f, bad_i = ~np.isfinite(flux), ~np.isfinite(ivar)
+        neg = ~bad_i & (ivar < 0)
+        m = mask | bad_f | bad_i | neg
+        np.testing.assert_array_equal(cleaned.mask, m)
+        np.testing.assert_array_equal(cleaned.flux, np.where(m, 0, flux).astype(np.float32))
+        np.testing.assert_array_equal(cleaned.ivar,
+                                      np.where(m | (ivar <= IVAR_FLOOR), 0, ivar).astype(np.float32))
+        assert not np.signbit(cleaned.ivar).any()
+        for key, sel in (("masked_pixels:nonfinite_flux", bad_f),
+                         ("masked_pixels:nonfinite_ivar", bad_i),
+                         ("masked_pixels:negative_ivar", neg)):
+            assert counts.get(key, 0) == int(sel.sum()), key
+        assert cleaned.mask is not batch.mask  # the input is never aliased
+        good = cleaned.ivar > 0
+        np.testing.assert_array_equal(row_counts(good), np.count_nonzero(good, axis=1))

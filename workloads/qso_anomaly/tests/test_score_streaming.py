@@ -17,7 +17,7 @@ from qso_test_support import TINY
 from qso_anomaly.data.synth import generate, write_survey
 from qso_anomaly.models.spec import ModelSpec
 from qso_anomaly.score import ScoringConfig, output_path, score_shards
-from qso_anomaly.score.columns import record_batch_to_spectra, tensor_column
+from qso_anomaly.score.columns import record_batch_to_spectra, tensor_column, unpack_bits
 from qso_anomaly.score.config import (
     ScoringConfigError,
     activation_bytes_per_spectrum,
@@ -324,3 +324,52 @@ def test_a_child_reports_its_own_peak_rss_not_its_parents() -> None:
     out = subprocess.run([sys.executable, "-c", _BIG_PARENT], capture_output=True, text=True,
                          check=True, timeout=120).stdout.strip()
     assert 0 < float(out) < 300
+
+
+def test_boolean_columns_unpack_like_arrow_at_every_offset() -> None:
+    """unpack_bits (np.unpackbits of Arrow's LSB-first bitmap) gives Arrow's own values for
+    sliced arrays at every bit offset, and mask tensor columns of sliced batches."""
+    rng = np.random.default_rng(3)
+    for n in (0, 1, 7, 8, 9, 100):
+        a = pa.array(rng.random(n) < 0.4)
+        for off in range(min(n, 11)):
+            s = a.slice(off)
+            assert np.array_equal(unpack_bits(s), np.asarray(s.to_pylist(), dtype=bool))
+    m = rng.random((9, 13)) < 0.3
+    col = pa.FixedSizeListArray.from_arrays(pa.array(m.ravel()), 13)
+    for off in range(9):
+        got = tensor_column(col.slice(off), 13, bool)
+        assert got is not None and got.dtype == bool and np.array_equal(got, m[off:])
+
+
+@pytest.mark.parametrize("framework", ["jax", "torch"])
+def test_streamed_jax_overlap_gives_the_per_batch_scores(tmp_path, trained, ci_grid,
+                                                        framework) -> None:
+    """The plain loop starts batch k+1 before it collects batch k (JAX dispatches without
+    waiting), and score_batch pipelines JAX chunks: rows, order, callbacks and scores are those
+    of scoring every batch on its own, across shard ends and with rejected rows."""
+    shards = write_survey(tmp_path / "in", n=45, seed=6, shard_size=20, grid=ci_grid)
+    t = pq.read_table(shards[1])
+    z = t.column("z").to_numpy().copy()
+    z[3] = -1.0  # rejected (bad_redshift) in the middle of a batch
+    pq.write_table(t.set_column(t.schema.get_field_index("z"), "z", pa.array(z, pa.float32())),
+                   shards[1])
+    cfg = ScoringConfig(framework=framework, batch_size=8)
+    seen: list[np.ndarray] = []
+    s = score_shards(trained, shards, tmp_path / "out", config=cfg,
+                     on_batch=lambda b, r: seen.append(b.targetid.copy()))
+    assert s.n_scored == 44 and s.n_rejected_by_reason.get("bad_redshift") == 1
+    got = pq.read_table([str(output_path(tmp_path / "out", p)) for p in shards])
+    sc = Scorer(trained, config=cfg)
+    want, ids = [], []
+    for p in shards:
+        for rb in pq.ParquetFile(p).iter_batches(batch_size=8):
+            table, _, good, _ = sc.score_prepared(sc.prepare_record_batch(rb))
+            want.append(table.column("score").to_numpy())
+            ids.append(good.targetid if good is not None else np.zeros(0, np.int64))
+    np.testing.assert_array_equal(got.column("score").to_numpy(), np.concatenate(want))
+    assert [x.tolist() for x in seen] == [x.tolist() for x in ids if len(x)]
+    b = generate(37, seed=8, grid=ci_grid)
+    whole = sc.score_batch(b)
+    parts = [sc.score_batch(b.take(slice(i, i + 8))) for i in range(0, 37, 8)]
+    np.testing.assert_array_equal(whole.score, np.concatenate([r.score for r in parts]))

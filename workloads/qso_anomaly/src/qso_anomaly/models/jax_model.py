@@ -514,12 +514,45 @@ def score_jax(
             fl = np.pad(fl, ((0, pad), (0, 0)))
             iv = np.pad(iv, ((0, pad), (0, 0)), constant_values=1.0)
             z = np.pad(z, (0, pad), constant_values=1.0)
-        # device_put, not jnp.asarray: jnp.asarray of a NumPy array dispatches an eager
-        # convert_element_type computation per array (three per batch, measured 3-9 % of a
-        # 256-spectrum CI-model batch on CPU); device_put only copies the buffer.
-        sc, c2, nl = fn(params, *jax.device_put((fl, iv, z)))
-        parts.append(ScoreResult(np.asarray(sc)[:n], np.asarray(c2)[:n], np.asarray(nl)[:n]))
+        res = _dispatch(fn, params, fl, iv, z)()
+        parts.append(ScoreResult(res.score[:n], res.chi2_dof[:n], res.density_nll[:n]))
     return ScoreResult.concat(parts)
+
+
+def _dispatch(fn: Callable[..., Any], params: Params, flux: np.ndarray, ivar: np.ndarray,
+              z: np.ndarray) -> Callable[[], ScoreResult]:
+    # device_put, not jnp.asarray: jnp.asarray of a NumPy array dispatches an eager
+    # convert_element_type computation per array (three per batch, measured 3-9 % of a
+    # 256-spectrum CI-model batch on CPU); device_put only copies the buffer.
+    sc, c2, nl = fn(params, *jax.device_put((flux, ivar, z)))
+    return lambda: ScoreResult(np.asarray(sc), np.asarray(c2), np.asarray(nl))
+
+
+def score_jax_async(
+    params: Params, spec: ModelSpec, grid: WavelengthGrid, flux: np.ndarray, ivar: np.ndarray,
+    z: np.ndarray,
+) -> Callable[[], ScoreResult]:
+    """Start one jitted scoring call and return without waiting for it.
+
+    JAX dispatches asynchronously (docs.jax.dev, "Asynchronous dispatch"): the call returns
+    once the computation is queued, and the caller can prepare the next batch while XLA's
+    threads compute this one. The arrays are copied to the device before this returns, so the
+    caller may reuse them.
+
+    Args:
+        params: Model params (see :func:`apply_jax`).
+        spec: The architecture.
+        grid: The observed-frame grid (P pixels, Å).
+        flux: (N, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹ (every call with the same N reuses one
+            compilation).
+        ivar: (N, P) in flux⁻².
+        z: (N,).
+
+    Returns:
+        A function that waits for the result and returns the N scores, χ²/dof and
+        −log p(latent) as NumPy (:class:`ScoreResult`).
+    """
+    return _dispatch(_jitted("score", spec, grid), params, flux, ivar, z)
 
 
 # ---------------------------------------------------------------- weight conversion

@@ -17,8 +17,10 @@ no spectrum on the grid), which the flag decision is calibrated by.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,9 @@ SCORED_SCHEMA = pa.schema([
     ("reject_reason", pa.string()),
     ("stratum", pa.int16()),
 ])
+#: What :meth:`Scorer.score_prepared` returns: (accepted rows in :data:`OUTPUT_SCHEMA`, counts
+#: by reason, the accepted spectra as read, their scores); the last two None for no rows.
+ScoredRows = tuple[pa.Table, dict[str, int], SpectraBatch | None, ScoreResult | None]
 OUTPUT_SCHEMA = SCORED_SCHEMA.remove(SCORED_SCHEMA.get_field_index("reject_reason"))
 
 
@@ -203,9 +208,23 @@ class Scorer:
         b = self.config.batch_size
         if len(batch) <= b:
             return self._score_chunk(batch.flux, batch.ivar, batch.z)
-        return ScoreResult.concat([
-            self._score_chunk(batch.flux[s:s + b], batch.ivar[s:s + b], batch.z[s:s + b])
-            for s in range(0, len(batch), b)])
+        if self.framework != "jax":
+            return ScoreResult.concat([
+                self._score_chunk(batch.flux[s:s + b], batch.ivar[s:s + b], batch.z[s:s + b])
+                for s in range(0, len(batch), b)])
+        # JAX: the next chunk is dispatched before the previous one is collected, so XLA's
+        # threads are not idle while this thread converts a result
+        parts: list[ScoreResult] = []
+        pending: Callable[[], ScoreResult] | None = None
+        for s in range(0, len(batch), b):
+            started = self._dispatch_jax(batch.flux[s:s + b], batch.ivar[s:s + b],
+                                         batch.z[s:s + b])
+            if pending is not None:
+                parts.append(pending())
+            pending = started
+        if pending is not None:
+            parts.append(pending())
+        return ScoreResult.concat(parts)
 
     def _score_chunk(self, flux: np.ndarray, ivar: np.ndarray, z: np.ndarray) -> ScoreResult:
         if self.framework == "torch":
@@ -253,9 +272,18 @@ class Scorer:
         return view.to(self.device, non_blocking=True)
 
     def _score_jax(self, flux: np.ndarray, ivar: np.ndarray, z: np.ndarray) -> ScoreResult:
+        return self._dispatch_jax(flux, ivar, z)()
+
+    def _dispatch_jax(self, flux: np.ndarray, ivar: np.ndarray,
+                      z: np.ndarray) -> Callable[[], ScoreResult]:
+        """Start one JAX call of at most ``batch_size`` rows.
+
+        The result comes from calling what this returns
+        (:func:`qso_anomaly.models.jax_model.score_jax_async`).
+        """
         import jax
 
-        from qso_anomaly.models.jax_model import score_jax
+        from qso_anomaly.models.jax_model import score_jax_async
 
         n, b = len(z), self.config.batch_size
         pad = b - n
@@ -263,11 +291,14 @@ class Scorer:
             flux = np.pad(flux, ((0, pad), (0, 0)))
             ivar = np.pad(ivar, ((0, pad), (0, 0)), constant_values=1.0)
             z = np.pad(z, (0, pad), constant_values=1.0)
-        stub = SpectraBatch(np.zeros(len(z), np.int64), z, flux, ivar,
-                            np.broadcast_to(np.False_, flux.shape))
         with jax.default_device(self.jax_device):
-            res = score_jax(self.params, self.spec, self.grid, stub, chunk=len(z))
-        return ScoreResult(res.score[:n], res.chi2_dof[:n], res.density_nll[:n])
+            wait = score_jax_async(self.params, self.spec, self.grid, flux, ivar, z)
+
+        def result() -> ScoreResult:
+            res = wait()
+            return ScoreResult(res.score[:n], res.chi2_dof[:n], res.density_nll[:n])
+
+        return result
 
     # ------------------------------------------------------------------ rows and tables
     def score_rows(self, batch: SpectraBatch) -> tuple[ScoreResult, np.ndarray, dict[str, int]]:
@@ -290,21 +321,42 @@ class Scorer:
     def _score_cleaned(self, cleaned: SpectraBatch,
                        reasons: np.ndarray) -> tuple[ScoreResult, np.ndarray]:
         """Score the accepted rows (reason ``""``) of a policy-masked batch; NaN elsewhere."""
+        return self._dispatch_cleaned(cleaned, reasons)()
+
+    def _dispatch_cleaned(self, cleaned: SpectraBatch, reasons: np.ndarray,
+                          ) -> Callable[[], tuple[ScoreResult, np.ndarray]]:
+        """Start :meth:`_score_cleaned`; calling what this returns gives its value.
+
+        A JAX batch of at most ``batch_size`` accepted rows is dispatched without waiting;
+        PyTorch (eager) and longer batches are scored here.
+        """
         n = len(cleaned)
-        out = ScoreResult(np.full(n, np.nan, np.float32), np.full(n, np.nan, np.float32),
-                          np.full(n, np.nan, np.float32))
         ok = reasons == ""
+        wait: Callable[[], ScoreResult] | None = None
         if ok.any():
-            res = self.score_batch(cleaned if ok.all() else cleaned.take(ok))
-            out.score[ok], out.chi2_dof[ok], out.density_nll[ok] = (
-                res.score, res.chi2_dof, res.density_nll)
-        return out, reasons
+            sub = cleaned if ok.all() else cleaned.take(ok)
+            if self.framework == "jax" and len(sub) <= self.config.batch_size:
+                wait = self._dispatch_jax(sub.flux, sub.ivar, sub.z)
+            else:
+                wait = functools.partial(_identity, self.score_batch(sub))
+
+        def result() -> tuple[ScoreResult, np.ndarray]:
+            out = ScoreResult(np.full(n, np.nan, np.float32), np.full(n, np.nan, np.float32),
+                              np.full(n, np.nan, np.float32))
+            if wait is not None:
+                res = wait()
+                out.score[ok], out.chi2_dof[ok], out.density_nll[ok] = (
+                    res.score, res.chi2_dof, res.density_nll)
+            return out, reasons
+
+        return result
 
     def strata(self, batch: SpectraBatch) -> np.ndarray:
         """Coverage stratum codes of raw rows.
 
-        A pixel counts as observed when its mask is off and flux and ivar are finite with
-        ivar > 0 (the pixels the data policy keeps).
+        A pixel counts as observed when the data policy keeps it: mask off, flux and ivar
+        finite, ivar above :data:`qso_anomaly.data.policy.IVAR_FLOOR` (the pixels left with
+        ivar > 0 after :func:`qso_anomaly.data.policy.apply_policy`, as in calibration).
 
         Args:
             batch: N raw spectra on the model's grid (ivar (N, P) in flux⁻², mask (N, P)).
@@ -312,8 +364,12 @@ class Scorer:
         Returns:
             Codes (N,) int16 (:func:`qso_anomaly.train.mondrian.coverage_strata`).
         """
-        ok = ~batch.mask & np.isfinite(batch.flux) & np.isfinite(batch.ivar) & (batch.ivar > 0)
-        return observed_strata(ok, self.grid.wave)
+        cleaned, _, _ = clean_rows(batch, policy=self.policy)
+        return self._cleaned_strata(cleaned)
+
+    def _cleaned_strata(self, cleaned: SpectraBatch) -> np.ndarray:
+        """Strata of policy-cleaned rows: their ivar is > 0 exactly where observed."""
+        return observed_strata(cleaned.ivar > 0, self.grid.wave)
 
     def score_record_batch(
         self, data: pa.RecordBatch | pa.Table,
@@ -362,11 +418,9 @@ class Scorer:
                                 np.zeros(0, np.int16))
         cleaned, reasons, c = clean_rows(batch, policy=self.policy)
         merge_counts(counts, c)
-        return PreparedRows(batch, cleaned, reasons, counts, self.strata(batch))
+        return PreparedRows(batch, cleaned, reasons, counts, self._cleaned_strata(cleaned))
 
-    def score_prepared(
-        self, prepared: PreparedRows,
-    ) -> tuple[pa.Table, dict[str, int], SpectraBatch | None, ScoreResult | None]:
+    def score_prepared(self, prepared: PreparedRows) -> ScoredRows:
         """The model half of :meth:`score_record_batch` (same return value).
 
         Args:
@@ -375,10 +429,31 @@ class Scorer:
         Returns:
             As :meth:`score_record_batch`.
         """
-        batch, counts = prepared.batch, prepared.counts
+        return self.start_prepared(prepared)()
+
+    def start_prepared(self, prepared: PreparedRows) -> Callable[[], ScoredRows]:
+        """Start :meth:`score_prepared`: the model call now, the rows when asked.
+
+        A loop overlaps its own work with the model this way: this starts the model call
+        (JAX: dispatched, not waited for; PyTorch: computed here) and returns a function that
+        waits for it and builds the rows.
+
+        Args:
+            prepared: From :meth:`prepare_record_batch`.
+
+        Returns:
+            A function of no arguments returning :meth:`score_prepared`'s value; call it once,
+            before starting more than one further batch.
+        """
         if prepared.cleaned is None:
-            return OUTPUT_SCHEMA.empty_table(), counts, None, None
-        res, reasons = self._score_cleaned(prepared.cleaned, prepared.reasons)
+            counts = prepared.counts
+            return lambda: (OUTPUT_SCHEMA.empty_table(), counts, None, None)
+        wait = self._dispatch_cleaned(prepared.cleaned, prepared.reasons)
+        return lambda: self._scored_rows(prepared, *wait())
+
+    def _scored_rows(self, prepared: PreparedRows, res: ScoreResult,
+                     reasons: np.ndarray) -> ScoredRows:
+        batch, counts = prepared.batch, prepared.counts
         ok = reasons == ""
         keep = ok if not ok.all() else slice(None)
         label = (pa.array(batch.label[keep], pa.string()) if batch.label is not None
@@ -417,10 +492,11 @@ class Scorer:
         nll = np.full(n, np.nan, np.float32)
         strata = np.full(n, NO_STRATUM, np.int16)
         if idx.size:
-            res, r, _ = self.score_rows(batch)
+            cleaned, r, _ = clean_rows(batch, policy=self.policy)
+            res, r = self._score_cleaned(cleaned, r)
             score[idx], chi2[idx], nll[idx] = res.score, res.chi2_dof, res.density_nll
             reasons[idx] = r
-            strata[idx] = self.strata(batch)
+            strata[idx] = self._cleaned_strata(cleaned)
         label = (table.column("label") if "label" in table.column_names
                  else pa.nulls(n, pa.string()))
         cols: dict[str, Any] = {
@@ -432,6 +508,11 @@ class Scorer:
         if "path" in table.column_names:
             cols["path"] = table.column("path")
         return pa.table(cols)
+
+
+
+def _identity(x: ScoreResult) -> ScoreResult:
+    return x
 
 
 class RayScorer:

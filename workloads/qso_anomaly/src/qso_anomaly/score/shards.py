@@ -355,7 +355,9 @@ def score_stream(scorer: Scorer, paths: Sequence[Path], out: Path, summary: Scor
 
     Three stages overlap: a reader thread reads ``paths`` in ``batch_size`` record batches
     and converts and validates them (:meth:`Scorer.prepare_record_batch`), ``prefetch``
-    batches ahead and across shard boundaries; the calling thread scores; a writer thread
+    batches ahead and across shard boundaries; the calling thread scores, starting each batch
+    before it collects the previous one (:meth:`Scorer.start_prepared`: with JAX, XLA computes
+    batch k+1 while this thread builds batch k's rows); a writer thread
     writes each finished shard's output atomically (temporary file + rename) while the next
     shard is scored (at most one shard's output waits for it). Arrow's Parquet decoding and
     writing and most NumPy work release the GIL, so the stages run on the cores the model
@@ -375,9 +377,31 @@ def score_stream(scorer: Scorer, paths: Sequence[Path], out: Path, summary: Scor
     cfg = scorer.config
     parts: list[pa.Table] = []
     shard_counts: dict[str, int] = {}
+    pending: Callable[[], Any] | None = None
+
+    def finish() -> None:
+        """Collect the batch in flight into its shard's rows."""
+        nonlocal pending
+        if pending is None:
+            return
+        table, c, good, res = pending()
+        pending = None
+        merge_counts(shard_counts, c)
+        parts.append(table)
+        if on_batch is not None and good is not None and res is not None and len(res):
+            on_batch(good, res)
+
     with _ShardWriter() as writer:
         for path, item in iter_shard_batches(paths, cfg.batch_size, cfg.prefetch,
                                              prepare=scorer.prepare_record_batch):
+            if not isinstance(item, ShardError) and item is not None:
+                # start this batch before collecting the previous one: with JAX the model
+                # computes it while this thread builds the previous batch's rows
+                started = scorer.start_prepared(item)
+                finish()
+                pending = started
+                continue
+            finish()
             if isinstance(item, ShardError):
                 merge_counts(summary.n_rejected_by_reason, {item.reason: 1})
                 summary.n_shards_failed += 1
@@ -393,12 +417,7 @@ def score_stream(scorer: Scorer, paths: Sequence[Path], out: Path, summary: Scor
                 summary.n_shards_scored += 1
                 summary.outputs.append(dest)
                 parts, shard_counts = [], {}
-                continue
-            table, c, good, res = scorer.score_prepared(item)
-            merge_counts(shard_counts, c)
-            parts.append(table)
-            if on_batch is not None and good is not None and res is not None and len(res):
-                on_batch(good, res)
+        finish()
 
 
 class _ShardWriter:

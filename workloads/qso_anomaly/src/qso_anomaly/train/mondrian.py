@@ -51,7 +51,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from qso_anomaly.data.grid import DESI_ARMS
-from qso_anomaly.data.masks import band, camera, contiguous_blocks, masked
+from qso_anomaly.data.masks import band, camera, contiguous_blocks, masked, row_counts
 from qso_anomaly.train.calibrate import conformal_threshold, p_values
 
 #: Share of a camera's grid pixels with ivar > 0 from which it is *partial* / *full*.
@@ -130,11 +130,10 @@ def observed_strata(observed: NDArray[np.bool_], wave: NDArray[Any]) -> NDArray[
         else:
             cols = np.flatnonzero((w >= lo) & (w <= hi))
             width = cols.size
-        share = (np.count_nonzero(good[:, cols], axis=1) / width if width
-                 else np.zeros(n))
+        share = row_counts(good[:, cols]) / width if width else np.zeros(n)
         level = np.searchsorted(np.asarray(CAMERA_LEVEL_EDGES), share, side="right")
         pattern += (level * 3**i).astype(np.int16)
-    frac = np.count_nonzero(good, axis=1) / w.size
+    frac = row_counts(good) / w.size
     fbin = (N_FRACTION_BINS - 1) - np.searchsorted(np.asarray(FRACTION_EDGES), frac,
                                                    side="right")
     return (pattern * N_FRACTION_BINS + fbin).astype(np.int16)
