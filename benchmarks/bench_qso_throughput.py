@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plain-rounds", type=int, default=1,
                     help="2: plain loops again in reverse order (torch, jax, jax, torch); the "
                          "JAX/PyTorch ratio then comes from the summed times")
+    ap.add_argument("--paired-groups", type=int, default=20,
+                    help="shard groups of the paired run (plain loop and model only "
+                         "interleaved in one process); 0 skips it")
     ap.add_argument("--markdown", type=Path)
     args = ap.parse_args(argv)
 
@@ -50,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                              frameworks=tuple(args.frameworks.split(",")),
                              use_ray=not args.no_ray, rss_small=args.rss_small,
                              resume=not args.no_resume, work_dir=args.work_dir,
-                             plain_rounds=args.plain_rounds)
+                             plain_rounds=args.plain_rounds,
+                             paired_groups=args.paired_groups)
         if args.markdown:
             args.markdown.write_text(markdown_table(res) + "\n")
     finally:

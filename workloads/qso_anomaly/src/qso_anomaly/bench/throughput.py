@@ -32,9 +32,10 @@ from qso_anomaly import __version__
 from qso_anomaly.bench.rss import peak_rss_mib
 from qso_anomaly.data.synth import generate, write_survey
 from qso_anomaly.models.spec import ModelSpec
-from qso_anomaly.score import output_path, score_shards
+from qso_anomaly.score import ScoringSummary, output_path, score_shards
 from qso_anomaly.score.config import THREAD_ENV, ScoringConfig
 from qso_anomaly.score.scorer import Scorer, usable_cores
+from qso_anomaly.score.shards import score_stream
 from qso_anomaly.train.trained import TrainedModel
 
 DR1_QSOS = 1_600_000
@@ -112,7 +113,8 @@ def _child_main(argv: list[str]) -> int:
 
 def _model_only_child_main(argv: list[str]) -> int:
     model_dir, framework, batch_size, n, seed, samples = argv
-    res = model_only(TrainedModel.load(model_dir), framework, int(batch_size), int(n),
+    res = model_only(TrainedModel.load(model_dir, torch_weights=framework != "jax"), framework,
+                     int(batch_size), int(n),
                      int(seed), samples=int(samples))
     print(json.dumps(res))
     return 0
@@ -150,6 +152,96 @@ def model_only(tm: TrainedModel, framework: str, batch_size: int, n: int, seed: 
     return {"spectra_per_s": float(np.median(rates)), "samples_spectra_per_s": rates,
             "cpu_ms_per_spectrum": float(np.median(cpu)), "samples_cpu_ms_per_spectrum": cpu,
             "n": n}
+
+
+def paired(model_dir: Path, shards: list[Path], out: Path, framework: str, batch_size: int,
+           n_model_only: int, seed: int, groups: int) -> dict[str, Any]:
+    """The plain loop and the model alone, interleaved in one process with one Scorer.
+
+    The shards are split into ``groups`` consecutive groups; a model-only pass over the same
+    ``n_model_only`` in-memory spectra runs before the first group and after every group, so
+    each second of the plain loop has model-only time beside it, under the same load, thread
+    pool and JIT cache. Separate processes measured the model-only CPU cost per spectrum on
+    two levels (0.18-0.21 and 0.24-0.26 ms for the CI model with JAX, sometimes within one
+    run), which moved an unpaired ratio by ±10 points. Each group is one
+    :func:`qso_anomaly.score.shards.score_stream` call (reader, model, writer), so the plain
+    side also pays a reader start per group, which only lowers its figure.
+
+    Args:
+        model_dir: A trained-model directory.
+        shards: Input shards (scored into ``out``, which is emptied first).
+        out: Output directory.
+        framework: ``torch`` or ``jax``.
+        batch_size: Spectra per model call (both sides).
+        n_model_only: In-memory spectra per model-only pass.
+        seed: Seed of the in-memory spectra.
+        groups: Shard groups (at most one per shard).
+
+    Returns:
+        ``plain_seconds``/``plain_cpu_seconds`` (sums over the groups), ``n_scored``,
+        ``model_only_seconds``/``model_only_cpu_seconds`` (sums over the passes),
+        ``model_only_n`` (spectra over all passes), ``groups``, the per-group and per-pass
+        lists, and ``rate_ratio`` (plain spectra/s over model-only spectra/s) and
+        ``cpu_ratio`` (model-only CPU per spectrum over the plain loop's).
+    """
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    cfg = ScoringConfig(framework=framework, batch_size=batch_size)  # type: ignore[arg-type]
+    tm = TrainedModel.load(model_dir, torch_weights=framework != "jax")
+    scorer = Scorer(tm, config=cfg)
+    batch = generate(n_model_only, seed, tm.grid)
+    scorer.score_batch(batch.take(slice(0, batch_size)))  # warm-up (JIT)
+    summary = ScoringSummary(0, {}, out, 0.0, framework=framework, backend="local")
+    mo_wall: list[float] = []
+    mo_cpu: list[float] = []
+    pl_wall: list[float] = []
+    pl_cpu: list[float] = []
+
+    def model_pass() -> None:
+        t, c = time.perf_counter(), _cpu_seconds()
+        scorer.score_batch(batch)
+        mo_wall.append(time.perf_counter() - t)
+        mo_cpu.append(_cpu_seconds() - c)
+
+    model_pass()
+    for group in np.array_split(np.arange(len(shards)), max(1, min(groups, len(shards)))):
+        t, c = time.perf_counter(), _cpu_seconds()
+        score_stream(scorer, [shards[i] for i in group], out, summary)
+        pl_wall.append(time.perf_counter() - t)
+        pl_cpu.append(_cpu_seconds() - c)
+        model_pass()
+    n_mo = n_model_only * len(mo_wall)
+    return {"n_scored": summary.n_scored, "groups": len(pl_wall),
+            "plain_seconds": sum(pl_wall), "plain_cpu_seconds": sum(pl_cpu),
+            "model_only_seconds": sum(mo_wall), "model_only_cpu_seconds": sum(mo_cpu),
+            "model_only_n": n_mo, "group_seconds": pl_wall, "group_cpu_seconds": pl_cpu,
+            "pass_seconds": mo_wall, "pass_cpu_seconds": mo_cpu,
+            "rate_ratio": (summary.n_scored / sum(pl_wall)) / (n_mo / sum(mo_wall)),
+            "cpu_ratio": (sum(mo_cpu) / n_mo) / (sum(pl_cpu) / summary.n_scored)}
+
+
+def _paired_child_main(argv: list[str]) -> int:
+    model_dir, listing, out, framework, batch_size, n_model_only, seed, groups = argv
+    shards = [Path(p) for p in json.loads(Path(listing).read_text())]
+    print(json.dumps(paired(Path(model_dir), shards, Path(out), framework, int(batch_size),
+                            int(n_model_only), int(seed), int(groups))))
+    return 0
+
+
+def run_paired_child(model_dir: Path, shards: list[Path], out: Path, framework: str,
+                     batch_size: int, n_model_only: int, seed: int, groups: int,
+                     timeout: float = 3600.0) -> dict[str, Any]:
+    """:func:`paired` in a fresh Python process (same environment as the plain-loop child)."""
+    listing = out.parent / f"{out.name}.shards.json"
+    listing.write_text(json.dumps([str(p) for p in shards]))
+    cmd = [sys.executable, "-m", "qso_anomaly.bench.throughput", "--paired-child",
+           str(model_dir), str(listing), str(out), framework, str(batch_size),
+           str(n_model_only), str(seed), str(groups)]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          env=_child_env(), text=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"paired child failed with exit code {proc.returncode}: {cmd}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 def _row(n_scored: int, seconds: float, **extra: Any) -> dict[str, Any]:
@@ -193,6 +285,7 @@ def run_throughput(
     seed: int = 7,
     plain_rounds: int = 1,
     model_only_samples: int = 7,
+    paired_groups: int = 20,
     progress: Progress = _progress,
 ) -> dict[str, Any]:
     """One side-by-side run; returns the JSON-able result (see docs/benchmarks.md).
@@ -204,7 +297,12 @@ def run_throughput(
     summed times (the per-round ratios are kept): one Ray sample moved the ratio by 0.14.
     The model-only rates are medians of ``model_only_samples`` passes (:func:`model_only`) in
     a fresh process right before every plain-loop run, pooled per framework; plain / model
-    only is given on the rate (wall) and on the CPU time per spectrum."""
+    only is given on the rate (wall) and on the CPU time per spectrum.
+
+    With ``paired_groups`` > 0 each framework also gets one :func:`paired` run (the plain loop
+    and the model alone interleaved in one process, in that many shard groups): on a machine
+    whose speed moves by tens of percent between seconds, the plain / model-only ratio is
+    taken from that run (``paired_{fw}``), the unpaired ones are kept beside it."""
     spec = spec or ModelSpec.ci()
     grid = spec.input_grid()
     work = Path(work_dir or tempfile.mkdtemp(prefix="qso-throughput-"))
@@ -304,6 +402,16 @@ def run_throughput(
                 progress(f"ray {fw} (round {r + 1}): {s.spectra_per_second:.0f}/s "
                          f"({s.elapsed:.1f}s)")
                 shutil.rmtree(out, ignore_errors=True)
+    if paired_groups > 0:
+        for fw in frameworks:
+            res = run_paired_child(model_dir, shards, work / f"out-paired-{fw}", fw, batch_size,
+                                   n_model_only, seed + 1, paired_groups)
+            results[f"paired_{fw}"] = res
+            progress(f"paired {fw}: plain {res['n_scored'] / res['plain_seconds']:.0f}/s, model "
+                     f"only {res['model_only_n'] / res['model_only_seconds']:.0f}/s over "
+                     f"{res['groups']} groups → rate {100 * res['rate_ratio']:.0f} %, CPU "
+                     f"{100 * res['cpu_ratio']:.0f} %")
+            shutil.rmtree(work / f"out-paired-{fw}", ignore_errors=True)
     if use_ray:  # the plain loop timed from its process start, as a Ray actor's start-up is
         for fw in frameworks:
             row = results[f"plain_{fw}"]
@@ -437,6 +545,19 @@ def markdown_table(result: dict[str, Any]) -> str:
                 + (f", {100 * cpu_ratio:.0f} % of its CPU efficiency" if cpu_ratio else "")
                 + ".")
     for fw in ("torch", "jax"):
+        pr = r.get(f"paired_{fw}")
+        if pr:
+            lines.append(
+                f"- Paired, {fw} (plain loop and model only interleaved in one process: "
+                f"{pr['groups']} shard groups, a {pr['model_only_n'] // (pr['groups'] + 1):,}-spectrum "
+                f"model-only pass before the first and after every group): plain "
+                f"{pr['n_scored'] / pr['plain_seconds']:.0f} spectra/s, model only "
+                f"{pr['model_only_n'] / pr['model_only_seconds']:.0f} spectra/s → plain loop at "
+                f"**{100 * pr['rate_ratio']:.0f} %** of the model-only rate, "
+                f"{100 * pr['cpu_ratio']:.0f} % of its CPU efficiency ("
+                f"{1e3 * pr['model_only_cpu_seconds'] / pr['model_only_n']:.3f} vs "
+                f"{1e3 * pr['plain_cpu_seconds'] / pr['n_scored']:.3f} CPU-ms per spectrum).")
+    for fw in ("torch", "jax"):
         rounds = (r.get(f"plain_{fw}") or {}).get("round_seconds")
         if rounds:
             lines.append(f"- Plain loop {fw}, rounds in the order torch, jax, jax, torch: "
@@ -485,4 +606,6 @@ if __name__ == "__main__":
         raise SystemExit(_child_main(sys.argv[2:]))
     if len(sys.argv) > 1 and sys.argv[1] == "--model-only-child":
         raise SystemExit(_model_only_child_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "--paired-child":
+        raise SystemExit(_paired_child_main(sys.argv[2:]))
     raise SystemExit("use benchmarks/bench_qso_throughput.py")
