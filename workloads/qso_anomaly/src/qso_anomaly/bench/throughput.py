@@ -554,8 +554,8 @@ def markdown_table(result: dict[str, Any]) -> str:
                 f"{pr['n_scored'] / pr['plain_seconds']:.0f} spectra/s, model only "
                 f"{pr['model_only_n'] / pr['model_only_seconds']:.0f} spectra/s → plain loop at "
                 f"**{100 * pr['rate_ratio']:.0f} %** of the model-only rate, "
-                f"{100 * pr['cpu_ratio']:.0f} % of its CPU efficiency ("
-                f"{1e3 * pr['model_only_cpu_seconds'] / pr['model_only_n']:.3f} vs "
+                f"{100 * pr['cpu_ratio']:.0f} % of its CPU efficiency (model only "
+                f"{1e3 * pr['model_only_cpu_seconds'] / pr['model_only_n']:.3f}, plain loop "
                 f"{1e3 * pr['plain_cpu_seconds'] / pr['n_scored']:.3f} CPU-ms per spectrum).")
     for fw in ("torch", "jax"):
         rounds = (r.get(f"plain_{fw}") or {}).get("round_seconds")
