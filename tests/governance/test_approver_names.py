@@ -32,7 +32,8 @@ def reg(tmp_path_factory: pytest.TempPathFactory) -> Registry:
                                   "ci", "the pipeline", "deploy[bot]", "AUTO.", "--", "Eve\u200b",
                                   "github-actions[bot]", "CI/CD job", "Auto Deploy Bot",
                                   "dependabot[bot]", "Renovate[Bot] ", "pre-commit-ci[bot]",
-                                  "release\u00a0gates", "ci\u3000bot"])
+                                  "release\u00a0gates", "ci\u3000bot", "cibot", "ci-runner-01",
+                                  "DeployBot2", "runner 7", "Autobot", "jenkins2job"])
 def test_no_person_is_refused_with_exit_2(reg: Registry, name: str) -> None:
     with pytest.raises(ApproverError) as err:
         reg.approve("1", name)
@@ -42,7 +43,8 @@ def test_no_person_is_refused_with_exit_2(reg: Registry, name: str) -> None:
 @pytest.mark.parametrize("name", ["Dr. A. Reviewer", "Circe Autumn", "Ada Lovelace-Byron",
                                   "José Núñez", "Li Wei", "Ci Wang", "Jan Bot",
                                   "Auto Lindqvist", "Jean\u00a0Dupont", "山田\u3000太郎",
-                                  "Ada\u2009Lovelace"])
+                                  "Ada\u2009Lovelace", "Cici Robotham", "Cid Botha", "Agent 007",
+                                  "Jobst Gatesby"])
 def test_a_person_is_not_an_automated_step(name: str) -> None:
     assert approver_problem(name) is None
 

@@ -14,11 +14,12 @@ digits (hyphens, underscores, dots, brackets, whitespace) made one space. It nam
 step when it holds one of :data:`AUTOMATED_PHRASES` as whole words (``release gates``,
 ``Release_Gates``, ``ReleaseGates``, ``deploy pipeline``), when it ends in GitHub's mark of an
 app account, ``[bot]`` (``dependabot[bot]``, ``renovate[bot]``: what ``github.actor`` holds in
-a run a bot started), or when every word of it is one of :data:`AUTOMATED_WORDS` (``CI-bot``,
-``deploy[bot]``, ``AUTO.``, ``github-actions``). Short
+a run a bot started), or when every word of it that is not a number is one of
+:data:`AUTOMATED_WORDS` or several of them run together (``CI-bot``, ``deploy[bot]``,
+``AUTO.``, ``github-actions``, ``ci-runner-01``, ``cibot``, ``DeployBot2``). Short
 words such as ``ci``, ``auto`` or ``bot`` alone do not refuse a name that also holds other
 words, since people carry them: ``Ci Wang``, ``Jan Bot``; ``Circe`` and ``Autumn`` are other
-words altogether.
+words altogether, and a run of short words only (``Cici``) is a name.
 """
 
 from __future__ import annotations
@@ -73,19 +74,45 @@ def automated_name(name: str) -> str | None:
     Returns:
         The entry of :data:`AUTOMATED_PHRASES` found first, else the normalised name when
         it ends in :data:`BOT_ACCOUNT_SUFFIX` (``"dependabot bot"`` for ``"dependabot[bot]"``)
-        or all its words are :data:`AUTOMATED_WORDS` (``"ci bot"`` for ``"CI-bot "``), else
-        None.
+        or all its words but numbers are :data:`AUTOMATED_WORDS`, alone or run together
+        (``"ci bot"`` for ``"CI-bot "``, ``"ci runner 01"``, ``"cibot"``), else None.
     """
     normal = normalise_name(name)
-    words = f" {normal} "
+    padded = f" {normal} "
     for phrase in AUTOMATED_PHRASES:
-        if f" {phrase} " in words:
+        if f" {phrase} " in padded:
             return phrase
     if unicodedata.normalize("NFKC", name).strip().casefold().endswith(BOT_ACCOUNT_SUFFIX):
         return normal
-    if normal and set(normal.split()) <= AUTOMATED_WORDS:
+    words = [w for w in normal.split() if not w.isdigit()]
+    if words and all(w.rstrip("0123456789") in AUTOMATED_WORDS or _run_together(w)
+                     for w in words):
         return normal
     return None
+
+
+def _run_together(word: str) -> bool:
+    """Whether ``word`` is two or more :data:`AUTOMATED_WORDS` run together, one of them
+    three letters or longer (``cibot``, ``deploybot``, ``autojob``; not ``cici``), each
+    optionally followed by digits (``ci2bot``)."""
+    def ends(i: int) -> set[int]:
+        out = set()
+        for w in AUTOMATED_WORDS:
+            if word.startswith(w, i):
+                j = i + len(w)
+                while j < len(word) and word[j].isdigit():
+                    j += 1
+                out.add(j)
+        return out
+
+    # reachable[i]: (tokens used, a long token used) for every way to spell word[:i]
+    reachable: dict[int, set[tuple[int, bool]]] = {0: {(0, False)}}
+    for i in range(len(word)):
+        for used, long in reachable.get(i, set()):
+            for j in ends(i):
+                reachable.setdefault(j, set()).add(
+                    (min(used + 1, 2), long or len(word[i:j].rstrip("0123456789")) >= 3))
+    return (2, True) in reachable.get(len(word), set())
 
 
 def _script(ch: str) -> str:
