@@ -17,6 +17,7 @@ prometheus-pve-exporter and skyrig's alert receiver, all on 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -169,10 +170,29 @@ def monitor_token(stack: Stack, endpoint: Endpoint) -> tuple[str, str]:
 def _alive(pid: int, program: str) -> bool:
     try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except OSError:  # gone (also between the two reads)
         return False
-    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
     return state != "Z" and any(program.encode() in part for part in cmd[:3])
+
+
+def _group_members(pgid: int) -> list[int]:
+    """PIDs of the processes of process group ``pgid`` that still run (zombies aside).
+
+    Each daemon starts in its own session (``start_new_session``), so its group holds it and
+    the processes it started; read from ``/proc/<pid>/stat`` (field 5, the group).
+    """
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            out.append(int(d.name))
+    return out
 
 
 def _pids(d: Path) -> dict[str, dict[str, Any]]:
@@ -288,10 +308,17 @@ def start(stack: Stack, endpoint: Endpoint, console: Console, *,
 
 
 def stop(stack: Stack, timeout_s: float = 15.0) -> list[str]:
-    """Stop every process :func:`start` started for ``stack`` (by PID); returns their names."""
+    """Stop every process :func:`start` started for ``stack`` (by PID); returns their names.
+
+    Each daemon's process group gets SIGTERM; the call returns once no process of those
+    groups runs (a daemon's own children included: the test of a stopped stack found one
+    still exiting after its leader), sending SIGKILL to a group still running after
+    ``timeout_s`` seconds.
+    """
     d = mon_dir(stack)
     pids = _pids(d)
     stopped: list[str] = []
+    groups: list[int] = []
     for name, info in pids.items():
         pid = int(info["pid"])
         if _alive(pid, info["program"]):
@@ -300,13 +327,17 @@ def stop(stack: Stack, timeout_s: float = 15.0) -> list[str]:
             except ProcessLookupError:
                 continue
             stopped.append(name)
+            groups.append(pid)
     deadline = time.monotonic() + timeout_s
-    for info in pids.values():
-        pid = int(info["pid"])
-        while _alive(pid, info["program"]) and time.monotonic() < deadline:
+    for pgid in groups:
+        while _group_members(pgid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid, info["program"]):
-            os.killpg(pid, signal.SIGKILL)
+        if _group_members(pgid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+            kill_deadline = time.monotonic() + 5.0
+            while _group_members(pgid) and time.monotonic() < kill_deadline:
+                time.sleep(0.05)
     (d / "pids.json").unlink(missing_ok=True)
     return stopped
 
