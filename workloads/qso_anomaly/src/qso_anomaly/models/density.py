@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qso_anomaly.models.shape import ShapeModel
+
 
 @dataclass
 class DensityModel:
@@ -26,6 +28,10 @@ class DensityModel:
         chi2_scale: IQR/1.349 of log(χ²/dof) on held-out data (> 0).
         nll_loc: Median of −log p(latent) on held-out data, in nats.
         nll_scale: IQR/1.349 of −log p(latent) on held-out data, in nats (> 0).
+        shape: The broad-band continuum shape model (:mod:`qso_anomaly.models.shape`), the
+            third score term; None for a model without it (saved before it existed).
+        shape_loc: Median of the shape deviate on held-out data (dimensionless).
+        shape_scale: IQR/1.349 of the shape deviate on held-out data (> 0).
     """
 
     weights: np.ndarray  # (K,)
@@ -35,6 +41,9 @@ class DensityModel:
     chi2_scale: float = 1.0
     nll_loc: float = 0.0
     nll_scale: float = 1.0
+    shape: ShapeModel | None = None
+    shape_loc: float = 0.0
+    shape_scale: float = 1.0
 
     @classmethod
     def standard_normal(cls, dim: int) -> DensityModel:
@@ -96,7 +105,8 @@ class DensityModel:
         m = logp.max(axis=1, keepdims=True)
         return -(m[:, 0] + np.log(np.exp(logp - m).sum(axis=1)))
 
-    def calibrate(self, chi2_dof: np.ndarray, nll: np.ndarray) -> None:
+    def calibrate(self, chi2_dof: np.ndarray, nll: np.ndarray,
+                  shape_z: np.ndarray | None = None) -> None:
         """Set the robust standardisation (median, IQR/1.349) from held-out normal data.
 
         Updates ``chi2_loc``/``chi2_scale`` from log(max(χ²/dof, 1e-6)) and
@@ -108,22 +118,31 @@ class DensityModel:
             chi2_dof: Reconstruction χ² per valid pixel of held-out normal spectra, shape (N,),
                 dimensionless.
             nll: −log p(latent) of the same spectra, shape (N,), in nats.
+            shape_z: Shape deviates of the same spectra (:meth:`ShapeModel.zscore`), shape
+                (N,); sets ``shape_loc``/``shape_scale`` when given.
         """
         lc = np.log(np.maximum(chi2_dof, 1e-6))
         self.chi2_loc, self.chi2_scale = _robust(lc)
         self.nll_loc, self.nll_scale = _robust(nll)
+        if shape_z is not None:
+            self.shape_loc, self.shape_scale = _robust(np.asarray(shape_z, np.float64))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The density as named arrays (the ``density.npz`` layout and the torch buffers).
 
         Returns:
             ``weights`` (K,), ``means`` (K, D), ``prec_chol`` (K, D, D) and ``calib`` (4,) =
-            [chi2_loc, chi2_scale, nll_loc, nll_scale].
+            [chi2_loc, chi2_scale, nll_loc, nll_scale]; with a shape model also its arrays
+            (``shape_*``, :meth:`ShapeModel.to_arrays`) and ``calib`` (6,) with
+            [shape_loc, shape_scale] appended.
         """
-        return {
-            "weights": self.weights, "means": self.means, "prec_chol": self.prec_chol,
-            "calib": np.array([self.chi2_loc, self.chi2_scale, self.nll_loc, self.nll_scale]),
-        }
+        calib = [self.chi2_loc, self.chi2_scale, self.nll_loc, self.nll_scale]
+        out = {"weights": self.weights, "means": self.means, "prec_chol": self.prec_chol}
+        if self.shape is not None:
+            calib += [self.shape_loc, self.shape_scale]
+            out.update(self.shape.to_arrays())
+        out["calib"] = np.array(calib)
+        return out
 
     @classmethod
     def from_arrays(cls, a: dict[str, np.ndarray]) -> DensityModel:
@@ -140,8 +159,10 @@ class DensityModel:
             KeyError: When one of the four arrays is missing (a damaged ``density.npz``).
         """
         c = np.asarray(a["calib"], dtype=np.float64)
+        shape = ShapeModel.from_arrays(a)
+        extra = (float(c[4]), float(c[5])) if shape is not None and c.size >= 6 else (0.0, 1.0)
         return cls(np.asarray(a["weights"]), np.asarray(a["means"]), np.asarray(a["prec_chol"]),
-                   float(c[0]), float(c[1]), float(c[2]), float(c[3]))
+                   float(c[0]), float(c[1]), float(c[2]), float(c[3]), shape, *extra)
 
 
 def _robust(x: np.ndarray) -> tuple[float, float]:

@@ -20,6 +20,7 @@ from qso_anomaly.data.validate import clean_batch
 from qso_anomaly.errors import ModelError
 from qso_anomaly.models.density import DensityModel
 from qso_anomaly.models.scoring import score_torch
+from qso_anomaly.models.shape import ShapeModel
 from qso_anomaly.models.spec import ModelSpec
 from qso_anomaly.models.torch_model import build_model
 from qso_anomaly.train.augment import augment_masks
@@ -73,7 +74,9 @@ def fit(
     least 20 spectra; labels, if present, are NOT used for training, they only restrict the
     calibration set to normal spectra). The network trains with masking augmentation
     (``spec.augment_fraction``); the latent density is fitted on clean and augmented training
-    latents so that a masked normal spectrum is not unlikely for its mask alone; the score is
+    latents so that a masked normal spectrum is not unlikely for its mask alone; with
+    ``spec.shape_weight`` ≠ 0 the broad-band shape model (:mod:`qso_anomaly.models.shape`,
+    observed pixels only) is fitted on the training spectra too; the score is
     standardised and the flag threshold calibrated (conformal, :mod:`.calibrate`) on the
     held-out set only. The flag decision is Mondrian conformal by coverage stratum
     (:mod:`.mondrian`): the held-out normals are scored clean and under deterministic masking
@@ -118,12 +121,16 @@ def fit(
                 lat.append(model.encode(torch.from_numpy(fl), torch.from_numpy(iv),
                                         torch.from_numpy(b.z)).numpy())
     density = DensityModel.fit(np.concatenate(lat), spec.density_components, seed)
+    if spec.shape_weight:
+        density.shape = ShapeModel.fit(train.flux, train.ivar, train.z, grid.wave)
     model.set_density(density)
     ref = hold.take(hold.label == NORMAL) if hold.label is not None else hold
     if len(ref) < 10:
         ref = hold
     res = score_torch(model, ref)
-    density.calibrate(res.chi2_dof, res.density_nll)
+    shape_z = (density.shape.zscore(ref.flux, ref.ivar, ref.z, grid.wave)
+               if density.shape is not None else None)
+    density.calibrate(res.chi2_dof, res.density_nll, shape_z)
     model.set_density(density)
     reference = score_torch(model, ref)
     cal = calibrate(reference.score, alpha=0.01, seed=seed)
