@@ -35,13 +35,17 @@ N_WINDOWS = 4
 #: Redshift bins (quantiles of the training redshifts) with their own Gaussian.
 N_ZBINS = 12
 #: Share of a window's pixels that must be observed (ivar > 0) for the window to count.
-MIN_COVERAGE = 0.5
+MIN_COVERAGE = 0.8
 #: Window means are floored at this fraction of the spectrum's mean |window mean| before the
 #: log (noise can make a window of a faint spectrum ≤ 0).
 FLUX_FLOOR = 0.05
 #: Share of the most distant training spectra of each bin left out of the fit (the training
 #: data are unlabelled and contain anomalies); three passes.
 TRIM = 0.1
+#: Variance (in (Δ ln flux)²) added to every window's intrinsic variance: a floor for
+#: flux-calibration systematics of ~1 % per window, and it keeps the fitted covariance
+#: well conditioned where the training spectra are nearly degenerate.
+SYS_VAR = 1e-4
 
 ARRAY_KEYS = ("shape_win_edges", "shape_z_edges", "shape_zrange", "shape_mu", "shape_beta",
               "shape_cov")
@@ -208,7 +212,7 @@ class ShapeModel:
                             if i == j:
                                 v = max(v - float(nsb[o, i].mean()), 0.1 * v)
                         c[i, j] = c[j, i] = v
-                c = q @ c @ q
+                c = q @ (c + SYS_VAR * np.eye(k)) @ q
                 w, v = np.linalg.eigh(c)
                 c = (v * np.maximum(w, 1e-6 * max(w.max(), 1e-12))) @ v.T
                 c = q @ c @ q + np.trace(c) / max(k - 1, 1) * np.ones((k, k)) / k
