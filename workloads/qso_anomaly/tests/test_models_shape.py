@@ -148,3 +148,17 @@ def test_set_density_without_shape_drops_the_term(model_with_shape, ci_grid) -> 
     assert not has_shape_term(model)
     assert "shape_cov" not in params_from_torch(model)["density"]
     assert not np.allclose(score_torch(model, batch).score, with_shape)
+
+
+def test_calibration_scales_by_the_tail_and_takes_the_spread_set() -> None:
+    rng = np.random.default_rng(0)
+    chi2, nll, sz = np.exp(rng.normal(0, 1, 5000)), rng.normal(0, 2, 5000), rng.normal(0, 1, 5000)
+    d = DensityModel.standard_normal(2)
+    d.calibrate(chi2, nll, sz)
+    assert d.chi2_scale == pytest.approx(2.326, rel=0.05)  # q99 − median of N(0, 1)
+    assert d.nll_scale == pytest.approx(2 * 2.326, rel=0.05)
+    wide = (np.exp(rng.normal(0, 3, 5000)), rng.normal(5, 2, 5000), rng.normal(0, 2, 5000))
+    d.calibrate(chi2, nll, sz, spread=wide)
+    assert abs(d.chi2_loc) < 0.1 and abs(d.nll_loc) < 0.2  # locations: the first arguments
+    assert d.chi2_scale == pytest.approx(3 * 2.326, rel=0.05)
+    assert d.shape_scale == pytest.approx(2 * 2.326, rel=0.05)
