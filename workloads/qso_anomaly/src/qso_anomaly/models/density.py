@@ -182,10 +182,12 @@ TAIL_QUANTILE = 0.99
 
 
 def _robust(x: np.ndarray) -> tuple[float, float]:
-    """(median, q_TAIL − median) of the finite values: every term is scaled by its own upper
-    tail on normal spectra, so that the terms weigh the same at the flag level (a term whose
-    normal values have a long tail, such as log χ²/dof, is not favoured over a term with a
-    Gaussian tail, such as the shape deviate)."""
+    """(median, q_TAIL − median) of the finite values (location 0, scale 1 when none).
+
+    Every term is scaled by its own upper tail on normal spectra, so that the terms weigh the
+    same at the flag level (a term whose normal values have a long tail, such as log χ²/dof,
+    is not favoured over a term with a Gaussian tail, such as the shape deviate).
+    """
     x = x[np.isfinite(x)]
     if x.size == 0:
         return 0.0, 1.0

@@ -392,8 +392,9 @@ def gmm_nll_jax(density: dict[str, jnp.ndarray], latent: jnp.ndarray) -> jnp.nda
 
 
 def shape_z_jax(density: dict[str, jnp.ndarray], wave: jnp.ndarray, flux, ivar, z) -> jnp.ndarray:
-    """Broad-band shape deviate of spectra, as ``ShapeModel.zscore`` and
-    :func:`qso_anomaly.models.torch_model.shape_z_torch` (observed pixels only).
+    """Broad-band shape deviate of spectra (observed pixels only).
+
+    As ``ShapeModel.zscore`` and :func:`qso_anomaly.models.torch_model.shape_z_torch`.
 
     Args:
         density: ``params["density"]`` with the ``shape_*`` arrays.

@@ -52,8 +52,10 @@ ARRAY_KEYS = ("shape_win_edges", "shape_z_edges", "shape_zrange", "shape_mu", "s
 
 
 def window_edges(wave: np.ndarray, n_windows: int = N_WINDOWS) -> np.ndarray:
-    """Edges (n_windows + 1,) in Å of log-spaced windows covering ``wave`` (last edge 1 Å past
-    the last pixel, so every pixel falls in one window)."""
+    """Edges (n_windows + 1,) in Å of log-spaced windows covering ``wave``.
+
+    The last edge lies 1 Å past the last pixel, so every pixel falls in one window.
+    """
     return np.geomspace(float(wave[0]), float(wave[-1]) + 1.0, n_windows + 1)
 
 
@@ -99,7 +101,9 @@ def profiled_d2(y: np.ndarray, obs: np.ndarray, noise: np.ndarray, mu: np.ndarra
     """Squared Mahalanobis distance over the observed windows with the level profiled out.
 
     Args:
-        y, obs, noise: Window features (N, K) from :func:`features`.
+        y: Log window means (N, K) from :func:`features`.
+        obs: Windows that count (N, K), bool.
+        noise: Measurement variance of y (N, K).
         mu: Expected y per spectrum (N, K).
         cov: Intrinsic covariance per spectrum (N, K, K).
 
@@ -213,8 +217,8 @@ class ShapeModel:
                                 v = max(v - float(nsb[o, i].mean()), 0.1 * v)
                         c[i, j] = c[j, i] = v
                 c = q @ (c + SYS_VAR * np.eye(k)) @ q
-                w, v = np.linalg.eigh(c)
-                c = (v * np.maximum(w, 1e-6 * max(w.max(), 1e-12))) @ v.T
+                ev, evec = np.linalg.eigh(c)
+                c = (evec * np.maximum(ev, 1e-6 * max(ev.max(), 1e-12))) @ evec.T
                 c = q @ c @ q + np.trace(c) / max(k - 1, 1) * np.ones((k, k)) / k
                 mu[b], beta[b], cov[b] = mb - mb.mean(), bb - bb.mean(), c
                 if sel.size == 0:
@@ -232,8 +236,10 @@ class ShapeModel:
 
     @classmethod
     def from_arrays(cls, a: dict[str, np.ndarray]) -> ShapeModel | None:
-        """Inverse of :meth:`to_arrays`; None when the arrays are absent (a model saved
-        without a shape term)."""
+        """Inverse of :meth:`to_arrays`.
+
+        None when the arrays are absent (a model saved without a shape term).
+        """
         if any(k not in a for k in ARRAY_KEYS):
             return None
         return cls(*(np.asarray(a[k], np.float64) for k in ARRAY_KEYS))
