@@ -28,6 +28,7 @@ from qso_anomaly.data.validate import clean_batch, clean_rows
 from qso_anomaly.models.density import DensityModel
 from qso_anomaly.models.jax_model import score_jax
 from qso_anomaly.models.scoring import score_torch
+from qso_anomaly.models.shape import ShapeModel
 from qso_anomaly.models.spec import ModelSpec
 from qso_anomaly.train import fit
 
@@ -45,17 +46,26 @@ def _epoch_evaluator(
     """Overall AP on the validation survey after an epoch (density refitted on a subset)."""
 
     val_pos = np.asarray(val.label) != NORMAL
+    shape: ShapeModel | None = None
 
     def evaluate(model: Any, epoch: int) -> dict[str, Any]:
+        nonlocal shape
         model.eval()
         with torch.no_grad():
             lat = model.encode(torch.from_numpy(train_sub.flux), torch.from_numpy(train_sub.ivar),
                                torch.from_numpy(train_sub.z)).numpy()
         dens = DensityModel.fit(lat, model.spec.density_components, 0)
+        grid_wave = model.buffer("wave").numpy().astype(np.float64)
+        if model.spec.shape_weight:
+            if shape is None:
+                shape = ShapeModel.fit(train_sub.flux, train_sub.ivar, train_sub.z, grid_wave)
+            dens.shape = shape
         model.set_density(dens)
         normal = train_sub.take(slice(0, min(len(train_sub), 500)))
         r = score_torch(model, normal)
-        dens.calibrate(r.chi2_dof, r.density_nll)
+        dens.calibrate(r.chi2_dof, r.density_nll,
+                       None if dens.shape is None
+                       else dens.shape.zscore(normal.flux, normal.ivar, normal.z, grid_wave))
         model.set_density(dens)
         res = score_torch(model, val)
         ap = binary_metrics(res.score, val_pos)["ap"]

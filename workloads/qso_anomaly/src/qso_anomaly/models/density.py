@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qso_anomaly.models.shape import ShapeModel
+
 
 @dataclass
 class DensityModel:
@@ -14,8 +16,8 @@ class DensityModel:
     log p(l) = logsumexp_k [log w_k − D/2 log 2π + Σ log diag L_k − ½‖(l − μ_k) L_k‖²], with
     L_k the Cholesky factor of the precision matrix of component k (scikit-learn's
     ``GaussianMixture.precisions_cholesky_`` convention, ``covariance_type="full"``). The
-    calibration fields are the robust location and scale (median, IQR/1.349) of log χ²/dof and
-    of −log p on held-out normal spectra; they standardise the two terms of the anomaly score
+    calibration fields are the location and tail scale (median, 99th percentile − median) of
+    log χ²/dof, of −log p and of the shape deviate on held-out normal spectra; they standardise the two terms of the anomaly score
     (:func:`qso_anomaly.models.torch_model.score_parts_torch`).
 
     Attributes:
@@ -23,9 +25,13 @@ class DensityModel:
         means: Component means μ_k, shape (K, D) with D the latent dimension, in latent units.
         prec_chol: Cholesky factors L_k of the component precisions, shape (K, D, D).
         chi2_loc: Median of log(χ²/dof) on held-out data (dimensionless).
-        chi2_scale: IQR/1.349 of log(χ²/dof) on held-out data (> 0).
+        chi2_scale: 99th percentile − median of log(χ²/dof) on held-out data (> 0).
         nll_loc: Median of −log p(latent) on held-out data, in nats.
-        nll_scale: IQR/1.349 of −log p(latent) on held-out data, in nats (> 0).
+        nll_scale: 99th percentile − median of −log p(latent) on held-out data, in nats (> 0).
+        shape: The broad-band continuum shape model (:mod:`qso_anomaly.models.shape`), the
+            third score term; None for a model without it (saved before it existed).
+        shape_loc: Median of the shape deviate on held-out data (dimensionless).
+        shape_scale: 99th percentile − median of the shape deviate on held-out data (> 0).
     """
 
     weights: np.ndarray  # (K,)
@@ -35,6 +41,9 @@ class DensityModel:
     chi2_scale: float = 1.0
     nll_loc: float = 0.0
     nll_scale: float = 1.0
+    shape: ShapeModel | None = None
+    shape_loc: float = 0.0
+    shape_scale: float = 1.0
 
     @classmethod
     def standard_normal(cls, dim: int) -> DensityModel:
@@ -96,8 +105,11 @@ class DensityModel:
         m = logp.max(axis=1, keepdims=True)
         return -(m[:, 0] + np.log(np.exp(logp - m).sum(axis=1)))
 
-    def calibrate(self, chi2_dof: np.ndarray, nll: np.ndarray) -> None:
-        """Set the robust standardisation (median, IQR/1.349) from held-out normal data.
+    def calibrate(self, chi2_dof: np.ndarray, nll: np.ndarray,
+                  shape_z: np.ndarray | None = None, *,
+                  spread: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
+                  ) -> None:
+        """Set the standardisation (median, 99th percentile − median) from held-out normal data.
 
         Updates ``chi2_loc``/``chi2_scale`` from log(max(χ²/dof, 1e-6)) and
         ``nll_loc``/``nll_scale`` from −log p in place; non-finite values are ignored, an
@@ -108,22 +120,40 @@ class DensityModel:
             chi2_dof: Reconstruction χ² per valid pixel of held-out normal spectra, shape (N,),
                 dimensionless.
             nll: −log p(latent) of the same spectra, shape (N,), in nats.
+            shape_z: Shape deviates of the same spectra (:meth:`ShapeModel.zscore`), shape
+                (N,); sets ``shape_loc``/``shape_scale`` when given.
+            spread: The same three quantities (χ²/dof, −log p, shape deviate or None) of a
+                larger set to take the scales (99th percentile − median) from, e.g. the
+                held-out normals clean and under the instrument states the flag decision is
+                calibrated on; the locations stay those of the first arguments. None: both
+                from the first arguments.
         """
         lc = np.log(np.maximum(chi2_dof, 1e-6))
-        self.chi2_loc, self.chi2_scale = _robust(lc)
-        self.nll_loc, self.nll_scale = _robust(nll)
+        sc = lc if spread is None else np.log(np.maximum(spread[0], 1e-6))
+        sn = nll if spread is None else spread[1]
+        self.chi2_loc, self.chi2_scale = _robust(lc)[0], _robust(sc)[1]
+        self.nll_loc, self.nll_scale = _robust(nll)[0], _robust(sn)[1]
+        if shape_z is not None:
+            sz = shape_z if spread is None or spread[2] is None else spread[2]
+            self.shape_loc = _robust(np.asarray(shape_z, np.float64))[0]
+            self.shape_scale = _robust(np.asarray(sz, np.float64))[1]
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The density as named arrays (the ``density.npz`` layout and the torch buffers).
 
         Returns:
             ``weights`` (K,), ``means`` (K, D), ``prec_chol`` (K, D, D) and ``calib`` (4,) =
-            [chi2_loc, chi2_scale, nll_loc, nll_scale].
+            [chi2_loc, chi2_scale, nll_loc, nll_scale]; with a shape model also its arrays
+            (``shape_*``, :meth:`ShapeModel.to_arrays`) and ``calib`` (6,) with
+            [shape_loc, shape_scale] appended.
         """
-        return {
-            "weights": self.weights, "means": self.means, "prec_chol": self.prec_chol,
-            "calib": np.array([self.chi2_loc, self.chi2_scale, self.nll_loc, self.nll_scale]),
-        }
+        calib = [self.chi2_loc, self.chi2_scale, self.nll_loc, self.nll_scale]
+        out = {"weights": self.weights, "means": self.means, "prec_chol": self.prec_chol}
+        if self.shape is not None:
+            calib += [self.shape_loc, self.shape_scale]
+            out.update(self.shape.to_arrays())
+        out["calib"] = np.array(calib)
+        return out
 
     @classmethod
     def from_arrays(cls, a: dict[str, np.ndarray]) -> DensityModel:
@@ -140,13 +170,26 @@ class DensityModel:
             KeyError: When one of the four arrays is missing (a damaged ``density.npz``).
         """
         c = np.asarray(a["calib"], dtype=np.float64)
+        shape = ShapeModel.from_arrays(a)
+        extra = (float(c[4]), float(c[5])) if shape is not None and c.size >= 6 else (0.0, 1.0)
         return cls(np.asarray(a["weights"]), np.asarray(a["means"]), np.asarray(a["prec_chol"]),
-                   float(c[0]), float(c[1]), float(c[2]), float(c[3]))
+                   float(c[0]), float(c[1]), float(c[2]), float(c[3]), shape, *extra)
+
+
+#: Quantile of held-out normal values that one unit of a standardised score term reaches
+#: (the flag level α = 0.01 of the conformal decision).
+TAIL_QUANTILE = 0.99
 
 
 def _robust(x: np.ndarray) -> tuple[float, float]:
+    """(median, q_TAIL − median) of the finite values (location 0, scale 1 when none).
+
+    Every term is scaled by its own upper tail on normal spectra, so that the terms weigh the
+    same at the flag level (a term whose normal values have a long tail, such as log χ²/dof,
+    is not favoured over a term with a Gaussian tail, such as the shape deviate).
+    """
     x = x[np.isfinite(x)]
     if x.size == 0:
         return 0.0, 1.0
-    q1, q2, q3 = np.quantile(x, [0.25, 0.5, 0.75])
-    return float(q2), float(max((q3 - q1) / 1.349, 1e-6))
+    q2, qt = np.quantile(x, [0.5, TAIL_QUANTILE])
+    return float(q2), float(max(qt - q2, 1e-6))

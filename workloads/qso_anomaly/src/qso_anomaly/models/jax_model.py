@@ -391,6 +391,57 @@ def gmm_nll_jax(density: dict[str, jnp.ndarray], latent: jnp.ndarray) -> jnp.nda
     return -jax.scipy.special.logsumexp(logp, axis=1)
 
 
+def shape_z_jax(density: dict[str, jnp.ndarray], wave: jnp.ndarray, flux, ivar, z) -> jnp.ndarray:
+    """Broad-band shape deviate of spectra (observed pixels only).
+
+    As ``ShapeModel.zscore`` and :func:`qso_anomaly.models.torch_model.shape_z_torch`.
+
+    Args:
+        density: ``params["density"]`` with the ``shape_*`` arrays.
+        wave: Observed grid (P,) in Å.
+        flux: Flux (N, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹.
+        ivar: Inverse variance (N, P) in flux⁻².
+        z: Redshifts (N,).
+
+    Returns:
+        The Wilson–Hilferty deviate of the profiled Mahalanobis distance (N,).
+    """
+    from qso_anomaly.models.shape import FLUX_FLOOR, MIN_COVERAGE
+
+    e = density["shape_win_edges"]
+    w = wave[:, None]
+    wm = ((w >= e[None, :-1]) & (w < e[None, 1:])).astype(flux.dtype)
+    good = (ivar > 0).astype(flux.dtype)
+    iv = ivar * good
+    sw = iv @ wm
+    sf = (iv * flux) @ wm
+    obs = ((good @ wm) >= MIN_COVERAGE * wm.sum(0)[None]) & (sw > 0)
+    m = jnp.where(obs, sf / jnp.where(obs, sw, 1.0), 1.0)
+    mo = obs.astype(flux.dtype)
+    lev = (jnp.abs(m) * mo).sum(-1) / jnp.maximum(mo.sum(-1), 1.0)
+    mm = jnp.maximum(m, FLUX_FLOOR * jnp.maximum(lev, 1e-6)[:, None])
+    y = jnp.log(mm)
+    noise = jnp.where(obs, 1.0 / (jnp.where(obs, sw, 1.0) * mm**2), 0.0)
+    b = jnp.searchsorted(density["shape_z_edges"], z)
+    zr = density["shape_zrange"][b]
+    dz = jnp.clip(z - zr[:, 0], -zr[:, 1], zr[:, 1])
+    mu = density["shape_mu"][b] + density["shape_beta"][b] * dz[:, None]
+    k = y.shape[1]
+    eye = jnp.eye(k, dtype=flux.dtype)
+    s = density["shape_cov"][b] + noise[:, :, None] * eye
+    s = s * mo[:, :, None] * mo[:, None, :] + (1 - mo)[:, :, None] * eye
+    nobs = mo.sum(-1)
+    d = (y - mu) * mo
+    d = (d - (d.sum(-1) / jnp.maximum(nobs, 1.0))[:, None]) * mo
+    x = jnp.linalg.solve(s, jnp.stack([d, mo], -1))
+    dpd = (d * x[..., 0]).sum(-1)
+    opd = (mo * x[..., 0]).sum(-1)
+    opo = (mo * x[..., 1]).sum(-1)
+    d2 = jnp.maximum(dpd - opd**2 / jnp.maximum(opo, 1e-12), 0.0)
+    dof = jnp.maximum(nobs - 1, 1.0)
+    return (jnp.maximum(d2 / dof, 1e-12) ** (1 / 3) - (1 - 2 / (9 * dof))) / jnp.sqrt(2 / (9 * dof))
+
+
 def _score_parts(params: Params, spec: ModelSpec, wave: jnp.ndarray, flux, ivar, z):
     recon, latent = _forward_parts(params, spec, wave, flux, ivar, z)
     good = (ivar > 0).astype(flux.dtype)
@@ -399,6 +450,9 @@ def _score_parts(params: Params, spec: ModelSpec, wave: jnp.ndarray, flux, ivar,
     c = params["density"]["calib"]
     score = spec.chi2_weight * (jnp.log(jnp.maximum(chi2, 1e-6)) - c[0]) / c[1]
     score = score + spec.density_weight * (nll - c[2]) / c[3]
+    if "shape_cov" in params["density"]:
+        sz = shape_z_jax(params["density"], wave, flux, ivar, z)
+        score = score + spec.shape_weight * (sz - c[4]) / c[5]
     return score, chi2, nll
 
 
@@ -601,6 +655,8 @@ def _to_torch(value: np.ndarray, how: str) -> np.ndarray:
 
 
 DENSITY_KEYS = ("weights", "means", "prec_chol", "calib")
+#: The optional broad-band shape term's arrays (``density_shape_*`` buffers).
+SHAPE_KEYS = ("win_edges", "z_edges", "zrange", "mu", "beta", "cov")
 
 
 def params_from_torch(torch_model: Any) -> Params:
@@ -647,7 +703,8 @@ def params_from_state(sd: dict[str, np.ndarray], spec: ModelSpec) -> Params:
         for p in path[:-1]:
             node = node.setdefault(p, {})
         node[path[-1]] = jnp.asarray(_to_jax(sd[tkey], how), dtype=jnp.float32)
-    density = {k: jnp.asarray(sd[f"density_{k}"], dtype=jnp.float32) for k in DENSITY_KEYS}
+    keys = DENSITY_KEYS + tuple(f"shape_{k}" for k in SHAPE_KEYS if f"density_shape_{k}" in sd)
+    density = {k: jnp.asarray(sd[f"density_{k}"], dtype=jnp.float32) for k in keys}
     return {"params": tree, "density": density}
 
 

@@ -20,7 +20,9 @@ class ScoreResult:
     Attributes:
         score: Combined anomaly score, shape (N,), dimensionless (higher = more anomalous):
             ``chi2_weight``·(log χ²/dof − loc)/scale + ``density_weight``·(−log p − loc)/scale
-            with the calibration of :class:`~qso_anomaly.models.density.DensityModel`.
+            with the calibration of :class:`~qso_anomaly.models.density.DensityModel`, plus
+            ``shape_weight``·(shape_z − loc)/scale when the density carries the broad-band
+            shape term (:mod:`qso_anomaly.models.shape`).
         chi2_dof: Reconstruction χ² per valid pixel, Σ ivar·(flux − recon)² / n_valid over the
             pixels with ivar > 0, shape (N,), dimensionless.
         density_nll: −log p(latent) under the latent Gaussian mixture, shape (N,), in nats.

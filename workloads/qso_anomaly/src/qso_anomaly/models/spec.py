@@ -28,7 +28,8 @@ class ModelSpec:
     linearly resampled to the observed grid at λ/(1+z), with its amplitude fitted to the valid
     pixels by weighted least squares. Loss: Σ ½·ivar·(x − x̂)² / L. Score: standardised
     log(χ² / n_valid) over valid pixels only + standardised −log p(latent) under a Gaussian
-    mixture. ``z_min``/``z_max`` are the trained redshift range (the data policy rejects and
+    mixture + standardised broad-band shape deviate (``shape_weight``; wide-window fluxes of
+    the valid pixels against a per-redshift Gaussian, :mod:`qso_anomaly.models.shape`). ``z_min``/``z_max`` are the trained redshift range (the data policy rejects and
     counts spectra outside it); ``augment_fraction`` is the share of training spectra given a
     random instrument state (:mod:`qso_anomaly.train.augment`); ``consistency_weight`` weighs
     the latent-consistency term (latent of the augmented input vs the clean one, in units of
@@ -54,6 +55,8 @@ class ModelSpec:
         density_components: Largest number of latent Gaussian-mixture components.
         chi2_weight: Weight of the standardised log χ²/dof term in the score.
         density_weight: Weight of the standardised −log p(latent) term in the score.
+        shape_weight: Weight of the standardised broad-band shape term in the score
+            (:mod:`qso_anomaly.models.shape`; used when the fitted density carries it).
         learning_rate: Initial Adam learning rate of training (cosine decay over the epochs,
             :mod:`qso_anomaly.train.schedule`).
         batch_size: Training batch size B (spectra).
@@ -83,6 +86,7 @@ class ModelSpec:
     density_components: int = 8
     chi2_weight: float = 1.0
     density_weight: float = 1.0
+    shape_weight: float = 1.0
     learning_rate: float = 2e-3
     batch_size: int = 128
     z_min: float = 0.05

@@ -194,6 +194,9 @@ class QsoAutoencoder(nn.Module):
                 ``spec.latent_dim``.
         """
         arr = density.to_arrays()
+        for name in [b for b in self._buffers if b.startswith("density_")]:
+            if name[len("density_"):] not in arr:
+                del self._buffers[name]  # e.g. the shape term of a previous density
         for name, value in arr.items():
             self.register_buffer(f"density_{name}", torch.tensor(value, dtype=torch.float32))
 
@@ -220,8 +223,8 @@ class QsoAutoencoder(nn.Module):
             A float64 copy (on the CPU) of the Gaussian mixture and its calibration.
         """
         return DensityModel.from_arrays(
-            {k: getattr(self, f"density_{k}").detach().cpu().numpy().astype(np.float64)
-             for k in ("weights", "means", "prec_chol", "calib")}
+            {k[len("density_"):]: v.detach().cpu().numpy().astype(np.float64)
+             for k, v in self._buffers.items() if k.startswith("density_") and v is not None}
         )
 
     def encode(self, flux: torch.Tensor, ivar: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -397,6 +400,66 @@ def gmm_nll_torch(model: QsoAutoencoder, latent: torch.Tensor) -> torch.Tensor:
     return -torch.logsumexp(logp, dim=1)
 
 
+def has_shape_term(model: QsoAutoencoder) -> bool:
+    """Whether the model's density carries the broad-band shape term (``density_shape_*``)."""
+    return "density_shape_cov" in model._buffers
+
+
+def shape_z_torch(
+    model: QsoAutoencoder, flux: torch.Tensor, ivar: torch.Tensor, z: torch.Tensor
+) -> torch.Tensor:
+    """Broad-band shape deviate of spectra, the torch form of ``ShapeModel.zscore``.
+
+    From the observed pixels only (ivar > 0): ivar-weighted mean flux per wide window, windows
+    with under ``MIN_COVERAGE`` of their pixels observed are marginalised out, the level is
+    profiled out (see :mod:`qso_anomaly.models.shape`).
+
+    Args:
+        model: An autoencoder whose density has a shape term (:func:`has_shape_term`).
+        flux: Flux (N, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹.
+        ivar: Inverse variance (N, P) in flux⁻².
+        z: Redshifts (N,).
+
+    Returns:
+        The Wilson–Hilferty deviate of the profiled Mahalanobis distance (N,), dimensionless.
+    """
+    from qso_anomaly.models.shape import FLUX_FLOOR, MIN_COVERAGE
+
+    e = model.buffer("density_shape_win_edges")
+    wave = model.buffer("wave")[:, None]
+    wm = ((wave >= e[None, :-1]) & (wave < e[None, 1:])).to(flux.dtype)  # (P, K)
+    good = (ivar > 0).to(flux.dtype)
+    iv = ivar * good
+    sw = iv @ wm
+    sf = (iv * flux) @ wm
+    obs = ((good @ wm) >= MIN_COVERAGE * wm.sum(0)[None]) & (sw > 0)
+    m = torch.where(obs, sf / torch.where(obs, sw, torch.ones_like(sw)), torch.ones_like(sf))
+    mo = obs.to(flux.dtype)
+    lev = (m.abs() * mo).sum(-1) / mo.sum(-1).clamp_min(1.0)
+    mm = torch.maximum(m, FLUX_FLOOR * lev.clamp_min(1e-6)[:, None])
+    y = torch.log(mm)
+    noise = torch.where(obs, 1.0 / (torch.where(obs, sw, torch.ones_like(sw)) * mm**2),
+                        torch.zeros_like(mm))
+    b = torch.searchsorted(model.buffer("density_shape_z_edges").contiguous(), z.contiguous())
+    zr = model.buffer("density_shape_zrange")[b]
+    dz = torch.maximum(torch.minimum(z - zr[:, 0], zr[:, 1]), -zr[:, 1])
+    mu = model.buffer("density_shape_mu")[b] + model.buffer("density_shape_beta")[b] * dz[:, None]
+    k = y.shape[1]
+    eye = torch.eye(k, dtype=flux.dtype)
+    s = model.buffer("density_shape_cov")[b] + noise[:, :, None] * eye
+    s = s * mo[:, :, None] * mo[:, None, :] + (1 - mo)[:, :, None] * eye
+    nobs = mo.sum(-1)
+    d = (y - mu) * mo
+    d = (d - (d.sum(-1) / nobs.clamp_min(1.0))[:, None]) * mo
+    x = torch.linalg.solve(s, torch.stack([d, mo], -1))
+    dpd = (d * x[..., 0]).sum(-1)
+    opd = (mo * x[..., 0]).sum(-1)
+    opo = (mo * x[..., 1]).sum(-1)
+    d2 = (dpd - opd**2 / opo.clamp_min(1e-12)).clamp_min(0.0)
+    dof = (nobs - 1).clamp_min(1.0)
+    return ((d2 / dof).clamp_min(1e-12) ** (1 / 3) - (1 - 2 / (9 * dof))) / torch.sqrt(2 / (9 * dof))
+
+
 def score_parts_torch(
     model: QsoAutoencoder, flux: torch.Tensor, ivar: torch.Tensor, z: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -404,7 +467,9 @@ def score_parts_torch(
 
     χ²/dof = Σ ivar·(flux − recon)² / n_valid over the pixels with ivar > 0; score =
     ``chi2_weight``·(log max(χ²/dof, 1e-6) − chi2_loc)/chi2_scale + ``density_weight``·(−log p
-    − nll_loc)/nll_scale with the calibration in the ``density_calib`` buffer. Design §8.2
+    − nll_loc)/nll_scale [+ ``shape_weight``·(shape_z − shape_loc)/shape_scale when the density
+    has the broad-band shape term, :func:`shape_z_torch`] with the calibration in the
+    ``density_calib`` buffer. Design §8.2
     names the two terms; −log p(latent) is the outlier score of Liang et al. 2023 (spender with
     a normalising flow; a Gaussian mixture here), and the terms are combined as a weighted sum
     of robustly standardised values rather than the design's rank average.
@@ -427,6 +492,8 @@ def score_parts_torch(
     spec = model.spec
     score = spec.chi2_weight * (torch.log(chi2.clamp_min(1e-6)) - c[0]) / c[1]
     score = score + spec.density_weight * (nll - c[2]) / c[3]
+    if has_shape_term(model):
+        score = score + spec.shape_weight * (shape_z_torch(model, flux, ivar, z) - c[4]) / c[5]
     return score, chi2, nll
 
 

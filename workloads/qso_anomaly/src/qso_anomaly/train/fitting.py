@@ -20,6 +20,7 @@ from qso_anomaly.data.validate import clean_batch
 from qso_anomaly.errors import ModelError
 from qso_anomaly.models.density import DensityModel
 from qso_anomaly.models.scoring import score_torch
+from qso_anomaly.models.shape import ShapeModel
 from qso_anomaly.models.spec import ModelSpec
 from qso_anomaly.models.torch_model import build_model
 from qso_anomaly.train.augment import augment_masks
@@ -73,8 +74,13 @@ def fit(
     least 20 spectra; labels, if present, are NOT used for training, they only restrict the
     calibration set to normal spectra). The network trains with masking augmentation
     (``spec.augment_fraction``); the latent density is fitted on clean and augmented training
-    latents so that a masked normal spectrum is not unlikely for its mask alone; the score is
-    standardised and the flag threshold calibrated (conformal, :mod:`.calibrate`) on the
+    latents so that a masked normal spectrum is not unlikely for its mask alone; with
+    ``spec.shape_weight`` ≠ 0 the broad-band shape model (:mod:`qso_anomaly.models.shape`,
+    observed pixels only) is fitted on the training spectra too; the score terms are
+    standardised on the held-out set only (location: median of the clean held-out normals;
+    scale: 99th percentile − median over them clean and under the masking copies below, so
+    that each term weighs the same at the flag level over the instrument states the decision
+    is calibrated on) and the flag threshold calibrated (conformal, :mod:`.calibrate`) on the
     held-out set only. The flag decision is Mondrian conformal by coverage stratum
     (:mod:`.mondrian`): the held-out normals are scored clean and under deterministic masking
     copies (:func:`~.mondrian.masking_copies`: each camera off, each half camera off,
@@ -118,12 +124,22 @@ def fit(
                 lat.append(model.encode(torch.from_numpy(fl), torch.from_numpy(iv),
                                         torch.from_numpy(b.z)).numpy())
     density = DensityModel.fit(np.concatenate(lat), spec.density_components, seed)
+    if spec.shape_weight:
+        density.shape = ShapeModel.fit(train.flux, train.ivar, train.z, grid.wave)
     model.set_density(density)
     ref = hold.take(hold.label == NORMAL) if hold.label is not None else hold
     if len(ref) < 10:
         ref = hold
-    res = score_torch(model, ref)
-    density.calibrate(res.chi2_dof, res.density_nll)
+    res, shape_z = _score_terms(model, density, ref, grid)
+    spread = [(res.chi2_dof, res.density_nll, shape_z)]
+    for _, flux, ivar in masking_copies(ref.flux, ref.ivar, grid.wave, seed):
+        r, sz = _score_terms(model, density,
+                             ref.with_arrays(flux=flux, ivar=ivar, mask=ref.mask | (ivar <= 0)),
+                             grid)
+        spread.append((r.chi2_dof, r.density_nll, sz))
+    density.calibrate(res.chi2_dof, res.density_nll, shape_z, spread=(
+        np.concatenate([t[0] for t in spread]), np.concatenate([t[1] for t in spread]),
+        None if shape_z is None else np.concatenate([t[2] for t in spread])))
     model.set_density(density)
     reference = score_torch(model, ref)
     cal = calibrate(reference.score, alpha=0.01, seed=seed)
@@ -150,6 +166,15 @@ def fit(
         density=density, metrics=metrics, reference_scores=reference.score.astype(np.float32),
         calibration=mondrian,
     )
+
+
+def _score_terms(model: Any, density: DensityModel, batch: SpectraBatch, grid: WavelengthGrid
+                 ) -> tuple[Any, np.ndarray | None]:
+    """χ²/dof and −log p (a ScoreResult) and the shape deviate (None without a shape term)."""
+    res = score_torch(model, batch)
+    sz = (density.shape.zscore(batch.flux, batch.ivar, batch.z, grid.wave)
+          if density.shape is not None else None)
+    return res, sz
 
 
 def _mondrian_calibration(model: Any, ref: SpectraBatch, clean_scores: np.ndarray,
