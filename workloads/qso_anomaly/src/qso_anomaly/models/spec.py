@@ -8,7 +8,7 @@ from typing import Any
 from qso_anomaly.data.grid import WavelengthGrid
 from qso_anomaly.errors import ModelError
 
-ARCH_VERSION = "qso-ae-2.0.0"
+ARCH_VERSION = "qso-ae-2.1.0"
 
 
 @dataclass(frozen=True)
