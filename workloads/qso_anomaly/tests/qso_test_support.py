@@ -36,3 +36,28 @@ def write_desi_healpix(directory, n: int, seed: int, *, n_zwarn: int = 0, healpi
     write_redrock(d / f"redrock-main-dark-{healpix}.fits", b.targetid, b.z.astype(float),
                   zwarn=zwarn)
     return b
+
+
+def untrained_model_with_density(grid, shape=None, shape_calib=(0.2, 1.3)):  # type: ignore[no-untyped-def]
+    """An untrained CI-spec model (seed 3) with a latent density fitted on 96 spectra (30 %
+    anomalies) and a fixed score calibration; with ``shape``, that broad-band shape model and
+    its (loc, scale) too. Returns ``(spec, model, batch)`` (the parity tests' setup)."""
+    import torch
+
+    from qso_anomaly.data.synth import generate
+    from qso_anomaly.models.density import DensityModel
+    from qso_anomaly.models.torch_model import build_model
+
+    spec = ModelSpec.ci()
+    torch.manual_seed(3)
+    model = build_model(spec, grid)
+    batch = generate(96, seed=4, grid=grid, anomaly_fraction=0.3)
+    with torch.no_grad():
+        lat = model.encode(torch.from_numpy(batch.flux), torch.from_numpy(batch.ivar),
+                           torch.from_numpy(batch.z)).numpy()
+    dens = DensityModel.fit(lat, 3, seed=0)
+    dens.chi2_loc, dens.chi2_scale, dens.nll_loc, dens.nll_scale = 1.0, 0.7, -5.0, 3.0
+    if shape is not None:
+        dens.shape, (dens.shape_loc, dens.shape_scale) = shape, shape_calib
+    model.set_density(dens)
+    return spec, model, batch

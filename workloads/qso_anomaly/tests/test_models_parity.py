@@ -10,9 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from qso_test_support import untrained_model_with_density
 
-from qso_anomaly.data.synth import generate
-from qso_anomaly.models.density import DensityModel
 from qso_anomaly.models.jax_model import (
     anomaly_score_jax,
     apply_jax,
@@ -22,23 +21,12 @@ from qso_anomaly.models.jax_model import (
     state_dict_from_params,
 )
 from qso_anomaly.models.scoring import score_torch
-from qso_anomaly.models.spec import ModelSpec
-from qso_anomaly.models.torch_model import anomaly_score_torch, build_model
+from qso_anomaly.models.torch_model import anomaly_score_torch
 
 
 @pytest.fixture(scope="module")
 def setup(ci_grid):
-    spec = ModelSpec.ci()
-    torch.manual_seed(3)
-    model = build_model(spec, ci_grid)
-    batch = generate(96, seed=4, grid=ci_grid, anomaly_fraction=0.3)
-    with torch.no_grad():
-        lat = model.encode(torch.from_numpy(batch.flux), torch.from_numpy(batch.ivar),
-                           torch.from_numpy(batch.z)).numpy()
-    dens = DensityModel.fit(lat, 3, seed=0)
-    dens.chi2_loc, dens.chi2_scale, dens.nll_loc, dens.nll_scale = 1.0, 0.7, -5.0, 3.0
-    model.set_density(dens)
-    return spec, model, batch
+    return untrained_model_with_density(ci_grid)
 
 
 def test_scores_match_between_frameworks(setup, ci_grid) -> None:

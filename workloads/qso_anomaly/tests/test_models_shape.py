@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from qso_test_support import untrained_model_with_density
 
 from qso_anomaly.data.masks import camera
 from qso_anomaly.data.synth import generate
@@ -18,7 +19,6 @@ from qso_anomaly.models.jax_model import (
 )
 from qso_anomaly.models.scoring import score_torch
 from qso_anomaly.models.shape import ShapeModel, features, window_edges
-from qso_anomaly.models.spec import ModelSpec
 from qso_anomaly.models.torch_model import (
     anomaly_score_torch,
     build_model,
@@ -90,18 +90,7 @@ def test_density_arrays_round_trip_with_and_without_shape(fitted) -> None:
 @pytest.fixture(scope="module")
 def model_with_shape(fitted, ci_grid):
     sm, _ = fitted
-    spec = ModelSpec.ci()
-    torch.manual_seed(3)
-    model = build_model(spec, ci_grid)
-    batch = generate(96, seed=4, grid=ci_grid, anomaly_fraction=0.3)
-    with torch.no_grad():
-        lat = model.encode(torch.from_numpy(batch.flux), torch.from_numpy(batch.ivar),
-                           torch.from_numpy(batch.z)).numpy()
-    dens = DensityModel.fit(lat, 3, seed=0)
-    dens.chi2_loc, dens.chi2_scale, dens.nll_loc, dens.nll_scale = 1.0, 0.7, -5.0, 3.0
-    dens.shape, dens.shape_loc, dens.shape_scale = sm, 0.2, 1.3
-    model.set_density(dens)
-    return spec, model, batch
+    return untrained_model_with_density(ci_grid, shape=sm, shape_calib=(0.2, 1.3))
 
 
 def test_shape_term_matches_across_numpy_torch_and_jax(model_with_shape, ci_grid) -> None:

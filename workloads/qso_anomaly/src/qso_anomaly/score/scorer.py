@@ -17,7 +17,6 @@ no spectrum on the grid), which the flag decision is calibrated by.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import sys
 from collections.abc import Callable
@@ -332,19 +331,20 @@ class Scorer:
         """
         n = len(cleaned)
         ok = reasons == ""
-        wait: Callable[[], ScoreResult] | None = None
+        pending: Callable[[], ScoreResult] | None = None
+        done: ScoreResult | None = None
         if ok.any():
             sub = cleaned if ok.all() else cleaned.take(ok)
             if self.framework == "jax" and len(sub) <= self.config.batch_size:
-                wait = self._dispatch_jax(sub.flux, sub.ivar, sub.z)
+                pending = self._dispatch_jax(sub.flux, sub.ivar, sub.z)
             else:
-                wait = functools.partial(_identity, self.score_batch(sub))
+                done = self.score_batch(sub)
 
         def result() -> tuple[ScoreResult, np.ndarray]:
             out = ScoreResult(np.full(n, np.nan, np.float32), np.full(n, np.nan, np.float32),
                               np.full(n, np.nan, np.float32))
-            if wait is not None:
-                res = wait()
+            res = pending() if pending is not None else done
+            if res is not None:
                 out.score[ok], out.chi2_dof[ok], out.density_nll[ok] = (
                     res.score, res.chi2_dof, res.density_nll)
             return out, reasons
@@ -508,11 +508,6 @@ class Scorer:
         if "path" in table.column_names:
             cols["path"] = table.column("path")
         return pa.table(cols)
-
-
-
-def _identity(x: ScoreResult) -> ScoreResult:
-    return x
 
 
 class RayScorer:
