@@ -11,14 +11,16 @@ from qso_anomaly.models.shape import ShapeModel
 
 @dataclass
 class DensityModel:
-    """Gaussian-mixture density of the latents plus the calibration of the two score terms.
+    """Gaussian-mixture density of the latents plus the calibration of the score terms.
 
     log p(l) = logsumexp_k [log w_k − D/2 log 2π + Σ log diag L_k − ½‖(l − μ_k) L_k‖²], with
     L_k the Cholesky factor of the precision matrix of component k (scikit-learn's
     ``GaussianMixture.precisions_cholesky_`` convention, ``covariance_type="full"``). The
     calibration fields are the location and tail scale (median, 99th percentile − median) of
-    log χ²/dof, of −log p and of the shape deviate on held-out normal spectra; they standardise the two terms of the anomaly score
-    (:func:`qso_anomaly.models.torch_model.score_parts_torch`).
+    log χ²/dof, of −log p and of the shape deviate on held-out normal spectra; they
+    standardise the terms of the anomaly score
+    (:func:`qso_anomaly.models.torch_model.score_parts_torch`); ``shape`` is the broad-band
+    shape model of the third term.
 
     Attributes:
         weights: Mixture weights w_k, shape (K,), float64, summing to 1.

@@ -29,8 +29,9 @@ class ModelSpec:
     pixels by weighted least squares. Loss: Σ ½·ivar·(x − x̂)² / L. Score: standardised
     log(χ² / n_valid) over valid pixels only + standardised −log p(latent) under a Gaussian
     mixture + standardised broad-band shape deviate (``shape_weight``; wide-window fluxes of
-    the valid pixels against a per-redshift Gaussian, :mod:`qso_anomaly.models.shape`). ``z_min``/``z_max`` are the trained redshift range (the data policy rejects and
-    counts spectra outside it); ``augment_fraction`` is the share of training spectra given a
+    the valid pixels against a per-redshift Gaussian, :mod:`qso_anomaly.models.shape`).
+    ``z_min``/``z_max`` are the trained redshift range (the data policy rejects and counts
+    spectra outside it); ``augment_fraction`` is the share of training spectra given a
     random instrument state (:mod:`qso_anomaly.train.augment`); ``consistency_weight`` weighs
     the latent-consistency term (latent of the augmented input vs the clean one, in units of
     the latent variance) that makes the latent, and so the density score, blind to masks.
