@@ -124,12 +124,19 @@ def run_model_only_child(model_dir: Path, framework: str, batch_size: int, n: in
                          samples: int, timeout: float = 1800.0) -> dict[str, Any]:
     """:func:`model_only` in a fresh Python process, like the plain-loop runs it is compared
     with (same imports, same thread set-up, nothing else loaded)."""
-    cmd = [sys.executable, "-m", "qso_anomaly.bench.throughput", "--model-only-child",
-           str(model_dir), framework, str(batch_size), str(n), str(seed), str(samples)]
+    return _json_child("model-only", [model_dir, framework, batch_size, n, seed, samples],
+                       timeout)
+
+
+def _json_child(kind: str, args: list[Any], timeout: float) -> dict[str, Any]:
+    """Run ``python -m qso_anomaly.bench.throughput --<kind>-child ARGS`` with the scoring
+    children's environment and return the JSON object on its last stdout line."""
+    cmd = [sys.executable, "-m", "qso_anomaly.bench.throughput", f"--{kind}-child",
+           *map(str, args)]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                           env=_child_env(), text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"model-only child failed with exit code {proc.returncode}: {cmd}")
+        raise RuntimeError(f"{kind} child failed with exit code {proc.returncode}: {cmd}")
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
@@ -234,14 +241,8 @@ def run_paired_child(model_dir: Path, shards: list[Path], out: Path, framework: 
     """:func:`paired` in a fresh Python process (same environment as the plain-loop child)."""
     listing = out.parent / f"{out.name}.shards.json"
     listing.write_text(json.dumps([str(p) for p in shards]))
-    cmd = [sys.executable, "-m", "qso_anomaly.bench.throughput", "--paired-child",
-           str(model_dir), str(listing), str(out), framework, str(batch_size),
-           str(n_model_only), str(seed), str(groups)]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                          env=_child_env(), text=True, timeout=timeout, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"paired child failed with exit code {proc.returncode}: {cmd}")
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return _json_child("paired", [model_dir, listing, out, framework, batch_size, n_model_only,
+                                  seed, groups], timeout)
 
 
 def _row(n_scored: int, seconds: float, **extra: Any) -> dict[str, Any]:
