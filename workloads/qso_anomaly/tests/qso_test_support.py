@@ -38,10 +38,12 @@ def write_desi_healpix(directory, n: int, seed: int, *, n_zwarn: int = 0, healpi
     return b
 
 
-def untrained_model_with_density(grid, shape=None, shape_calib=(0.2, 1.3)):  # type: ignore[no-untyped-def]
+def untrained_model_with_density(grid, shape=None, shape_calib=(0.2, 1.3),  # type: ignore[no-untyped-def]
+                                 trough_calib=None):
     """An untrained CI-spec model (seed 3) with a latent density fitted on 96 spectra (30 %
     anomalies) and a fixed score calibration; with ``shape``, that broad-band shape model and
-    its (loc, scale) too. Returns ``(spec, model, batch)`` (the parity tests' setup)."""
+    its (loc, scale) too; with ``trough_calib`` (loc, scale), the absorption-trough term.
+    Returns ``(spec, model, batch)`` (the parity tests' setup)."""
     import torch
 
     from qso_anomaly.data.synth import generate
@@ -59,5 +61,7 @@ def untrained_model_with_density(grid, shape=None, shape_calib=(0.2, 1.3)):  # t
     dens.chi2_loc, dens.chi2_scale, dens.nll_loc, dens.nll_scale = 1.0, 0.7, -5.0, 3.0
     if shape is not None:
         dens.shape, (dens.shape_loc, dens.shape_scale) = shape, shape_calib
+    if trough_calib is not None:
+        dens.trough_loc, dens.trough_scale = trough_calib
     model.set_density(dens)
     return spec, model, batch

@@ -27,7 +27,7 @@ from qso_anomaly.data.templates import template_hashes
 from qso_anomaly.data.validate import clean_batch, clean_rows
 from qso_anomaly.models.density import DensityModel
 from qso_anomaly.models.jax_model import score_jax
-from qso_anomaly.models.scoring import score_torch
+from qso_anomaly.models.scoring import score_torch, trough_torch
 from qso_anomaly.models.shape import ShapeModel
 from qso_anomaly.models.spec import ModelSpec
 from qso_anomaly.train import fit
@@ -65,7 +65,8 @@ def _epoch_evaluator(
         r = score_torch(model, normal)
         dens.calibrate(r.chi2_dof, r.density_nll,
                        None if dens.shape is None
-                       else dens.shape.zscore(normal.flux, normal.ivar, normal.z, grid_wave))
+                       else dens.shape.zscore(normal.flux, normal.ivar, normal.z, grid_wave),
+                       trough_torch(model, normal) if model.spec.trough_weight else None)
         model.set_density(dens)
         res = score_torch(model, val)
         ap = binary_metrics(res.score, val_pos)["ap"]

@@ -17,10 +17,11 @@ class DensityModel:
     L_k the Cholesky factor of the precision matrix of component k (scikit-learn's
     ``GaussianMixture.precisions_cholesky_`` convention, ``covariance_type="full"``). The
     calibration fields are the location and tail scale (median, 99th percentile − median) of
-    log χ²/dof, of −log p and of the shape deviate on held-out normal spectra; they
-    standardise the terms of the anomaly score
+    log χ²/dof, of −log p, of the shape deviate and of the trough depth on held-out normal
+    spectra; they standardise the terms of the anomaly score
     (:func:`qso_anomaly.models.torch_model.score_parts_torch`); ``shape`` is the broad-band
-    shape model of the third term.
+    shape model of the third term, the fourth (:mod:`qso_anomaly.models.trough`) needs no
+    fitted arrays, only its calibration.
 
     Attributes:
         weights: Mixture weights w_k, shape (K,), float64, summing to 1.
@@ -34,6 +35,10 @@ class DensityModel:
             third score term; None for a model without it (saved before it existed).
         shape_loc: Median of the shape deviate on held-out data (dimensionless).
         shape_scale: 99th percentile − median of the shape deviate on held-out data (> 0).
+        trough_loc: Median of the trough depth on held-out data (a fraction of the flux);
+            None for a model without the trough term (fitted before ``qso-ae-2.2.0`` or with
+            ``trough_weight`` 0).
+        trough_scale: 99th percentile − median of the trough depth on held-out data (> 0).
     """
 
     weights: np.ndarray  # (K,)
@@ -46,6 +51,8 @@ class DensityModel:
     shape: ShapeModel | None = None
     shape_loc: float = 0.0
     shape_scale: float = 1.0
+    trough_loc: float | None = None
+    trough_scale: float = 1.0
 
     @classmethod
     def standard_normal(cls, dim: int) -> DensityModel:
@@ -108,9 +115,9 @@ class DensityModel:
         return -(m[:, 0] + np.log(np.exp(logp - m).sum(axis=1)))
 
     def calibrate(self, chi2_dof: np.ndarray, nll: np.ndarray,
-                  shape_z: np.ndarray | None = None, *,
-                  spread: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
-                  ) -> None:
+                  shape_z: np.ndarray | None = None, trough: np.ndarray | None = None, *,
+                  spread: tuple[np.ndarray, np.ndarray, np.ndarray | None,
+                                np.ndarray | None] | None = None) -> None:
         """Set the standardisation (median, 99th percentile − median) from held-out normal data.
 
         Updates ``chi2_loc``/``chi2_scale`` from log(max(χ²/dof, 1e-6)) and
@@ -124,7 +131,11 @@ class DensityModel:
             nll: −log p(latent) of the same spectra, shape (N,), in nats.
             shape_z: Shape deviates of the same spectra (:meth:`ShapeModel.zscore`), shape
                 (N,); sets ``shape_loc``/``shape_scale`` when given.
-            spread: The same three quantities (χ²/dof, −log p, shape deviate or None) of a
+            trough: Trough depths of the same spectra
+                (:func:`qso_anomaly.models.trough.trough_depth`), shape (N,); sets
+                ``trough_loc``/``trough_scale`` when given.
+            spread: The same four quantities (χ²/dof, −log p, shape deviate or None, trough
+                depth or None) of a
                 larger set to take the scales (99th percentile − median) from, e.g. the
                 held-out normals clean and under the instrument states the flag decision is
                 calibrated on; the locations stay those of the first arguments. None: both
@@ -139,6 +150,10 @@ class DensityModel:
             sz = shape_z if spread is None or spread[2] is None else spread[2]
             self.shape_loc = _robust(np.asarray(shape_z, np.float64))[0]
             self.shape_scale = _robust(np.asarray(sz, np.float64))[1]
+        if trough is not None:
+            st = trough if spread is None or spread[3] is None else spread[3]
+            self.trough_loc = _robust(np.asarray(trough, np.float64))[0]
+            self.trough_scale = _robust(np.asarray(st, np.float64))[1]
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The density as named arrays (the ``density.npz`` layout and the torch buffers).
@@ -147,13 +162,18 @@ class DensityModel:
             ``weights`` (K,), ``means`` (K, D), ``prec_chol`` (K, D, D) and ``calib`` (4,) =
             [chi2_loc, chi2_scale, nll_loc, nll_scale]; with a shape model also its arrays
             (``shape_*``, :meth:`ShapeModel.to_arrays`) and ``calib`` (6,) with
-            [shape_loc, shape_scale] appended.
+            [shape_loc, shape_scale] appended; with the trough term ``calib`` (8,) with
+            [shape_loc, shape_scale, trough_loc, trough_scale] appended (the shape pair is
+            unused without a shape model).
         """
         calib = [self.chi2_loc, self.chi2_scale, self.nll_loc, self.nll_scale]
         out = {"weights": self.weights, "means": self.means, "prec_chol": self.prec_chol}
-        if self.shape is not None:
+        if self.shape is not None or self.trough_loc is not None:
             calib += [self.shape_loc, self.shape_scale]
+        if self.shape is not None:
             out.update(self.shape.to_arrays())
+        if self.trough_loc is not None:
+            calib += [self.trough_loc, self.trough_scale]
         out["calib"] = np.array(calib)
         return out
 
@@ -174,8 +194,9 @@ class DensityModel:
         c = np.asarray(a["calib"], dtype=np.float64)
         shape = ShapeModel.from_arrays(a)
         extra = (float(c[4]), float(c[5])) if shape is not None and c.size >= 6 else (0.0, 1.0)
+        trough = (float(c[6]), float(c[7])) if c.size >= 8 else (None, 1.0)
         return cls(np.asarray(a["weights"]), np.asarray(a["means"]), np.asarray(a["prec_chol"]),
-                   float(c[0]), float(c[1]), float(c[2]), float(c[3]), shape, *extra)
+                   float(c[0]), float(c[1]), float(c[2]), float(c[3]), shape, *extra, *trough)
 
 
 #: Quantile of held-out normal values that one unit of a standardised score term reaches

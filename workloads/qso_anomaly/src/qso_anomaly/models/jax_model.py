@@ -25,6 +25,7 @@ from qso_anomaly.data.batch import SpectraBatch
 from qso_anomaly.data.grid import WavelengthGrid
 from qso_anomaly.models.scoring import ScoreResult
 from qso_anomaly.models.spec import ModelSpec
+from qso_anomaly.models.trough import window_pixels
 
 SCALE_FLOOR = 1e-3
 AMP_FLOOR = 1e-8
@@ -442,6 +443,41 @@ def shape_z_jax(density: dict[str, jnp.ndarray], wave: jnp.ndarray, flux, ivar, 
     return (jnp.maximum(d2 / dof, 1e-12) ** (1 / 3) - (1 - 2 / (9 * dof))) / jnp.sqrt(2 / (9 * dof))
 
 
+def trough_depth_jax(flux, ivar, recon, widths_px: tuple[int, ...], n_sigma: float) -> jnp.ndarray:
+    """The deepest absorption trough below the reconstruction (observed pixels only).
+
+    As :func:`qso_anomaly.models.trough.trough_depth` and
+    :func:`qso_anomaly.models.torch_model.trough_depth_torch`.
+
+    Args:
+        flux: Flux (N, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹.
+        ivar: Inverse variance (N, P) in flux⁻² (ivar ≤ 0: not observed).
+        recon: Reconstruction (N, P), same units as ``flux``.
+        widths_px: Window widths in pixels (static).
+        n_sigma: k of the lower bound d̂ − k·σ_d.
+
+    Returns:
+        max over widths and positions of d̂ − k·σ_d, floored at
+        :data:`~qso_anomaly.models.trough.NO_TROUGH` and capped at
+        :data:`~qso_anomaly.models.trough.TROUGH_CAP`, shape (N,), dimensionless.
+    """
+    from qso_anomaly.models.shape import MIN_COVERAGE
+    from qso_anomaly.models.trough import NO_TROUGH, TROUGH_CAP
+
+    good = (ivar > 0).astype(flux.dtype)
+    iv = ivar * good
+    parts = jnp.stack([iv * recon * (recon - flux), iv * recon * recon, good], 1)  # (N,3,P)
+    best = jnp.full(flux.shape[:1], NO_TROUGH, dtype=flux.dtype)
+    for w in widths_px:
+        s = jax.lax.reduce_window(parts, 0.0, jax.lax.add, (1, 1, w), (1, 1, 1), "VALID")
+        num, den, n = s[:, 0], s[:, 1], s[:, 2]
+        ok = (n >= MIN_COVERAGE * w - 1e-3) & (den > 0)
+        safe = jnp.where(ok, den, 1.0)
+        bound = jnp.where(ok, num / safe - n_sigma * jax.lax.rsqrt(safe), NO_TROUGH)
+        best = jnp.maximum(best, bound.max(-1))
+    return jnp.minimum(best, TROUGH_CAP)
+
+
 def _score_parts(params: Params, spec: ModelSpec, wave: jnp.ndarray, flux, ivar, z):
     recon, latent = _forward_parts(params, spec, wave, flux, ivar, z)
     good = (ivar > 0).astype(flux.dtype)
@@ -453,6 +489,10 @@ def _score_parts(params: Params, spec: ModelSpec, wave: jnp.ndarray, flux, ivar,
     if "shape_cov" in params["density"]:
         sz = shape_z_jax(params["density"], wave, flux, ivar, z)
         score = score + spec.shape_weight * (sz - c[4]) / c[5]
+    if spec.trough_weight and c.shape[0] >= 8:
+        widths = window_pixels(np.asarray(wave), spec.trough_widths)
+        t = trough_depth_jax(flux, ivar, recon, widths, spec.trough_sigma)
+        score = score + spec.trough_weight * (t - c[6]) / c[7]
     return score, chi2, nll
 
 

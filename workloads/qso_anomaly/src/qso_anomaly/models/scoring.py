@@ -22,7 +22,9 @@ class ScoreResult:
             ``chi2_weight``·(log χ²/dof − loc)/scale + ``density_weight``·(−log p − loc)/scale
             with the calibration of :class:`~qso_anomaly.models.density.DensityModel`, plus
             ``shape_weight``·(shape_z − loc)/scale when the density carries the broad-band
-            shape term (:mod:`qso_anomaly.models.shape`).
+            shape term (:mod:`qso_anomaly.models.shape`), plus ``trough_weight``·(trough −
+            loc)/scale when its calibration carries the absorption-trough term
+            (:mod:`qso_anomaly.models.trough`).
         chi2_dof: Reconstruction χ² per valid pixel, Σ ivar·(flux − recon)² / n_valid over the
             pixels with ivar > 0, shape (N,), dimensionless.
         density_nll: −log p(latent) under the latent Gaussian mixture, shape (N,), in nats.
@@ -85,3 +87,32 @@ def score_torch(model: torch.nn.Module, batch: SpectraBatch, chunk: int = 512) -
             )
             parts.append(ScoreResult(sc.numpy(), c2.numpy(), nl.numpy()))
     return ScoreResult.concat(parts)
+
+
+def trough_torch(model: torch.nn.Module, batch: SpectraBatch, chunk: int = 512) -> np.ndarray:
+    """The absorption-trough term of a clean batch, as the score computes it (float32 torch).
+
+    Args:
+        model: A :class:`~qso_anomaly.models.torch_model.QsoAutoencoder` whose spec has a
+            non-zero ``trough_weight`` (CPU tensors); put in eval mode.
+        batch: N clean spectra on the model's grid (as for :func:`score_torch`).
+        chunk: Spectra per forward pass (bounds memory).
+
+    Returns:
+        The trough depth (:mod:`qso_anomaly.models.trough`), shape (N,), float32,
+        dimensionless.
+    """
+    import torch
+
+    from qso_anomaly.models.torch_model import trough_depth_torch
+
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(batch), chunk):
+            sl = slice(s, s + chunk)
+            fl, iv = torch.from_numpy(batch.flux[sl]), torch.from_numpy(batch.ivar[sl])
+            recon, _ = model.forward_parts(fl, iv, torch.from_numpy(batch.z[sl]))  # type: ignore[operator]
+            out.append(trough_depth_torch(fl, iv, recon, model.trough_pixels,  # type: ignore[arg-type]
+                                          model.spec.trough_sigma).numpy())  # type: ignore[union-attr]
+    return np.concatenate(out) if out else np.zeros(0, np.float32)

@@ -8,7 +8,7 @@ from typing import Any
 from qso_anomaly.data.grid import WavelengthGrid
 from qso_anomaly.errors import ModelError
 
-ARCH_VERSION = "qso-ae-2.1.0"
+ARCH_VERSION = "qso-ae-2.2.0"
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,10 @@ class ModelSpec:
     pixels by weighted least squares. Loss: Σ ½·ivar·(x − x̂)² / L. Score: standardised
     log(χ² / n_valid) over valid pixels only + standardised −log p(latent) under a Gaussian
     mixture + standardised broad-band shape deviate (``shape_weight``; wide-window fluxes of
-    the valid pixels against a per-redshift Gaussian, :mod:`qso_anomaly.models.shape`).
+    the valid pixels against a per-redshift Gaussian, :mod:`qso_anomaly.models.shape`) +
+    standardised absorption-trough depth (``trough_weight``; the deepest flux deficit below
+    the reconstruction in windows of ``trough_widths``, as a ``trough_sigma``·σ lower bound,
+    :mod:`qso_anomaly.models.trough`).
     ``z_min``/``z_max`` are the trained redshift range (the data policy rejects and counts
     spectra outside it); ``augment_fraction`` is the share of training spectra given a
     random instrument state (:mod:`qso_anomaly.train.augment`); ``consistency_weight`` weighs
@@ -58,6 +61,11 @@ class ModelSpec:
         density_weight: Weight of the standardised −log p(latent) term in the score.
         shape_weight: Weight of the standardised broad-band shape term in the score
             (:mod:`qso_anomaly.models.shape`; used when the fitted density carries it).
+        trough_weight: Weight of the standardised absorption-trough term in the score
+            (:mod:`qso_anomaly.models.trough`; used when the density's calibration has it,
+            i.e. for models fitted from ``qso-ae-2.2.0`` on; 0 fits none).
+        trough_widths: Sliding-window widths of the trough term, in observed-frame Å.
+        trough_sigma: k of the trough term's lower bound d̂ − k·σ_d (one-sided).
         learning_rate: Initial Adam learning rate of training (cosine decay over the epochs,
             :mod:`qso_anomaly.train.schedule`).
         batch_size: Training batch size B (spectra).
@@ -70,7 +78,8 @@ class ModelSpec:
 
     Raises:
         ModelError: On construction, when ``channels`` and ``kernels`` are empty or of unequal
-            length, a kernel is even, or ``latent_dim < 1``, ``n_rest < 2`` or ``pool < 1``.
+            length, a kernel is even, ``latent_dim < 1``, ``n_rest < 2`` or ``pool < 1``, or
+            a non-zero ``trough_weight`` comes with no or non-positive ``trough_widths``.
     """
 
     version: str = ARCH_VERSION
@@ -88,6 +97,9 @@ class ModelSpec:
     chi2_weight: float = 1.0
     density_weight: float = 1.0
     shape_weight: float = 1.0
+    trough_weight: float = 1.0
+    trough_widths: tuple[float, ...] = (25.6, 51.2, 102.4)
+    trough_sigma: float = 3.0
     learning_rate: float = 2e-3
     batch_size: int = 128
     z_min: float = 0.05
@@ -104,6 +116,10 @@ class ModelSpec:
             raise ModelError(f"kernels must be odd (same padding), got {self.kernels}")
         if self.latent_dim < 1 or self.n_rest < 2 or self.pool < 1:
             raise ModelError("latent_dim >= 1, n_rest >= 2 and pool >= 1 are required")
+        if self.trough_weight and (not self.trough_widths
+                                   or any(not w > 0 for w in self.trough_widths)):
+            raise ModelError(f"trough_widths must be positive widths in Å, got "
+                             f"{self.trough_widths}", hint="or set trough_weight to 0")
 
     @classmethod
     def ci(cls) -> ModelSpec:

@@ -19,6 +19,7 @@ from torch import nn
 from qso_anomaly.data.grid import WavelengthGrid
 from qso_anomaly.models.density import DensityModel
 from qso_anomaly.models.spec import ModelSpec
+from qso_anomaly.models.trough import window_pixels
 
 SCALE_FLOOR = 1e-3
 AMP_FLOOR = 1e-8
@@ -184,6 +185,9 @@ class QsoAutoencoder(nn.Module):
         self.encoder = Encoder(spec)
         self.decoder = _mlp([spec.latent_dim, *spec.decoder_mlp, spec.n_rest])
         self.register_buffer("wave", torch.tensor(grid.wave, dtype=torch.float32))
+        #: The trough term's window widths in pixels of this grid.
+        self.trough_pixels = (window_pixels(grid.wave, spec.trough_widths)
+                              if spec.trough_weight else ())
         self.set_density(DensityModel.standard_normal(spec.latent_dim))
 
     def set_density(self, density: DensityModel) -> None:
@@ -460,6 +464,47 @@ def shape_z_torch(
     return ((d2 / dof).clamp_min(1e-12) ** (1 / 3) - (1 - 2 / (9 * dof))) / torch.sqrt(2 / (9 * dof))
 
 
+def has_trough_term(model: QsoAutoencoder) -> bool:
+    """Whether the model's calibration carries the absorption-trough term (``calib`` (8,))."""
+    return bool(model.spec.trough_weight) and model.buffer("density_calib").numel() >= 8
+
+
+def trough_depth_torch(flux: torch.Tensor, ivar: torch.Tensor, recon: torch.Tensor,
+                       widths_px: tuple[int, ...], n_sigma: float) -> torch.Tensor:
+    """The deepest absorption trough below the reconstruction (torch form).
+
+    As :func:`qso_anomaly.models.trough.trough_depth`; differentiable almost everywhere.
+
+    Args:
+        flux: Flux (N, P) in 1e-17 erg s⁻¹ cm⁻² Å⁻¹.
+        ivar: Inverse variance (N, P) in flux⁻² (ivar ≤ 0: not observed).
+        recon: Reconstruction (N, P), same units as ``flux``.
+        widths_px: Window widths in pixels (:func:`~qso_anomaly.models.trough.window_pixels`).
+        n_sigma: k of the lower bound d̂ − k·σ_d.
+
+    Returns:
+        max over widths and positions of d̂ − k·σ_d, floored at
+        :data:`~qso_anomaly.models.trough.NO_TROUGH` and capped at
+        :data:`~qso_anomaly.models.trough.TROUGH_CAP`, shape (N,), dimensionless.
+    """
+    from qso_anomaly.models.shape import MIN_COVERAGE
+    from qso_anomaly.models.trough import NO_TROUGH, TROUGH_CAP
+
+    good = (ivar > 0).to(flux.dtype)
+    iv = ivar * good
+    parts = torch.stack([iv * recon * (recon - flux), iv * recon * recon, good], 1)  # (N,3,P)
+    best = torch.full(flux.shape[:1], NO_TROUGH, dtype=flux.dtype, device=flux.device)
+    for w in widths_px:
+        s = nn.functional.avg_pool1d(parts, w, stride=1) * w
+        num, den, n = s[:, 0], s[:, 1], s[:, 2]
+        ok = (n >= MIN_COVERAGE * w - 1e-3) & (den > 0)
+        safe = torch.where(ok, den, torch.ones_like(den))
+        bound = torch.where(ok, num / safe - n_sigma * torch.rsqrt(safe),
+                            torch.full_like(den, NO_TROUGH))
+        best = torch.maximum(best, bound.amax(-1))
+    return best.clamp_max(TROUGH_CAP)
+
+
 def score_parts_torch(
     model: QsoAutoencoder, flux: torch.Tensor, ivar: torch.Tensor, z: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -468,8 +513,10 @@ def score_parts_torch(
     χ²/dof = Σ ivar·(flux − recon)² / n_valid over the pixels with ivar > 0; score =
     ``chi2_weight``·(log max(χ²/dof, 1e-6) − chi2_loc)/chi2_scale + ``density_weight``·(−log p
     − nll_loc)/nll_scale [+ ``shape_weight``·(shape_z − shape_loc)/shape_scale when the density
-    has the broad-band shape term, :func:`shape_z_torch`] with the calibration in the
-    ``density_calib`` buffer. Design §8.2
+    has the broad-band shape term, :func:`shape_z_torch`] [+ ``trough_weight``·(trough −
+    trough_loc)/trough_scale when the calibration has the absorption-trough term,
+    :func:`trough_depth_torch`] with the calibration in the ``density_calib`` buffer.
+    Design §8.2
     names the two terms; −log p(latent) is the outlier score of Liang et al. 2023 (spender with
     a normalising flow; a Gaussian mixture here), and the terms are combined as a weighted sum
     of robustly standardised values rather than the design's rank average.
@@ -494,6 +541,9 @@ def score_parts_torch(
     score = score + spec.density_weight * (nll - c[2]) / c[3]
     if has_shape_term(model):
         score = score + spec.shape_weight * (shape_z_torch(model, flux, ivar, z) - c[4]) / c[5]
+    if has_trough_term(model):
+        t = trough_depth_torch(flux, ivar, recon, model.trough_pixels, spec.trough_sigma)
+        score = score + spec.trough_weight * (t - c[6]) / c[7]
     return score, chi2, nll
 
 

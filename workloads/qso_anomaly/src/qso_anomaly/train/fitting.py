@@ -19,7 +19,7 @@ from qso_anomaly.data.templates import template_hashes
 from qso_anomaly.data.validate import clean_batch
 from qso_anomaly.errors import ModelError
 from qso_anomaly.models.density import DensityModel
-from qso_anomaly.models.scoring import score_torch
+from qso_anomaly.models.scoring import score_torch, trough_torch
 from qso_anomaly.models.shape import ShapeModel
 from qso_anomaly.models.spec import ModelSpec
 from qso_anomaly.models.torch_model import build_model
@@ -76,7 +76,9 @@ def fit(
     (``spec.augment_fraction``); the latent density is fitted on clean and augmented training
     latents so that a masked normal spectrum is not unlikely for its mask alone; with
     ``spec.shape_weight`` ≠ 0 the broad-band shape model (:mod:`qso_anomaly.models.shape`,
-    observed pixels only) is fitted on the training spectra too; the score terms are
+    observed pixels only) is fitted on the training spectra too; with ``spec.trough_weight``
+    ≠ 0 the absorption-trough term (:mod:`qso_anomaly.models.trough`) is calibrated with the
+    others; the score terms are
     standardised on the held-out set only (location: median of the clean held-out normals;
     scale: 99th percentile − median over them clean and under the masking copies below, so
     that each term weighs the same at the flag level over the instrument states the decision
@@ -130,16 +132,14 @@ def fit(
     ref = hold.take(hold.label == NORMAL) if hold.label is not None else hold
     if len(ref) < 10:
         ref = hold
-    res, shape_z = _score_terms(model, density, ref, grid)
-    spread = [(res.chi2_dof, res.density_nll, shape_z)]
+    terms = [_score_terms(model, density, ref, grid)]
     for _, flux, ivar in masking_copies(ref.flux, ref.ivar, grid.wave, seed):
-        r, sz = _score_terms(model, density,
-                             ref.with_arrays(flux=flux, ivar=ivar, mask=ref.mask | (ivar <= 0)),
-                             grid)
-        spread.append((r.chi2_dof, r.density_nll, sz))
-    density.calibrate(res.chi2_dof, res.density_nll, shape_z, spread=(
-        np.concatenate([t[0] for t in spread]), np.concatenate([t[1] for t in spread]),
-        None if shape_z is None else np.concatenate([t[2] for t in spread])))
+        terms.append(_score_terms(
+            model, density, ref.with_arrays(flux=flux, ivar=ivar, mask=ref.mask | (ivar <= 0)),
+            grid))
+    pooled = [None if terms[0][i] is None else np.concatenate([t[i] for t in terms])
+              for i in range(4)]
+    density.calibrate(*terms[0], spread=(pooled[0], pooled[1], pooled[2], pooled[3]))
     model.set_density(density)
     reference = score_torch(model, ref)
     cal = calibrate(reference.score, alpha=0.01, seed=seed)
@@ -169,12 +169,14 @@ def fit(
 
 
 def _score_terms(model: Any, density: DensityModel, batch: SpectraBatch, grid: WavelengthGrid
-                 ) -> tuple[Any, np.ndarray | None]:
-    """χ²/dof and −log p (a ScoreResult) and the shape deviate (None without a shape term)."""
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """χ²/dof, −log p, the shape deviate (None without a shape term) and the trough depth
+    (None when ``spec.trough_weight`` is 0) of each spectrum of ``batch``, each (N,)."""
     res = score_torch(model, batch)
     sz = (density.shape.zscore(batch.flux, batch.ivar, batch.z, grid.wave)
           if density.shape is not None else None)
-    return res, sz
+    td = trough_torch(model, batch) if model.spec.trough_weight else None
+    return res.chi2_dof, res.density_nll, sz, td
 
 
 def _mondrian_calibration(model: Any, ref: SpectraBatch, clean_scores: np.ndarray,
