@@ -25,7 +25,7 @@ from qso_anomaly.models.torch_model import (
     has_trough_term,
     trough_depth_torch,
 )
-from qso_anomaly.models.trough import NO_TROUGH, trough_depth, window_pixels
+from qso_anomaly.models.trough import NO_TROUGH, trough_depth, window_pixels, window_sums
 
 WIDTHS = ModelSpec.ci().trough_widths
 
@@ -164,3 +164,12 @@ def test_the_spec_refuses_widths_that_cannot_work() -> None:
     assert ModelSpec.ci().with_(trough_weight=0.0, trough_widths=()).trough_widths == ()
     again = ModelSpec.from_dict(ModelSpec.ci().to_dict())
     assert again.trough_widths == WIDTHS and again == ModelSpec.ci()
+
+
+@pytest.mark.parametrize("widths", [(1,), (8, 16, 32), (3, 5, 7, 13), (37,), (40,)])
+def test_window_sums_equal_direct_sums(widths) -> None:
+    x = np.random.default_rng(9).normal(size=(3, 2, 40))
+    got = window_sums(x, widths)
+    for w in widths:
+        direct = np.stack([x[..., i:i + w].sum(-1) for i in range(40 - w + 1)], -1)
+        np.testing.assert_allclose(got[w], direct, atol=1e-12)

@@ -462,14 +462,13 @@ def trough_depth_jax(flux, ivar, recon, widths_px: tuple[int, ...], n_sigma: flo
         :data:`~qso_anomaly.models.trough.TROUGH_CAP`, shape (N,), dimensionless.
     """
     from qso_anomaly.models.shape import MIN_COVERAGE
-    from qso_anomaly.models.trough import NO_TROUGH, TROUGH_CAP
+    from qso_anomaly.models.trough import NO_TROUGH, TROUGH_CAP, window_sums
 
     good = (ivar > 0).astype(flux.dtype)
     iv = ivar * good
     parts = jnp.stack([iv * recon * (recon - flux), iv * recon * recon, good], 1)  # (N,3,P)
     best = jnp.full(flux.shape[:1], NO_TROUGH, dtype=flux.dtype)
-    for w in widths_px:
-        s = jax.lax.reduce_window(parts, 0.0, jax.lax.add, (1, 1, w), (1, 1, 1), "VALID")
+    for w, s in window_sums(parts, widths_px).items():
         num, den, n = s[:, 0], s[:, 1], s[:, 2]
         ok = (n >= MIN_COVERAGE * w - 1e-3) & (den > 0)
         safe = jnp.where(ok, den, 1.0)

@@ -488,14 +488,13 @@ def trough_depth_torch(flux: torch.Tensor, ivar: torch.Tensor, recon: torch.Tens
         :data:`~qso_anomaly.models.trough.TROUGH_CAP`, shape (N,), dimensionless.
     """
     from qso_anomaly.models.shape import MIN_COVERAGE
-    from qso_anomaly.models.trough import NO_TROUGH, TROUGH_CAP
+    from qso_anomaly.models.trough import NO_TROUGH, TROUGH_CAP, window_sums
 
     good = (ivar > 0).to(flux.dtype)
     iv = ivar * good
     parts = torch.stack([iv * recon * (recon - flux), iv * recon * recon, good], 1)  # (N,3,P)
     best = torch.full(flux.shape[:1], NO_TROUGH, dtype=flux.dtype, device=flux.device)
-    for w in widths_px:
-        s = nn.functional.avg_pool1d(parts, w, stride=1) * w
+    for w, s in window_sums(parts, widths_px).items():
         num, den, n = s[:, 0], s[:, 1], s[:, 2]
         ok = (n >= MIN_COVERAGE * w - 1e-3) & (den > 0)
         safe = torch.where(ok, den, torch.ones_like(den))
