@@ -132,7 +132,7 @@ def test_workload_without_kubernetes_client_exits_2(tmp_path: Path) -> None:
     ("platform", ["does not tear down a Kubernetes stack", "namespace skyrig-ray",
                   "qso-results", "pulumi destroy -s dev", "kubectl delete -f"]),
     ("workload", ["does not tear down a Kubernetes stack", "kubectl -n skyrig-ray delete rayjob"
-                  " qso-anomaly-v0-2-0-candidate"]),
+                  " qso-anomaly-v0-3-0-candidate"]),
 ])
 def test_down_of_a_kubernetes_layer_refuses_and_says_what_stays(tmp_path: Path, only: str,
                                                                  fragments: list[str]) -> None:

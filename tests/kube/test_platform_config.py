@@ -29,7 +29,7 @@ CASES = [
     ("prod", 'cuda_version: "12.8"', 'cuda_version: "12.6"',
      "publishes no image for CUDA 12.6", "skyrig:gpu_stack.cuda_version"),
     ("prod", "      variant: cuda", "      variant: cuda\n      tag: latest",
-     "not the pinned workload version 0.2.0", "skyrig:platform.image.tag"),
+     "not the pinned workload version 0.3.0", "skyrig:platform.image.tag"),
     ("prod", "  skyrig:platform:\n", "  skyrig:platform:\n    device_plugin_version: 0.17.0\n",
      "device plugin 0.17.0 is not supported", "skyrig:platform.device_plugin_version"),
     ("prod", "    tracking_uri: https://mlflow.astro-lab.internal\n", "",
