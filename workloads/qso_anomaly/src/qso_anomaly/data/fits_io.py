@@ -16,6 +16,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from qso_anomaly.data.batch import SpectraBatch
+from qso_anomaly.data.files import unique_files
 from qso_anomaly.data.grid import DESI_ARMS, WavelengthGrid
 from qso_anomaly.data.policy import merge_counts
 from qso_anomaly.data.rebin import bin_index, finish, rebin_ivar
@@ -243,8 +244,6 @@ def _expand(spec: str | Path | Sequence[str | Path], patterns: tuple[str, ...]) 
             out += sorted(found)
         else:
             out.append(p)
-    from qso_anomaly.data.inputs import unique_files
-
     return unique_files(out)  # a file named twice (its directory too, a link) is read once
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qso_anomaly.data.files import unique_files
 from qso_anomaly.data.grid import WavelengthGrid
 from qso_anomaly.data.policy import DataPolicy
 from qso_anomaly.errors import DataError
@@ -45,33 +46,6 @@ class ScoringInput:
 def _paths(data: InputPaths) -> list[Path]:
     items = [data] if isinstance(data, (str, Path)) else list(data)
     return [Path(p) for p in items]
-
-
-def unique_files(paths: Sequence[Path]) -> list[Path]:
-    """``paths`` without the later namings of a file already in it (first naming kept).
-
-    A directory and a file in it, a link and its target, ``a/../a/x`` and ``a/x`` (and on a
-    case-insensitive file system ``A/x``; a hard link) name one file, told by its device and
-    inode: read twice, its spectra would be scored twice.
-
-    Args:
-        paths: Files as found, in reading order.
-
-    Returns:
-        The files in the same order, each real file once.
-    """
-    seen: set[object] = set()
-    out: list[Path] = []
-    for p in paths:
-        try:
-            st = p.stat()
-            real: object = (st.st_dev, st.st_ino)
-        except (OSError, RuntimeError):  # missing, or a link loop: left to the reader's error
-            real = p.absolute()
-        if real not in seen:
-            seen.add(real)
-            out.append(p)
-    return out
 
 
 def _is_coadd(p: Path) -> bool:
