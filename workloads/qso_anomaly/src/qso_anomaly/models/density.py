@@ -116,8 +116,7 @@ class DensityModel:
 
     def calibrate(self, chi2_dof: np.ndarray, nll: np.ndarray,
                   shape_z: np.ndarray | None = None, trough: np.ndarray | None = None, *,
-                  spread: tuple[np.ndarray, np.ndarray, np.ndarray | None,
-                                np.ndarray | None] | None = None) -> None:
+                  spread: tuple[np.ndarray | None, ...] | None = None) -> None:
         """Set the standardisation (median, 99th percentile − median) from held-out normal data.
 
         Updates ``chi2_loc``/``chi2_scale`` from log(max(χ²/dof, 1e-6)) and
@@ -134,8 +133,8 @@ class DensityModel:
             trough: Trough depths of the same spectra
                 (:func:`qso_anomaly.models.trough.trough_depth`), shape (N,); sets
                 ``trough_loc``/``trough_scale`` when given.
-            spread: The same four quantities (χ²/dof, −log p, shape deviate or None, trough
-                depth or None) of a
+            spread: The same quantities (χ²/dof, −log p, shape deviate or None, and
+                optionally the trough depth or None) of a
                 larger set to take the scales (99th percentile − median) from, e.g. the
                 held-out normals clean and under the instrument states the flag decision is
                 calibrated on; the locations stay those of the first arguments. None: both
@@ -151,7 +150,7 @@ class DensityModel:
             self.shape_loc = _robust(np.asarray(shape_z, np.float64))[0]
             self.shape_scale = _robust(np.asarray(sz, np.float64))[1]
         if trough is not None:
-            st = trough if spread is None or spread[3] is None else spread[3]
+            st = trough if spread is None or len(spread) < 4 or spread[3] is None else spread[3]
             self.trough_loc = _robust(np.asarray(trough, np.float64))[0]
             self.trough_scale = _robust(np.asarray(st, np.float64))[1]
 
