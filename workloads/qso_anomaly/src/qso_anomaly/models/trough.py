@@ -28,8 +28,9 @@ capped at :data:`TROUGH_CAP`.
 
 The widths are in observed-frame ångströms (``ModelSpec.trough_widths``: 25.6, 51.2 and
 102.4 Å, i.e. 8, 16 and 32 pixels of the 4× downsampled CI grid): the damped core of a DLA
-with log N_HI 20.3–21.7 at z 2.2–4 is ~10–40 Å wide in the rest frame (Wolfe, Gawiser &
-Prochaska 2005, ARA&A 43, 861), a BAL trough ≥ 2,000 km/s (Weymann et al. 1991).
+with log N_HI 20.3–21.7 has a rest-frame equivalent width of ~10–50 Å (W ≈ 7.3 Å ·
+(N_HI / 10²⁰ cm⁻²)^½ on the damping wings; Wolfe, Gawiser & Prochaska 2005, ARA&A 43, 861),
+i.e. ~30–250 Å observed at z 2.2–4, and a BAL trough spans ≥ 2,000 km/s (Weymann et al. 1991).
 
 The PyTorch and JAX forms (:func:`qso_anomaly.models.torch_model.trough_depth_torch`,
 :func:`qso_anomaly.models.jax_model.trough_depth_jax`) compute the same in float32;
