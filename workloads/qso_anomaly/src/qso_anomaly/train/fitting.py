@@ -139,7 +139,7 @@ def fit(
             grid))
     pooled = [None if terms[0][i] is None else np.concatenate([t[i] for t in terms])
               for i in range(4)]
-    density.calibrate(*terms[0], spread=(pooled[0], pooled[1], pooled[2], pooled[3]))
+    density.calibrate(*terms[0], spread=tuple(pooled))
     model.set_density(density)
     reference = score_torch(model, ref)
     cal = calibrate(reference.score, alpha=0.01, seed=seed)
